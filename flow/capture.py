@@ -31,7 +31,7 @@ PHASES = ("decode", "prefill", "verify")
 # the accesses, so every kernel indexes its arguments and local buffers directly.
 _COPIES_TO_LOOPS = "func.func(refback-munge-memref-copy,convert-linalg-to-affine-loops),canonicalize"
 _FOLD_VIEWS = (
-    "fold-memref-alias-ops,canonicalize,func.func(affine-raise-from-memref),"
+    "fold-memref-alias-ops,affine-expand-index-ops,canonicalize,func.func(affine-raise-from-memref),"
     "func.func(affine-loop-normalize{promote-single-iter}),canonicalize,cse"
 )
 
@@ -138,7 +138,7 @@ def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress:
     """
     if phase not in PHASES:
         raise MambaflowError(f"unknown phase '{phase}': choose one of {', '.join(PHASES)}")
-    cfg: MambaConfig = getattr(model_or_cfg, "cfg", model_or_cfg)
+    cfg: MambaConfig = getattr(model_or_cfg, "config", model_or_cfg)
     if not isinstance(cfg, MambaConfig):
         raise MambaflowError("capture() takes a mambaflow Mamba model or a MambaConfig")
     T = 1 if phase == "decode" else (T or (16 if phase == "prefill" else 8))

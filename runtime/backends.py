@@ -1,0 +1,168 @@
+"""Backends: one interface over the PyTorch reference and the llvm JIT of the flow.
+
+A backend runs the three phases of one model for a single sequence (batch 1) and keeps
+states as `MambaState` tensors, so generation and speculative decoding code are written
+once. Logits come back as float32 torch tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import MambaflowError
+from ..models.common import MambaState, NodeStates, tree_conv_windows
+
+
+class Backend:
+    """The phases of one model on one engine, batch 1."""
+
+    name = "backend"
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.cfg = model.config
+
+    def zero_state(self) -> MambaState:
+        return MambaState.zeros(self.cfg, 1)
+
+    def prefill(self, tokens: torch.Tensor, state: MambaState | None = None):
+        """tokens (L,) -> logits (L, V), state after the last token."""
+        raise NotImplementedError
+
+    def decode(self, token: int, state: MambaState):
+        """one token -> logits (V,), next state."""
+        raise NotImplementedError
+
+    def verify(self, tokens: torch.Tensor, parents, state: MambaState):
+        """tree tokens (T,), parents (T,) -> logits (T, V), NodeStates (batch 1)."""
+        raise NotImplementedError
+
+
+class TorchBackend(Backend):
+    """PyTorch eager: the numerical oracle."""
+
+    name = "torch"
+
+    @torch.no_grad()
+    def prefill(self, tokens, state=None):
+        logits, st = self.model.prefill(torch.as_tensor(tokens)[None], state)
+        return logits[0], st
+
+    @torch.no_grad()
+    def decode(self, token, state):
+        logits, st = self.model.decode(torch.tensor([int(token)]), state)
+        return logits[0], st
+
+    @torch.no_grad()
+    def verify(self, tokens, parents, state):
+        logits, nodes = self.model.verify(torch.as_tensor(tokens)[None], parents, state, return_states=True)
+        return logits[0], nodes
+
+
+class LLVMBackend(Backend):
+    """The captured, lowered and JIT-compiled design on the CPU.
+
+    Prefill runs in chunks of `prefill_chunk` tokens through one compiled prefill design
+    (the state carries across chunks, so chunking is exact) and the rest token by token
+    through the decode design. Verify compiles one design per tree size on first use.
+    """
+
+    name = "llvm"
+
+    def __init__(self, model, prefill_chunk: int = 16, schedule=None, progress: bool = True):
+        super().__init__(model)
+        from ..flow.capture import capture
+        from ..targets.llvm.jit import JitFunction
+
+        self._capture, self._jit = capture, JitFunction
+        self.schedule = schedule
+        self.progress = progress
+        self.prefill_chunk = prefill_chunk
+        self._designs: dict[tuple[str, int], tuple] = {}
+        self._compile("decode", 1)
+        if prefill_chunk > 1:
+            self._compile("prefill", prefill_chunk)
+
+    def _compile(self, phase: str, T: int):
+        key = (phase, T)
+        if key not in self._designs:
+            design = self._capture(self.model, phase, T=T, progress=self.progress)
+            if self.schedule is not None:
+                design = self.schedule(design)
+            fn = self._jit(design.module, design.top)
+            weights = design.weights(self.model)
+            self._designs[key] = (design, fn, weights, fn.prepare(weights))
+        return self._designs[key]
+
+    def _run(self, phase: str, T: int, inputs: list[np.ndarray], state: MambaState, outs: list[np.ndarray]):
+        design, fn, _weights, wdesc = self._compile(phase, T)
+        L = self.cfg.n_layer
+        states = []
+        for i in range(L):
+            states += [_np(state.conv[i, 0]), _np(state.ssm[i, 0])]
+        args = fn.prepare(inputs + states) + wdesc + fn.prepare(outs)
+        fn.invoke_prepared(args)
+
+    def _step(self, phase: str, tokens: np.ndarray, state: MambaState):
+        T = len(tokens)
+        logits = np.zeros((T, self.cfg.vocab_size), np.float32)
+        new = MambaState.zeros(self.cfg, 1)
+        outs = [logits]
+        for i in range(self.cfg.n_layer):
+            outs += [_np(new.conv[i, 0]), _np(new.ssm[i, 0])]
+        self._run(phase, T, [tokens], state, outs)
+        return torch.from_numpy(logits), new
+
+    def prefill(self, tokens, state=None):
+        tokens = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64))
+        state = self.zero_state() if state is None else state
+        parts = []
+        pos, C = 0, self.prefill_chunk
+        while len(tokens) - pos >= C and C > 1:
+            logits, state = self._step("prefill", tokens[pos : pos + C], state)
+            parts.append(logits)
+            pos += C
+        while pos < len(tokens):
+            logits, state = self._step("decode", tokens[pos : pos + 1], state)
+            parts.append(logits)
+            pos += 1
+        return torch.cat(parts), state
+
+    def decode(self, token, state):
+        logits, st = self._step("decode", np.array([int(token)], np.int64), state)
+        return logits[0], st
+
+    def verify(self, tokens, parents, state):
+        tokens = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64))
+        T = len(tokens)
+        windows = tree_conv_windows(parents, self.cfg.d_conv)
+        cfg = self.cfg
+        logits = np.zeros((T, cfg.vocab_size), np.float32)
+        conv_in = np.zeros((cfg.n_layer, T, cfg.conv_dim), np.float32)
+        ssm = np.zeros((cfg.n_layer, T, *cfg.ssm_state_shape(1)[1:]), np.float32)
+        outs = [logits]
+        for i in range(cfg.n_layer):
+            outs += [conv_in[i], ssm[i]]
+        par = np.asarray([int(p) for p in parents], np.int64)
+        self._run("verify", T, [tokens, windows.numpy().astype(np.int64), par], state, outs)
+        # each node's conv state is its window over [committed columns 1.., node inputs]
+        seq = torch.cat([state.conv[:, 0, :, 1:], torch.from_numpy(conv_in).transpose(1, 2)], dim=2)
+        conv = seq[:, :, windows]  # (L, C, T, K)
+        nodes = NodeStates(conv.permute(0, 2, 1, 3)[:, None].contiguous(), torch.from_numpy(ssm)[:, None])
+        return torch.from_numpy(logits), nodes
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A numpy view of a contiguous float32 CPU tensor (no copy)."""
+    if not t.is_contiguous():
+        raise MambaflowError("internal: state slices must be contiguous")
+    return t.detach().numpy()
+
+
+def make_backend(name: str, model, **kw) -> Backend:
+    if name == "torch":
+        return TorchBackend(model)
+    if name == "llvm":
+        return LLVMBackend(model, **kw)
+    raise MambaflowError(f"unknown backend '{name}': choose 'torch' or 'llvm'")

@@ -1,0 +1,444 @@
+// ap_int.h — mambaflow C-simulation shim of the Vitis HLS arbitrary precision integer
+// types (AMD UG1399, "Arbitrary Precision Data Types"). Header-only, C++17, g++.
+//
+// Emitted HLS C++ includes <ap_int.h> / <ap_fixed.h> exactly as it would under Vitis;
+// the csim driver puts this folder on the include path when Vitis is not installed
+// (with XILINX_HLS set, $XILINX_HLS/include is used instead). Compile csim with
+//     g++ -std=c++17 -O2 -Wall -Wextra -Werror -Wno-unknown-pragmas -I<this folder>
+// (-Wno-unknown-pragmas: g++ warns about every `#pragma HLS` under -Wall).
+//
+// Scope (what the emitter uses), bit-accurate to Vitis for it:
+//   ap_int<W> / ap_uint<W>, 1 <= W <= 64 (Vitis allows up to 4096; static_assert here).
+//   Results widen as in Vitis: a+b, a-b -> max(W1,W2)+1 (one more if signedness
+//   differs), a*b -> W1+W2, a/b -> W1+S2, a%b -> min(W1, W2+...), &|^ -> max width,
+//   -a -> W+1; a result wider than 64 bits is a compile error. Compound assignments
+//   (+=, *=, ...) wrap into the left operand and work for any W <= 64.
+//   Shifts keep the left operand's type (bits shifted out are lost, >> is arithmetic
+//   for signed, a negative amount shifts the other way). C++ integers act as
+//   ap_int<8*sizeof(T)> (bool as ap_uint<1>); ap_int op double gives double.
+//   Conversions: from integers (wrap), from float/double (truncate toward zero, then
+//   wrap mod 2^W; NaN/inf give 0), to_int(), to_int64(), to_double(), .range(hi,lo)
+//   (read and write; hi < lo reverses), [] (read and write), implicit conversion to
+//   long long / unsigned long long as Vitis.
+// Not supported: W > 64, construction from strings, to_string radix other than 10,
+// concatenation (a, b), and_reduce & co. beyond the few below.
+#ifndef MAMBAFLOW_AP_INT_SHIM_H
+#define MAMBAFLOW_AP_INT_SHIM_H
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <ostream>
+#include <string>
+#include <type_traits>
+
+// Same enumerators and order as Vitis ap_decl.h.
+enum ap_q_mode { AP_RND, AP_RND_ZERO, AP_RND_MIN_INF, AP_RND_INF, AP_RND_CONV, AP_TRN, AP_TRN_ZERO };
+enum ap_o_mode { AP_SAT, AP_SAT_ZERO, AP_SAT_SYM, AP_WRAP, AP_WRAP_SM };
+
+typedef long long ap_slong;
+typedef unsigned long long ap_ulong;
+
+template <int W, bool S> struct ap_int_base;
+template <int W, int I, bool S, ap_q_mode Q, ap_o_mode O, int N> struct ap_fixed_base;
+template <class Owner> struct ap_range_ref;
+template <class Owner> struct ap_bit_ref;
+
+// ap_int<W> is ap_int_base<W, true>: an alias, so arithmetic results (which Vitis
+// types as ap_int<Wr> / ap_uint<Wr>) are exactly these types.
+template <int W> using ap_int = ap_int_base<W, true>;
+template <int W> using ap_uint = ap_int_base<W, false>;
+
+namespace ap_shim {
+__extension__ typedef __int128 i128;
+__extension__ typedef unsigned __int128 u128;
+typedef std::uint64_t u64;
+typedef std::int64_t i64;
+
+constexpr int max_(int a, int b) { return a > b ? a : b; }
+constexpr int min_(int a, int b) { return a < b ? a : b; }
+constexpr u64 mask(int w) { return w >= 64 ? ~u64(0) : (u64(1) << w) - 1; }
+
+// Low w bits of `bits` read as a w-bit two's complement (s) or unsigned value.
+constexpr long long as_signed(u64 bits, int w) {
+  return w >= 64 ? (long long)bits : (long long)(bits << (64 - w)) >> (64 - w);
+}
+template <bool S> constexpr typename std::conditional<S, long long, unsigned long long>::type
+norm(u64 bits, int w) {
+  return S ? (typename std::conditional<S, long long, unsigned long long>::type)as_signed(bits, w)
+           : (typename std::conditional<S, long long, unsigned long long>::type)(bits & mask(w));
+}
+
+// a << n on the two's complement bit pattern (no UB for negative a).
+inline i128 shl128(i128 a, int n) { return (i128)((u128)a << n); }
+
+inline int bitlen(u128 m) {
+  int n = 0;
+  while (m) { ++n; m >>= 1; }
+  return n;
+}
+
+[[noreturn]] inline void fatal(const std::string& msg) {
+  std::fprintf(stderr, "mambaflow csim: %s\n", msg.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+// Width and signedness Vitis gives a C++ integer type in mixed expressions.
+template <class T> struct c_int {
+  static const int width = std::is_same<T, bool>::value ? 1 : int(8 * sizeof(T));
+  static const bool sign = std::is_signed<T>::value;
+  typedef ap_int_base<width, sign> type;
+};
+template <class T> using if_int = typename std::enable_if<std::is_integral<T>::value, int>::type;
+template <class T> using if_float = typename std::enable_if<std::is_floating_point<T>::value, int>::type;
+
+// Integer part of d (truncated toward zero) modulo 2^64; NaN and inf give 0.
+// Matches Vitis, whose ap_int(double) shifts the mantissa out past the width.
+inline u64 double_to_bits(double d) {
+  if (!std::isfinite(d)) return 0;
+  d = std::trunc(d);
+  if (std::fabs(d) < 9223372036854775808.0) return (u64)(i64)d;
+  int e;
+  double fr = std::frexp(d, &e);              // d = fr * 2^e, 0.5 <= |fr| < 1, e >= 64
+  i64 m = (i64)std::ldexp(fr, 53);            // exact 53-bit mantissa
+  int k = e - 53;
+  return k >= 64 ? 0 : (u64)m << k;
+}
+
+// Sign of a*2^-fa - b*2^-fb, exact for |a|, |b| < 2^64 and any fa, fb.
+inline int cmp_scaled(i128 a, int fa, i128 b, int fb) {
+  if ((a < 0) != (b < 0) || a == 0 || b == 0) return (a > b) - (a < b);
+  bool neg = a < 0;
+  u128 ma = neg ? -(u128)a : (u128)a, mb = neg ? -(u128)b : (u128)b;
+  int d = fa - fb;  // align the one with fewer fraction bits; past 64 bits it dominates
+  int r;
+  if (d >= 0) r = d > 64 ? -1 : (ma > (mb << d)) - (ma < (mb << d));
+  else r = -d > 64 ? 1 : ((ma << -d) > mb) - ((ma << -d) < mb);
+  return neg ? -r : r;
+}
+
+template <int W1, bool S1, int W2, bool S2> struct int_rtype {
+  // Operand widths after making both signed when either is (Vitis RType).
+  static const int w1 = W1 + (S2 && !S1), w2 = W2 + (S1 && !S2);
+  static const int plus_w = max_(w1, w2) + 1;
+  static const bool plus_s = S1 || S2;
+  static const int minus_w = plus_w;
+  static const bool minus_s = true;
+  static const int mult_w = W1 + W2;
+  static const bool mult_s = S1 || S2;
+  static const int div_w = W1 + S2;
+  static const bool div_s = S1 || S2;
+  static const int mod_w = min_(W1, W2 + (!S2 && S1));
+  static const bool mod_s = S1;
+  static const int logic_w = max_(w1, w2);
+  static const bool logic_s = S1 || S2;
+};
+}  // namespace ap_shim
+
+template <int W, bool S> struct ap_int_base {
+  static_assert(W >= 1 && W <= 64,
+                "mambaflow csim shim: ap_int/ap_uint width must be 1..64 (Vitis allows up to "
+                "4096). If this is an arithmetic result (a+b widens to max(W1,W2)+1, a*b to "
+                "W1+W2, -a to W+1), narrow an operand or use a compound assignment (+=, *=), "
+                "which wraps into the left operand without widening.");
+  typedef typename std::conditional<S, long long, unsigned long long>::type RetType;
+  static const int width = W;
+  static const bool sign_flag = S;  // shim-only (Vitis has no such member)
+
+  RetType V;  // the value, kept sign/zero-extended from W bits (public as in Vitis)
+
+  static ap_int_base from_bits(ap_shim::u64 bits) {
+    ap_int_base r;
+    r.V = ap_shim::norm<S>(bits, W);
+    return r;
+  }
+  ap_shim::u64 bits() const { return (ap_shim::u64)V & ap_shim::mask(W); }
+  void set_bits(ap_shim::u64 b) { V = ap_shim::norm<S>(b, W); }
+
+  // ---- construction: every source wraps modulo 2^W --------------------------------
+  constexpr ap_int_base() : V(0) {}
+  template <int W2, bool S2>
+  constexpr ap_int_base(const ap_int_base<W2, S2>& o) : V(ap_shim::norm<S>((ap_shim::u64)o.V, W)) {}
+  template <class T, ap_shim::if_int<T> = 0>
+  constexpr ap_int_base(T x) : V(ap_shim::norm<S>((ap_shim::u64)x, W)) {}
+  ap_int_base(double d) : V(ap_shim::norm<S>(ap_shim::double_to_bits(d), W)) {}
+  ap_int_base(float f) : ap_int_base(double(f)) {}
+  // From fixed point: integer part (toward zero, as Vitis), then wrap. In ap_fixed.h.
+  template <int W2, int I2, bool S2, ap_q_mode Q2, ap_o_mode O2, int N2>
+  ap_int_base(const ap_fixed_base<W2, I2, S2, Q2, O2, N2>& f);
+
+  // ---- conversion -------------------------------------------------------------------
+  operator RetType() const { return V; }
+  bool to_bool() const { return V != 0; }
+  char to_char() const { return (char)V; }
+  int to_int() const { return (int)V; }
+  unsigned to_uint() const { return (unsigned)V; }
+  long to_long() const { return (long)V; }
+  unsigned long to_ulong() const { return (unsigned long)V; }
+  long long to_int64() const { return (long long)V; }
+  unsigned long long to_uint64() const { return (unsigned long long)V; }
+  double to_double() const { return (double)V; }  // rounds to nearest even, as Vitis
+  float to_float() const { return (float)V; }
+  int length() const { return W; }
+  std::string to_string() const { return std::to_string(V); }
+
+  // ---- bits ---------------------------------------------------------------------------
+  bool test(int i) const { return (bits() >> i) & 1; }
+  bool get_bit(int i) const { return test(i); }
+  void set_bit(int i, bool v) { set_bits(v ? bits() | (ap_shim::u64(1) << i) : bits() & ~(ap_shim::u64(1) << i)); }
+  void set(int i) { set_bit(i, true); }
+  void clear(int i) { set_bit(i, false); }
+  void invert(int i) { set_bit(i, !test(i)); }
+  bool and_reduce() const { return bits() == ap_shim::mask(W); }
+  bool or_reduce() const { return bits() != 0; }
+  bool xor_reduce() const { return __builtin_parityll(bits()); }
+  int countLeadingZeros() const { return W - ap_shim::bitlen(bits()); }
+  bool operator[](int i) const { return test(i); }
+  ap_bit_ref<ap_int_base> operator[](int i) { return ap_bit_ref<ap_int_base>(this, i); }
+  ap_int_base<W, false> range(int hi, int lo) const;
+  ap_int_base<W, false> range() const { return range(W - 1, 0); }
+  ap_range_ref<ap_int_base> range(int hi, int lo) { return ap_range_ref<ap_int_base>(this, hi, lo); }
+  ap_range_ref<ap_int_base> range() { return range(W - 1, 0); }
+  ap_int_base<W, false> operator()(int hi, int lo) const { return range(hi, lo); }
+  ap_range_ref<ap_int_base> operator()(int hi, int lo) { return range(hi, lo); }
+
+  // ---- shifts keep this type ----------------------------------------------------------
+  ap_int_base shl(long long n) const {
+    if (n < 0) return shr(-n);
+    return n >= W ? ap_int_base() : from_bits((ap_shim::u64)V << n);
+  }
+  ap_int_base shr(long long n) const {
+    if (n < 0) return shl(-n);
+    if (n >= W) return from_bits(S && V < 0 ? ~ap_shim::u64(0) : 0);
+    ap_int_base r;
+    r.V = V >> n;  // V is extended, so >> is arithmetic for signed, logical for unsigned
+    return r;
+  }
+
+  // ---- compound assignment: computed modulo 2^W (same bits as Vitis) --------------
+#define AP_SHIM_INT_MODOP(OP)                                                                     \
+  template <int W2, bool S2> ap_int_base& operator OP##=(const ap_int_base<W2, S2>& b) {           \
+    set_bits((ap_shim::u64)V OP (ap_shim::u64)b.V);                                               \
+    return *this;                                                                                 \
+  }                                                                                               \
+  template <class T, ap_shim::if_int<T> = 0> ap_int_base& operator OP##=(T b) {                    \
+    return *this OP## = typename ap_shim::c_int<T>::type(b);                                       \
+  }
+  AP_SHIM_INT_MODOP(+)
+  AP_SHIM_INT_MODOP(-)
+  AP_SHIM_INT_MODOP(*)
+  AP_SHIM_INT_MODOP(&)
+  AP_SHIM_INT_MODOP(|)
+  AP_SHIM_INT_MODOP(^)
+#undef AP_SHIM_INT_MODOP
+  template <int W2, bool S2> ap_int_base& operator/=(const ap_int_base<W2, S2>& b);
+  template <int W2, bool S2> ap_int_base& operator%=(const ap_int_base<W2, S2>& b);
+  template <class T, ap_shim::if_int<T> = 0> ap_int_base& operator/=(T b) {
+    return *this /= typename ap_shim::c_int<T>::type(b);
+  }
+  template <class T, ap_shim::if_int<T> = 0> ap_int_base& operator%=(T b) {
+    return *this %= typename ap_shim::c_int<T>::type(b);
+  }
+  template <class T, ap_shim::if_int<T> = 0> ap_int_base& operator<<=(T n) { return *this = shl((long long)n); }
+  template <class T, ap_shim::if_int<T> = 0> ap_int_base& operator>>=(T n) { return *this = shr((long long)n); }
+  template <int W2, bool S2> ap_int_base& operator<<=(const ap_int_base<W2, S2>& n) { return *this = shl(n.V); }
+  template <int W2, bool S2> ap_int_base& operator>>=(const ap_int_base<W2, S2>& n) { return *this = shr(n.V); }
+
+  ap_int_base& operator++() { return *this += 1; }
+  ap_int_base& operator--() { return *this -= 1; }
+  const ap_int_base operator++(int) { ap_int_base t = *this; ++*this; return t; }
+  const ap_int_base operator--(int) { ap_int_base t = *this; --*this; return t; }
+
+  // ---- unary --------------------------------------------------------------------------
+  ap_int_base operator+() const { return *this; }
+  ap_int_base operator~() const { return from_bits(~(ap_shim::u64)V); }
+  bool operator!() const { return V == 0; }
+};
+
+// Unary minus is 0 - x with ap_uint<1> zero (Vitis): ap_int<W+1> for W >= 2.
+template <int W, bool S>
+inline ap_int_base<ap_shim::int_rtype<1, false, W, S>::minus_w, true> operator-(const ap_int_base<W, S>& a) {
+  return ap_int_base<ap_shim::int_rtype<1, false, W, S>::minus_w, true>::from_bits(-(ap_shim::u64)a.V);
+}
+
+// ---- binary arithmetic: exact in 128 bits, result in the widened type ----------------
+#define AP_SHIM_INT_BINOP(OP, KIND)                                                                \
+  template <int W1, bool S1, int W2, bool S2>                                                      \
+  inline ap_int_base<ap_shim::int_rtype<W1, S1, W2, S2>::KIND##_w, ap_shim::int_rtype<W1, S1, W2, S2>::KIND##_s> \
+  operator OP(const ap_int_base<W1, S1>& a, const ap_int_base<W2, S2>& b) {                       \
+    typedef ap_shim::int_rtype<W1, S1, W2, S2> R;                                                  \
+    return ap_int_base<R::KIND##_w, R::KIND##_s>::from_bits(                                       \
+        (ap_shim::u64)((ap_shim::i128)a.V OP (ap_shim::i128)b.V));                                 \
+  }                                                                                                \
+  template <int W1, bool S1, class T, ap_shim::if_int<T> = 0>                                      \
+  inline auto operator OP(const ap_int_base<W1, S1>& a, T b) {                                     \
+    return a OP typename ap_shim::c_int<T>::type(b);                                               \
+  }                                                                                                \
+  template <int W2, bool S2, class T, ap_shim::if_int<T> = 0>                                      \
+  inline auto operator OP(T a, const ap_int_base<W2, S2>& b) {                                     \
+    return typename ap_shim::c_int<T>::type(a) OP b;                                               \
+  }
+AP_SHIM_INT_BINOP(+, plus)
+AP_SHIM_INT_BINOP(-, minus)
+AP_SHIM_INT_BINOP(*, mult)
+AP_SHIM_INT_BINOP(&, logic)
+AP_SHIM_INT_BINOP(|, logic)
+AP_SHIM_INT_BINOP(^, logic)
+#undef AP_SHIM_INT_BINOP
+
+// Division truncates toward zero, % takes the dividend's sign (C semantics, as Vitis).
+template <int W1, bool S1, int W2, bool S2>
+inline ap_int_base<ap_shim::int_rtype<W1, S1, W2, S2>::div_w, ap_shim::int_rtype<W1, S1, W2, S2>::div_s>
+operator/(const ap_int_base<W1, S1>& a, const ap_int_base<W2, S2>& b) {
+  typedef ap_shim::int_rtype<W1, S1, W2, S2> R;
+  if (b.V == 0) ap_shim::fatal("ap_int division by zero");
+  return ap_int_base<R::div_w, R::div_s>::from_bits((ap_shim::u64)((ap_shim::i128)a.V / (ap_shim::i128)b.V));
+}
+template <int W1, bool S1, int W2, bool S2>
+inline ap_int_base<ap_shim::int_rtype<W1, S1, W2, S2>::mod_w, ap_shim::int_rtype<W1, S1, W2, S2>::mod_s>
+operator%(const ap_int_base<W1, S1>& a, const ap_int_base<W2, S2>& b) {
+  typedef ap_shim::int_rtype<W1, S1, W2, S2> R;
+  if (b.V == 0) ap_shim::fatal("ap_int modulo by zero");
+  return ap_int_base<R::mod_w, R::mod_s>::from_bits((ap_shim::u64)((ap_shim::i128)a.V % (ap_shim::i128)b.V));
+}
+#define AP_SHIM_INT_DIVOP(OP)                                                                     \
+  template <int W1, bool S1, class T, ap_shim::if_int<T> = 0>                                     \
+  inline auto operator OP(const ap_int_base<W1, S1>& a, T b) {                                    \
+    return a OP typename ap_shim::c_int<T>::type(b);                                              \
+  }                                                                                               \
+  template <int W2, bool S2, class T, ap_shim::if_int<T> = 0>                                     \
+  inline auto operator OP(T a, const ap_int_base<W2, S2>& b) {                                    \
+    return typename ap_shim::c_int<T>::type(a) OP b;                                              \
+  }
+AP_SHIM_INT_DIVOP(/)
+AP_SHIM_INT_DIVOP(%)
+#undef AP_SHIM_INT_DIVOP
+
+template <int W, bool S> template <int W2, bool S2>
+inline ap_int_base<W, S>& ap_int_base<W, S>::operator/=(const ap_int_base<W2, S2>& b) {
+  if (b.V == 0) ap_shim::fatal("ap_int division by zero");
+  set_bits((ap_shim::u64)((ap_shim::i128)V / (ap_shim::i128)b.V));
+  return *this;
+}
+template <int W, bool S> template <int W2, bool S2>
+inline ap_int_base<W, S>& ap_int_base<W, S>::operator%=(const ap_int_base<W2, S2>& b) {
+  if (b.V == 0) ap_shim::fatal("ap_int modulo by zero");
+  set_bits((ap_shim::u64)((ap_shim::i128)V % (ap_shim::i128)b.V));
+  return *this;
+}
+
+// ---- shifts: the left operand's type --------------------------------------------------
+template <int W, bool S, class T, ap_shim::if_int<T> = 0>
+inline ap_int_base<W, S> operator<<(const ap_int_base<W, S>& a, T n) { return a.shl((long long)n); }
+template <int W, bool S, class T, ap_shim::if_int<T> = 0>
+inline ap_int_base<W, S> operator>>(const ap_int_base<W, S>& a, T n) { return a.shr((long long)n); }
+template <int W, bool S, int W2, bool S2>
+inline ap_int_base<W, S> operator<<(const ap_int_base<W, S>& a, const ap_int_base<W2, S2>& n) { return a.shl(n.V); }
+template <int W, bool S, int W2, bool S2>
+inline ap_int_base<W, S> operator>>(const ap_int_base<W, S>& a, const ap_int_base<W2, S2>& n) { return a.shr(n.V); }
+
+// ---- comparison by value (mixed signedness compares the numbers) -----------------------
+#define AP_SHIM_INT_RELOP(OP)                                                                     \
+  template <int W1, bool S1, int W2, bool S2>                                                     \
+  inline bool operator OP(const ap_int_base<W1, S1>& a, const ap_int_base<W2, S2>& b) {           \
+    return (ap_shim::i128)a.V OP (ap_shim::i128)b.V;                                              \
+  }                                                                                               \
+  template <int W1, bool S1, class T, ap_shim::if_int<T> = 0>                                     \
+  inline bool operator OP(const ap_int_base<W1, S1>& a, T b) {                                    \
+    return (ap_shim::i128)a.V OP (ap_shim::i128)b;                                                \
+  }                                                                                               \
+  template <int W2, bool S2, class T, ap_shim::if_int<T> = 0>                                     \
+  inline bool operator OP(T a, const ap_int_base<W2, S2>& b) {                                    \
+    return (ap_shim::i128)a OP (ap_shim::i128)b.V;                                                \
+  }                                                                                               \
+  template <int W1, bool S1, class T, ap_shim::if_float<T> = 0>                                   \
+  inline bool operator OP(const ap_int_base<W1, S1>& a, T b) { return a.to_double() OP b; }       \
+  template <int W2, bool S2, class T, ap_shim::if_float<T> = 0>                                   \
+  inline bool operator OP(T a, const ap_int_base<W2, S2>& b) { return a OP b.to_double(); }
+AP_SHIM_INT_RELOP(==)
+AP_SHIM_INT_RELOP(!=)
+AP_SHIM_INT_RELOP(<)
+AP_SHIM_INT_RELOP(<=)
+AP_SHIM_INT_RELOP(>)
+AP_SHIM_INT_RELOP(>=)
+#undef AP_SHIM_INT_RELOP
+
+template <int W, bool S>
+inline std::ostream& operator<<(std::ostream& os, const ap_int_base<W, S>& x) { return os << x.V; }
+
+// ---- bit and range references (read through the ap_uint base, write back) -----------
+// Owner is any type with width, bits() and set_bits() (ap_int_base, ap_fixed_base).
+template <class Owner> struct ap_bit_ref {
+  Owner* o;
+  int i;
+  ap_bit_ref(Owner* owner, int bit) : o(owner), i(bit) {}
+  operator bool() const { return (o->bits() >> i) & 1; }
+  ap_bit_ref& operator=(bool v) {
+    ap_shim::u64 b = o->bits(), m = ap_shim::u64(1) << i;
+    o->set_bits(v ? b | m : b & ~m);
+    return *this;
+  }
+  ap_bit_ref& operator=(const ap_bit_ref& r) { return *this = bool(r); }
+  template <class T, ap_shim::if_int<T> = 0> ap_bit_ref& operator=(T v) { return *this = (v != 0); }
+  bool operator~() const { return !bool(*this); }
+};
+
+namespace ap_shim {
+// Bits hi..lo of `b` (lo > hi reads them reversed, as Vitis).
+inline u64 get_range(u64 b, int hi, int lo) {
+  if (hi >= lo) return (b >> lo) & mask(hi - lo + 1);
+  u64 r = 0;
+  for (int k = 0; k <= lo - hi; ++k) r |= ((b >> (hi + k)) & 1) << (lo - hi - k);
+  return r;
+}
+inline u64 set_range(u64 b, int hi, int lo, u64 v) {
+  if (hi >= lo) {
+    u64 m = mask(hi - lo + 1) << lo;
+    return (b & ~m) | ((v << lo) & m);
+  }
+  for (int k = 0; k <= lo - hi; ++k) {
+    u64 bit = (v >> (lo - hi - k)) & 1;
+    b = (b & ~(u64(1) << (hi + k))) | (bit << (hi + k));
+  }
+  return b;
+}
+inline void check_range(int hi, int lo, int w) {
+  if (hi < 0 || lo < 0 || hi >= w || lo >= w)
+    fatal("range(" + std::to_string(hi) + ", " + std::to_string(lo) + ") out of bounds for width " +
+          std::to_string(w));
+}
+}  // namespace ap_shim
+
+template <int W, bool S>
+inline ap_int_base<W, false> ap_int_base<W, S>::range(int hi, int lo) const {
+  ap_shim::check_range(hi, lo, W);
+  return ap_int_base<W, false>::from_bits(ap_shim::get_range(bits(), hi, lo));
+}
+
+template <class Owner> struct ap_range_ref : ap_int_base<Owner::width, false> {
+  typedef ap_int_base<Owner::width, false> Base;
+  Owner* o;
+  int hi, lo;
+  ap_range_ref(Owner* owner, int h, int l) : o(owner), hi(h), lo(l) {
+    ap_shim::check_range(h, l, Owner::width);
+    this->set_bits(ap_shim::get_range(owner->bits(), h, l));
+  }
+  ap_range_ref(const ap_range_ref&) = default;
+  ap_range_ref& assign_bits(ap_shim::u64 v) {
+    o->set_bits(ap_shim::set_range(o->bits(), hi, lo, v));
+    this->set_bits(ap_shim::get_range(o->bits(), hi, lo));
+    return *this;
+  }
+  ap_range_ref& operator=(const ap_range_ref& r) { return assign_bits(r.bits()); }
+  template <int W2, bool S2> ap_range_ref& operator=(const ap_int_base<W2, S2>& v) {
+    return assign_bits((ap_shim::u64)v.V);
+  }
+  template <class T, ap_shim::if_int<T> = 0> ap_range_ref& operator=(T v) { return assign_bits((ap_shim::u64)v); }
+};
+
+#endif  // MAMBAFLOW_AP_INT_SHIM_H
+
+// Vitis' <ap_int.h> also provides ap_fixed; so does this one.
+#include "ap_fixed.h"
