@@ -178,7 +178,8 @@ class RMSNorm(nn.Module):
 
 
 class Block(nn.Module):
-    """residual += mixer(RMSNorm(residual)); the residual stream stays in float32."""
+    """One layer's pre-norm and mixer; MambaLMBase._run applies
+    residual += mixer(norm(residual)), keeping the residual stream in float32."""
 
     def __init__(self, cfg: MambaConfig, mixer: nn.Module):
         super().__init__()

@@ -4,6 +4,7 @@ Tolerances (atol = rtol): float32 1e-5 — the worst observed |a-b| / (1+|b|) is
 values up to ~70, from different summation orders; float64 runs of the same comparisons
 hold to 1e-12 (worst observed 7e-15)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -23,9 +24,7 @@ TOL64 = dict(atol=1e-12, rtol=1e-12)
 def lively(name, seed=0, dtype=torch.float32, **overrides):
     """A tiny model moved away from its gentle init (unit embeddings, large steps, random
     D and conv bias), so states decay and mix visibly and a wrong index shows."""
-    cfg = get_config(name)
-    if overrides:
-        cfg = type(cfg)(**{**cfg.__dict__, **overrides})
+    cfg = dataclasses.replace(get_config(name), **overrides)
     torch.manual_seed(seed)
     m = build_model(cfg).to(dtype)
     with torch.no_grad():
@@ -344,9 +343,8 @@ def test_unknown_preset_lists_known_ones():
 @pytest.mark.parametrize("kw", [dict(arch="mamba3"), dict(headdim=24), dict(ngroups=3),
                                 dict(d_state=0)])
 def test_bad_config_is_rejected(kw):
-    base = get_config("tiny-mamba2").__dict__
     with pytest.raises(MambaflowError):
-        type(get_config("tiny-mamba2"))(**{**base, **kw})
+        dataclasses.replace(get_config("tiny-mamba2"), **kw)
 
 
 # -- input errors ------------------------------------------------------------------------
