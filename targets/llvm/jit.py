@@ -1,8 +1,10 @@
-"""The llvm target: JIT-compile a design's top function with MLIR's ExecutionEngine.
+"""The llvm target: compile a design's top function to native code for the CPU.
 
-Numpy in, numpy out. Buffers the JIT allocates inside kernels are freed by MLIR's
-ownership-based deallocation; the caller owns every argument. Compiled objects are
-cached on disk, keyed by a hash of the IR and the options.
+Numpy in, numpy out. Buffers allocated inside kernels are freed by MLIR's ownership-based
+deallocation; the caller owns every argument. MLIR's ExecutionEngine compiles the
+module; its object code is linked into a shared library in a disk cache keyed by a hash
+of the IR and the options, so the next process with the same design skips lowering and
+LLVM code generation and just loads the library.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +29,8 @@ from ...flow.mlir import funcs, run_pipeline, walk
 # Reassociation and contraction only: they let LLVM vectorize reductions and form FMAs
 # without assuming away NaN/Inf (softplus thresholds and masks compare against them).
 SAFE_FASTMATH = "reassoc,contract"
-_FLOAT_OPS = {"arith.addf", "arith.subf", "arith.mulf", "arith.divf", "arith.negf", "arith.maximumf", "arith.minimumf"}
+_FLOAT_OPS = {"arith.addf", "arith.subf", "arith.mulf", "arith.divf", "arith.negf",
+              "arith.maximumf", "arith.minimumf"}
 
 LOWER_TO_LLVM = (
     "func.func(refback-munge-memref-copy,convert-linalg-to-affine-loops),"
@@ -34,6 +40,7 @@ LOWER_TO_LLVM = (
     "convert-arith-to-llvm,convert-index-to-llvm,convert-func-to-llvm,convert-cf-to-llvm,"
     "reconcile-unrealized-casts"
 )
+_CACHE_FORMAT = "1"  # bump when the lowering changes what a cached library contains
 
 
 def cache_dir() -> Path:
@@ -49,51 +56,101 @@ def set_fastmath(module: ir.Module, flags: str = SAFE_FASTMATH) -> None:
                 op.attributes["fastmath"] = attr
 
 
+def _strip_directives(module: ir.Module) -> None:
+    """Remove schedule directives that only annotate (the CPU ignores them)."""
+    try:
+        from ...dialects.directives import strip_directives
+    except ImportError:  # the schedule layer is optional for plain lowering
+        return
+    strip_directives(module)
+
+
 class JitFunction:
     """A compiled top function; call it with numpy arrays in the design's port order."""
 
-    def __init__(self, module: ir.Module, name: str, opt_level: int = 3, fastmath: bool = True):
+    def __init__(self, module: ir.Module, name: str, opt_level: int = 3, fastmath: bool = True,
+                 cache: bool = True):
         text = str(module)
-        key = hashlib.sha256(f"{text}|{name}|O{opt_level}|fm={fastmath}".encode()).hexdigest()[:24]
-        self.key = key
-        # Work on a private copy: the caller's design stays untouched for other targets.
-        with module.context:
-            lowered = ir.Module.parse(text)
-        fn = funcs(lowered).get(name)
+        fn = funcs(module).get(name)
         if fn is None:
             raise MambaflowError(f"llvm target: the module has no function '{name}'")
-        with lowered.context:
-            fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
+        self.name = name
+        self.nargs = len(ir.FunctionType(ir.TypeAttr(fn.attributes["function_type"]).value).inputs)
+        self.key = hashlib.sha256(
+            f"{_CACHE_FORMAT}|{text}|{name}|O{opt_level}|fm={fastmath}".encode()
+        ).hexdigest()[:32]
+        lib = cache_dir() / f"{self.key}.so"
+        self.cached = False
+        self._packed = None
+        if cache and lib.exists():
+            try:
+                self._lib = ctypes.CDLL(str(lib))
+                self._set_entry(ctypes.cast(getattr(self._lib, f"_mlir_ciface_{name}"), ctypes.c_void_p).value)
+                self.cached = True
+                return
+            except (OSError, AttributeError):
+                pass  # a stale or foreign file: rebuild it below
+        self._engine = self._compile(module, text, name, opt_level, fastmath)
+        # call through the packed wrapper the engine generates: void(void** args)
+        self._packed = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self._engine.lookup(name))
+        if cache:
+            self._store(lib)
+
+    @staticmethod
+    def _compile(module, text, name, opt_level, fastmath) -> ExecutionEngine:
+        # Lower a private copy: the caller's design stays as it is for other targets.
+        with module.context:
+            lowered = ir.Module.parse(text)
+            funcs(lowered)[name].attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
+        _strip_directives(lowered)
         if fastmath:
             set_fastmath(lowered)
         run_pipeline(lowered, LOWER_TO_LLVM, f"llvm lowering of '{name}'")
-        obj = cache_dir() / f"{key}.o"
-        self._engine = ExecutionEngine(lowered, opt_level=opt_level, shared_libs=[])
-        self.cached = obj.exists()
+        engine = ExecutionEngine(lowered, opt_level=opt_level, shared_libs=[])
+        engine.initialize()  # run static initializers before code is called directly
+        return engine
+
+    def _set_entry(self, address: int) -> None:
+        proto = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * self.nargs))
+        self._entry = proto(address)
+        self._packed = None
+
+    def _store(self, lib: Path) -> None:
+        """Link the engine's object code into `lib` (atomically); a failure only costs speed."""
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            return
         try:
-            obj.parent.mkdir(parents=True, exist_ok=True)
-            if not self.cached:
+            lib.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+                obj, so = Path(tmp) / "k.o", Path(tmp) / "k.so"
                 self._engine.dump_to_object_file(str(obj))
-        except OSError:
-            pass  # the cache is an optimisation; a read-only home must not break runs
-        self.name = name
-        self._pinned: dict[int, object] = {}
-
-    def __call__(self, *arrays: np.ndarray) -> None:
-        """Run with every argument (inputs and outputs) as a C-contiguous numpy array.
-
-        Outputs are written in place. Arrays must stay alive for the call.
-        """
-        descs = []
-        for a in arrays:
-            if not a.flags["C_CONTIGUOUS"]:
-                raise MambaflowError("llvm target: arguments must be C-contiguous numpy arrays")
-            descs.append(ctypes.pointer(ctypes.pointer(get_ranked_memref_descriptor(a))))
-        self._engine.invoke(self.name, *descs)
+                # JIT code is not position independent: allow text relocations quietly
+                subprocess.run([cc, "-shared", "-Wl,-z,notext", "-o", str(so), str(obj), "-lm"],
+                               check=True, capture_output=True)
+                os.replace(so, lib)
+        except (OSError, subprocess.CalledProcessError):
+            pass
 
     def prepare(self, arrays: Sequence[np.ndarray]) -> list:
-        """Descriptors for arguments that do not change between calls (weights)."""
-        return [ctypes.pointer(ctypes.pointer(get_ranked_memref_descriptor(a))) for a in arrays]
+        """Memref descriptors for arrays (keep the arrays alive while they are used)."""
+        out = []
+        for a in arrays:
+            if not (isinstance(a, np.ndarray) and a.flags["C_CONTIGUOUS"]):
+                raise MambaflowError("llvm target: arguments must be C-contiguous numpy arrays")
+            out.append(get_ranked_memref_descriptor(a))
+        return out
 
     def invoke_prepared(self, descs: list) -> None:
-        self._engine.invoke(self.name, *descs)
+        if len(descs) != self.nargs:
+            raise MambaflowError(f"llvm target: '{self.name}' takes {self.nargs} arguments, got {len(descs)}")
+        ptrs = [ctypes.pointer(d) for d in descs]
+        if self._packed is None:
+            self._entry(*[ctypes.addressof(d) for d in descs])
+        else:
+            slots = (ctypes.c_void_p * len(ptrs))(*[ctypes.addressof(p) for p in ptrs])
+            self._packed(ctypes.addressof(slots))
+
+    def __call__(self, *arrays: np.ndarray) -> None:
+        """Run with every argument (inputs, then outputs written in place) as numpy arrays."""
+        self.invoke_prepared(self.prepare(arrays))
