@@ -72,10 +72,6 @@ class LLVMBackend(Backend):
 
     def __init__(self, model, prefill_chunk: int = 16, schedule=None, progress: bool = True):
         super().__init__(model)
-        from ..flow.capture import capture
-        from ..targets.llvm.jit import JitFunction
-
-        self._capture, self._jit = capture, JitFunction
         self.schedule = schedule
         self.progress = progress
         self.prefill_chunk = prefill_chunk
@@ -84,15 +80,31 @@ class LLVMBackend(Backend):
         if prefill_chunk > 1:
             self._compile("prefill", prefill_chunk)
 
+    @classmethod
+    def from_compiled(cls, model, compiled: dict, prefill_chunk: int = 1) -> "LLVMBackend":
+        """A backend over designs compiled elsewhere: {(phase, T): (design, JitFunction)}."""
+        self = cls.__new__(cls)
+        Backend.__init__(self, model)
+        self.schedule, self.progress, self.prefill_chunk = None, False, prefill_chunk
+        self._designs = {}
+        for key, (design, fn) in compiled.items():
+            self._bind(key, design, fn)
+        return self
+
+    def _bind(self, key, design, fn):
+        weights = design.weights(self.model)  # kept alive: the descriptors point into them
+        self._designs[key] = (design, fn, weights, fn.prepare(weights))
+
     def _compile(self, phase: str, T: int):
         key = (phase, T)
         if key not in self._designs:
-            design = self._capture(self.model, phase, T=T, progress=self.progress)
+            from ..flow.capture import capture
+            from ..targets.llvm.jit import JitFunction
+
+            design = capture(self.model, phase, T=T, progress=self.progress)
             if self.schedule is not None:
                 design = self.schedule(design)
-            fn = self._jit(design.module, design.top)
-            weights = design.weights(self.model)
-            self._designs[key] = (design, fn, weights, fn.prepare(weights))
+            self._bind(key, design, JitFunction(design.module, design.top))
         return self._designs[key]
 
     def _run(self, phase: str, T: int, inputs: list[np.ndarray], state: MambaState, outs: list[np.ndarray]):
@@ -101,6 +113,7 @@ class LLVMBackend(Backend):
         states = []
         for i in range(L):
             states += [_np(state.conv[i, 0]), _np(state.ssm[i, 0])]
+        # states are only read (outputs go to fresh buffers), so in-place is never aliased
         args = fn.prepare(inputs + states) + wdesc + fn.prepare(outs)
         fn.invoke_prepared(args)
 
