@@ -1,0 +1,237 @@
+"""Loop rewrites on `affine.for` nests, written directly against the MLIR Python bindings.
+
+Why not upstream passes: `affine-loop-tile`, `affine-loop-coalescing` and friends act on
+every band of a function at once, pick their own tile shapes and drop discardable
+attributes (the loop names); MLIR's single-loop utilities (`tilePerfectlyNested`,
+`permuteLoops`, `coalesceLoops`, `fuseLoops`) are C++ only. Each rewrite here builds new
+`affine.for` ops with the builder API, moves the body ops over (no cloning, so every
+attribute inside survives) and erases the old loops. Legality is checked by the caller
+(`schedules.schedule`) before anything is touched; these functions assume it.
+
+Split convention (Allo's): splitting loop `j` by F gives `j.outer` (step F*step, same
+bounds) and `j.inner` (from `j.outer` to `min(j.outer + F*step, ub)`, same step); the
+inner loop's IV takes the old IV's values, so the body's accesses are unchanged.
+"""
+
+from __future__ import annotations
+
+from torch_mlir import ir
+from torch_mlir.dialects import affine as affine_d
+
+from .deps import loop_bounds, loop_iv
+
+LOOP_ATTR = "loop_name"
+BAND_ATTR = "op_name"
+_STRUCTURAL = {"lowerBoundMap", "upperBoundMap", "step", "operandSegmentSizes"}
+
+
+def body_ops(loop: ir.Operation) -> list[ir.Operation]:
+    """The loop body's ops without the terminator."""
+    ops = [o.operation for o in loop.regions[0].blocks[0].operations]
+    return ops[:-1]
+
+
+def discardable(op: ir.Operation) -> dict[str, ir.Attribute]:
+    out = {}
+    for k in list(op.attributes):
+        k = k if isinstance(k, str) else k.name
+        if k not in _STRUCTURAL:
+            out[k] = op.attributes[k]
+    return out
+
+
+def new_for(lbm, lbo, ubm, ubo, step, ip) -> ir.Operation:
+    f = affine_d.AffineForOp(lbm, ubm, step, lower_bound_operands=list(lbo),
+                             upper_bound_operands=list(ubo), ip=ip)
+    with ir.InsertionPoint(f.body):
+        affine_d.AffineYieldOp([])
+    return f.operation
+
+
+def move_body(src: ir.Operation, dst: ir.Operation) -> None:
+    """Move `src` loop's body ops (not its terminator) to the end of `dst`'s body."""
+    term = [o.operation for o in dst.regions[0].blocks[0].operations][-1]
+    for op in body_ops(src):
+        op.move_before(term)
+
+
+def _name(op: ir.Operation) -> str | None:
+    return ir.StringAttr(op.attributes[LOOP_ATTR]).value if LOOP_ATTR in op.attributes else None
+
+
+def split(loop: ir.Operation, factor: int, divisible: bool) -> tuple[ir.Operation, ir.Operation]:
+    """Split `loop` by `factor`; returns (outer, inner)."""
+    lbm, lbo, ubm, ubo, step = loop_bounds(loop)
+    name = _name(loop) or "loop"
+    attrs = discardable(loop)
+    with loop.context, loop.location:
+        outer = new_for(lbm, lbo, ubm, ubo, step * factor, ir.InsertionPoint(loop))
+        oiv = loop_iv(outer)
+        d0 = ir.AffineExpr.get_dim(0)
+        if divisible:
+            ub_map = ir.AffineMap.get(1, 0, [d0 + step * factor])
+            ub_ops = [oiv]
+        else:
+            shifted = [r.shift_dims(ubm.n_dims, 1, 0) for r in ubm.results]
+            ub_map = ir.AffineMap.get(1 + ubm.n_dims, ubm.n_symbols, [d0 + step * factor] + shifted)
+            ub_ops = [oiv] + list(ubo)
+        inner = new_for(ir.AffineMap.get(1, 0, [d0]), [oiv], ub_map, ub_ops, step,
+                        ir.InsertionPoint([o.operation for o in outer.regions[0].blocks[0].operations][-1]))
+        move_body(loop, inner)
+        loop_iv(loop).replace_all_uses_with(loop_iv(inner))
+        for k, v in attrs.items():
+            if k == BAND_ATTR:
+                outer.attributes[k] = v
+            elif k == LOOP_ATTR:
+                continue
+            else:
+                inner.attributes[k] = v  # directives stay with the iterations they named
+        outer.attributes[LOOP_ATTR] = ir.StringAttr.get(name + ".outer")
+        inner.attributes[LOOP_ATTR] = ir.StringAttr.get(name + ".inner")
+        loop.erase()
+    return outer, inner
+
+
+def perfect_chain(top: ir.Operation, bottom: ir.Operation) -> list[ir.Operation] | None:
+    """Loops from `top` down to `bottom` if each one's body is exactly the next loop."""
+    chain = [bottom]
+    cur = bottom
+    while cur != top:
+        p = cur.parent
+        if p is None or p.name != "affine.for":
+            return None
+        if len(body_ops(p)) != 1:
+            return None
+        chain.append(p)
+        cur = p
+    return chain[::-1]
+
+
+def permute(chain: list[ir.Operation], perm: list[int]) -> list[ir.Operation]:
+    """Rebuild the perfect nest `chain` with chain[perm[0]] outermost; returns new loops."""
+    headers = [loop_bounds(L) for L in chain]
+    attrs = [discardable(L) for L in chain]
+    band = attrs[0].get(BAND_ATTR)
+    old_ivs = [loop_iv(L) for L in chain]
+    new_loops: list[ir.Operation] = []
+    with chain[0].context, chain[0].location:
+        ip = ir.InsertionPoint(chain[0])
+        for pos, src in enumerate(perm):
+            lbm, lbo, ubm, ubo, step = headers[src]
+
+            def remap(vals):
+                out = []
+                for v in vals:
+                    for k, ov in enumerate(old_ivs):
+                        if ov == v:
+                            v = loop_iv(new_loops[perm.index(k)])
+                            break
+                    out.append(v)
+                return out
+
+            L = new_for(lbm, remap(lbo), ubm, remap(ubo), step, ip)
+            for k, v in attrs[src].items():
+                if k != BAND_ATTR:
+                    L.attributes[k] = v
+            new_loops.append(L)
+            ip = ir.InsertionPoint([o.operation for o in L.regions[0].blocks[0].operations][-1])
+        if band is not None:
+            new_loops[0].attributes[BAND_ATTR] = band
+        move_body(chain[-1], new_loops[-1])
+        for k, ov in enumerate(old_ivs):
+            ov.replace_all_uses_with(loop_iv(new_loops[perm.index(k)]))
+        chain[0].erase()
+    return new_loops
+
+
+def substitute_iv(old: ir.Value, new: ir.Value, expr: ir.AffineExpr, user_scope: ir.Operation) -> None:
+    """Replace every use of `old` by `expr(new)` (expr over d0 = new).
+
+    Affine users (load, store, apply, for bounds) get the expression composed into their
+    maps; any other user gets an `affine.apply` inserted right before it.
+    """
+    uses = []
+    for u in old.uses:
+        uses.append(u.owner)
+    seen = set()
+    for owner in uses:
+        op = owner.operation if hasattr(owner, "operation") else owner
+        key = id(op)
+        if key in seen:
+            continue
+        seen.add(key)
+        n = op.name
+        with op.context, op.location:
+            if n in ("affine.load", "affine.store", "affine.apply"):
+                m = ir.AffineMapAttr(op.attributes["map"]).value
+                first = {"affine.load": 1, "affine.store": 2, "affine.apply": 0}[n]
+                idx = list(op.operands)[first:]
+                op.attributes["map"] = ir.AffineMapAttr.get(_compose(m, idx, old, expr))
+                for j, v in enumerate(idx):
+                    if v == old:
+                        op.operands[first + j] = new
+            elif n == "affine.for":
+                lbm, lbo, ubm, ubo, step = loop_bounds(op)
+                op.attributes["lowerBoundMap"] = ir.AffineMapAttr.get(_compose(lbm, lbo, old, expr))
+                op.attributes["upperBoundMap"] = ir.AffineMapAttr.get(_compose(ubm, ubo, old, expr))
+                for j, v in enumerate(list(lbo) + list(ubo)):
+                    if v == old:
+                        op.operands[j] = new
+            else:
+                app = affine_d.AffineApplyOp(ir.AffineMap.get(1, 0, [expr]), [new], ip=ir.InsertionPoint(op))
+                for j, v in enumerate(list(op.operands)):
+                    if v == old:
+                        op.operands[j] = app.result
+
+
+def _compose(m: ir.AffineMap, operands, old: ir.Value, expr: ir.AffineExpr) -> ir.AffineMap:
+    subs = []
+    for j in range(m.n_dims):
+        if operands[j] == old:
+            subs.append(expr.compose(ir.AffineMap.get(m.n_dims, m.n_symbols, [ir.AffineExpr.get_dim(j)])))
+        else:
+            subs.append(ir.AffineExpr.get_dim(j))
+    subs += [ir.AffineExpr.get_symbol(j) for j in range(m.n_symbols)]
+    smap = ir.AffineMap.get(m.n_dims, m.n_symbols, subs)
+    return ir.AffineMap.get(m.n_dims, m.n_symbols, [r.compose(smap) for r in m.results])
+
+
+def coalesce(chain: list[ir.Operation], bounds: list[tuple[int, int, int]], name: str) -> ir.Operation:
+    """Fuse (flatten) the perfect nest `chain` with constant bounds into one loop."""
+    trips = [max(0, -(-(ub - lb) // st)) for lb, ub, st in bounds]
+    total = 1
+    for t in trips:
+        total *= t
+    attrs = discardable(chain[0])
+    inner_attrs = discardable(chain[-1])
+    with chain[0].context, chain[0].location:
+        L = new_for(ir.AffineMap.get_constant(0), [], ir.AffineMap.get_constant(total), [], 1,
+                    ir.InsertionPoint(chain[0]))
+        move_body(chain[-1], L)
+        iv = loop_iv(L)
+        d0 = ir.AffineExpr.get_dim(0)
+        below = total
+        for L_old, (lb, ub, st), t in zip(chain, bounds, trips):
+            below //= t
+            e = ir.AffineExpr.get_floor_div(d0, below) if below > 1 else d0
+            if L_old is not chain[0]:
+                e = ir.AffineExpr.get_mod(e, t)
+            e = e * st + lb if (st != 1 or lb != 0) else e
+            substitute_iv(loop_iv(L_old), iv, e, L)
+        for k, v in inner_attrs.items():
+            if k not in (LOOP_ATTR, BAND_ATTR):
+                L.attributes[k] = v
+        if BAND_ATTR in attrs:
+            L.attributes[BAND_ATTR] = attrs[BAND_ATTR]
+        L.attributes[LOOP_ATTR] = ir.StringAttr.get(name)
+        chain[0].erase()
+    return L
+
+
+def fuse_siblings(a: ir.Operation, b: ir.Operation) -> ir.Operation:
+    """Append `b`'s body to `a`'s (same bounds), rewiring b's IV to a's; erase b."""
+    with a.context:
+        move_body(b, a)
+        loop_iv(b).replace_all_uses_with(loop_iv(a))
+        b.erase()
+    return a

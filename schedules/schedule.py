@@ -1,0 +1,831 @@
+"""The schedule language: Allo's primitives as checked, transactional MLIR rewrites.
+
+    s = mambaflow.customize(design)          # a Design from flow.capture, or an ir.Module
+    loops = s.get_loops("layer0_in_proj")
+    jo, ji = s.split(loops["S_i_j"]["j"], 8)  # or s.split("layer0_in_proj:S_i_j.j", 8)
+    s.reorder(ji, "layer0_in_proj:S_i_j.i")
+    s.pipeline(ji, ii=1)
+    s.partition("layer0_in_proj:in_proj_w", "cyclic", dim=2, factor=8)
+    s.save("sched.json");  replay(fresh_design, "sched.json")
+
+Addresses. Loops are `"kernel:band.loop"` (band = the `op_name` of the band's outermost
+loop, loop = a `loop_name`, see `flow.naming`); `"kernel:loop"` works when the loop name
+is unique in the kernel. Buffers are `"kernel:name"`, where name is a port name of the
+kernel (`xn`, `in_proj_w`, `x`, ... from `flow.kernels`; `argN` always works) or a local
+buffer `allocN` (the N-th `memref.alloc` of the kernel in program order that has no
+`buffer_name`; buffers made by buffer_at / reuse_at are named `<buffer>.buf` /
+`<buffer>.reuse`). Handles (`LoopHandle`, `BufferHandle`) carry the same address and
+are re-resolved on every use, so they stay valid across rewrites that keep the names.
+
+Every primitive (1) resolves and validates its arguments, (2) works on the live IR only
+after validation, inside a transaction that restores the touched functions byte for
+byte if anything fails (the failure is raised as `ScheduleError` naming the primitive,
+the target and the reason), (3) verifies the touched functions, (4) re-establishes loop
+and band names (`flow.naming.name_loops`), and (5) appends a JSON-able entry to
+`s.log`. `replay(design, log)` applies a log to a fresh capture and gives byte-identical
+IR.
+
+Legality: reorder, fuse (sibling fusion) and compute_at are checked against memory
+dependences by `schedules.deps` (a Fourier-Motzkin test written for this project:
+MLIR's C++ affine dependence analysis is not reachable from the Python bindings). Fuse
+of loops nested in each other is Allo's flattening (`i_j_fused`), which keeps the
+execution order and needs no dependence test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Union
+
+from torch_mlir import ir
+
+from ..dialects import directives as D
+from ..errors import ScheduleError
+from ..flow.mlir import funcs, str_attr, walk
+from ..flow.naming import BAND_ATTR, LOOP_ATTR, loops_of, name_loops
+from . import deps as dp
+from . import rewrite as rw
+
+BUFFER_NAME = "buffer_name"
+
+
+# ------------------------------------------------------------------- handles
+
+
+@dataclass(frozen=True)
+class LoopHandle:
+    """A loop address `kernel:band.loop`; resolved against the IR at each use."""
+
+    schedule: "Schedule"
+    kernel: str
+    band: str
+    loop: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.kernel}:{self.band}.{self.loop}"
+
+    @property
+    def outer(self) -> "LoopHandle":
+        return LoopHandle(self.schedule, self.kernel, self.band, self.loop + ".outer")
+
+    @property
+    def inner(self) -> "LoopHandle":
+        return LoopHandle(self.schedule, self.kernel, self.band, self.loop + ".inner")
+
+    @property
+    def op(self) -> ir.Operation:
+        return self.schedule._loop_op(self, "loop")
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"LoopHandle({self.path!r})"
+
+
+@dataclass(frozen=True)
+class BufferHandle:
+    """A buffer address `kernel:name`."""
+
+    schedule: "Schedule"
+    kernel: str
+    name: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.kernel}:{self.name}"
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"BufferHandle({self.path!r})"
+
+
+class Split(tuple):
+    """(outer, inner) handles of a split; also `.outer` / `.inner`."""
+
+    def __new__(cls, outer: LoopHandle, inner: LoopHandle):
+        return super().__new__(cls, (outer, inner))
+
+    @property
+    def outer(self) -> LoopHandle:
+        return self[0]
+
+    @property
+    def inner(self) -> LoopHandle:
+        return self[1]
+
+
+class _Names(dict):
+    """A dict that also allows attribute access (`loops.S_i_j.j`)."""
+
+    def __init__(self, what: str, *a, **kw):
+        super().__init__(*a, **kw)
+        self._what = what
+
+    def __getattr__(self, k):
+        try:
+            return self[k]
+        except KeyError:
+            raise AttributeError(k) from None
+
+    def __getitem__(self, k):
+        try:
+            return super().__getitem__(k)
+        except KeyError:
+            raise ScheduleError(f"{self._what} has no '{k}'; it has: {', '.join(self.keys())}") from None
+
+
+LoopLike = Union[str, LoopHandle]
+BufferLike = Union[str, BufferHandle]
+
+
+# ------------------------------------------------------------------ schedule
+
+
+class Schedule:
+    """Allo-style primitives over one captured design (or any module of named kernels)."""
+
+    def __init__(self, design):
+        if isinstance(design, ir.Module):
+            self.design, self.module = None, design
+        elif hasattr(design, "module"):
+            self.design, self.module = design, design.module
+        else:
+            raise ScheduleError("customize() takes a Design (from mambaflow.flow.capture) or an ir.Module")
+        self.log: list[dict[str, Any]] = []
+        self._ports = _port_names(self.design) if self.design is not None else {}
+
+    # ------------------------------------------------------------- lookups
+
+    @property
+    def top(self) -> str | None:
+        for name, fn in funcs(self.module).items():
+            if "mf.top" in fn.attributes:
+                return name
+        return None
+
+    def kernels(self) -> list[str]:
+        return [n for n, f in funcs(self.module).items() if "mf.top" not in f.attributes
+                and str_attr(f, "sym_visibility") != "private" and f.regions[0].blocks]
+
+    def _func(self, kernel: str, prim: str) -> ir.Operation:
+        fn = funcs(self.module).get(kernel)
+        if fn is None:
+            near = [k for k in funcs(self.module) if kernel in k or k in kernel][:5]
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise ScheduleError(f"{prim}: unknown kernel '{kernel}'{hint}")
+        return fn
+
+    def get_loops(self, kernel: str) -> _Names:
+        """band -> loop -> LoopHandle for one kernel (Allo's `s.get_loops(func)`)."""
+        fn = self._func(kernel, "get_loops")
+        out = _Names(f"kernel '{kernel}'")
+        for band, loops in loops_of(fn).items():
+            out[band] = _Names(f"band '{kernel}:{band}'", {ln: LoopHandle(self, kernel, band, ln) for ln in loops})
+        return out
+
+    def loop(self, address: LoopLike) -> LoopHandle:
+        return self._loop_handle(address, "loop")
+
+    def _loop_handle(self, x: LoopLike, prim: str) -> LoopHandle:
+        if isinstance(x, LoopHandle):
+            return x
+        if not isinstance(x, str) or ":" not in x:
+            raise ScheduleError(f"{prim}: a loop is addressed as 'kernel:band.loop' or by a LoopHandle, got {x!r}")
+        kernel, rest = x.split(":", 1)
+        fn = self._func(kernel, prim)
+        bands = loops_of(fn)
+        if "." in rest:
+            band, loop = rest.split(".", 1)
+            if band in bands:
+                return LoopHandle(self, kernel, band, loop)
+        hits = [(b, rest) for b, ls in bands.items() if rest in ls]
+        if len(hits) == 1:
+            return LoopHandle(self, kernel, hits[0][0], rest)
+        if len(hits) > 1:
+            raise ScheduleError(f"{prim}: loop '{rest}' is ambiguous in '{kernel}' (bands {', '.join(b for b, _ in hits)}); "
+                                "write 'kernel:band.loop'")
+        raise ScheduleError(f"{prim}: no loop '{rest}' in kernel '{kernel}'; bands: "
+                            + "; ".join(f"{b}: {', '.join(ls)}" for b, ls in bands.items()))
+
+    def _loop_op(self, h: LoopHandle, prim: str) -> ir.Operation:
+        fn = self._func(h.kernel, prim)
+        bands = loops_of(fn)
+        if h.band not in bands:
+            raise ScheduleError(f"{prim}: no band '{h.band}' in kernel '{h.kernel}'; bands: {', '.join(bands)}")
+        loops = bands[h.band]
+        if h.loop not in loops:
+            raise ScheduleError(f"{prim}: no loop '{h.loop}' in band '{h.kernel}:{h.band}'; loops: {', '.join(loops)}")
+        return loops[h.loop]
+
+    def _resolve(self, x: LoopLike, prim: str) -> tuple[LoopHandle, ir.Operation]:
+        h = self._loop_handle(x, prim)
+        return h, self._loop_op(h, prim)
+
+    # buffers
+
+    def get_buffers(self, kernel: str) -> _Names:
+        fn = self._func(kernel, "get_buffers")
+        return _Names(f"kernel '{kernel}' buffers", {n: BufferHandle(self, kernel, n) for n in self._buffers(fn, kernel)})
+
+    def _buffers(self, fn: ir.Operation, kernel: str) -> dict[str, D.BufferRef]:
+        out: dict[str, D.BufferRef] = {}
+        nargs = len(fn.regions[0].blocks[0].arguments)
+        ports = self._ports.get(_kind(kernel), [])
+        for i in range(nargs):
+            ref = D.BufferRef(fn, arg=i)
+            if i < len(ports):
+                out.setdefault(ports[i], ref)
+            out[f"arg{i}"] = ref
+        k = 0
+        for op in walk(fn):
+            if op.name in ("memref.alloc", "memref.alloca"):
+                nm = str_attr(op, BUFFER_NAME)
+                if nm is None:
+                    nm = f"alloc{k}"
+                    k += 1
+                out[nm] = D.BufferRef(fn, alloc_op=op)
+        return out
+
+    def _buffer(self, x: BufferLike, prim: str) -> tuple[BufferHandle, D.BufferRef]:
+        if isinstance(x, BufferHandle):
+            h = x
+        elif isinstance(x, str) and ":" in x:
+            k, n = x.split(":", 1)
+            h = BufferHandle(self, k, n)
+        else:
+            raise ScheduleError(f"{prim}: a buffer is addressed as 'kernel:name' or by a BufferHandle, got {x!r}")
+        fn = self._func(h.kernel, prim)
+        bufs = self._buffers(fn, h.kernel)
+        if h.name not in bufs:
+            raise ScheduleError(f"{prim}: kernel '{h.kernel}' has no buffer '{h.name}'; buffers: {', '.join(bufs)}")
+        return h, bufs[h.name]
+
+    # ---------------------------------------------------------- transactions
+
+    def _transact(self, prim: str, target: str, kernels: Iterable[str] | None, entry: dict, work: Callable):
+        """Run `work()` on the live IR; restore the touched funcs exactly on any failure."""
+        all_funcs = funcs(self.module)
+        names = list(all_funcs) if kernels is None else list(dict.fromkeys(kernels))
+        with self.module.context, ir.Location.unknown():
+            scratch = ir.Module.create()
+            saved = {}
+            for n in names:
+                saved[n] = all_funcs[n].clone(ir.InsertionPoint(scratch.body))
+        try:
+            result = work()
+            live = funcs(self.module)
+            for n in names:
+                if n in live:
+                    live[n].verify()
+                    with self.module.context:
+                        name_loops(live[n])
+        except Exception as e:  # noqa: BLE001 - every failure must roll back
+            live = funcs(self.module)
+            with self.module.context:
+                for n in names:
+                    if n in live:
+                        saved[n].move_before(live[n])
+                        live[n].erase()
+                    else:
+                        self.module.body.append(saved[n])
+            if isinstance(e, ScheduleError):
+                raise
+            if isinstance(e, ir.MLIRError):
+                diags = "; ".join(str(d.message) for d in e.error_diagnostics)
+                raise ScheduleError(f"{prim} on {target}: the rewrite produced invalid IR ({diags}); "
+                                    "the IR is unchanged. Please report this with the schedule log.") from None
+            raise ScheduleError(f"{prim} on {target}: internal error ({type(e).__name__}: {e}); "
+                                "the IR is unchanged. Please report this with the schedule log.") from e
+        self.log.append(entry)
+        return result
+
+    # ------------------------------------------------------------ primitives
+
+    def split(self, loop: LoopLike, factor: int) -> Split:
+        """Tile `loop` by `factor` into `<loop>.outer` and `<loop>.inner`."""
+        h, L = self._resolve(loop, "split")
+        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
+            raise ScheduleError(f"split of {h.path}: factor must be a positive integer, got {factor!r}")
+        tc = dp.trip_count(L)
+        if tc is not None and factor > tc:
+            raise ScheduleError(f"split of {h.path}: factor {factor} exceeds the trip count {tc}")
+        if len(L.results):
+            raise ScheduleError(f"split of {h.path}: loops with iter_args are not supported")
+        for suffix in (".outer", ".inner"):
+            if h.loop + suffix in loops_of(self._func(h.kernel, "split"))[h.band]:
+                raise ScheduleError(f"split of {h.path}: band already has a loop '{h.loop + suffix}'")
+        cb = dp.const_bounds(L)
+        divisible = cb is not None and (cb[1] - cb[0]) % (cb[2] * factor) == 0
+
+        def work():
+            rw.split(self._loop_op(h, "split"), factor, divisible)
+
+        self._transact("split", h.path, [h.kernel], {"op": "split", "loop": h.path, "factor": factor}, work)
+        return Split(h.outer, h.inner)
+
+    def reorder(self, *loops: LoopLike) -> None:
+        """Permute loops of one perfect nest: the first given becomes the outermost."""
+        if len(loops) < 2:
+            raise ScheduleError("reorder needs at least two loops")
+        hs = [self._resolve(x, "reorder") for x in loops]
+        paths = [h.path for h, _ in hs]
+        target = ", ".join(paths)
+        if len({(h.kernel, h.band) for h, _ in hs}) != 1:
+            raise ScheduleError(f"reorder of {target}: the loops must belong to one band")
+        if len(set(paths)) != len(paths):
+            raise ScheduleError(f"reorder of {target}: a loop is named twice")
+        ops = [L for _, L in hs]
+        depth = {id(L): len(dp._iv_loops(L)) for L in ops}
+        by_depth = sorted(ops, key=lambda L: depth[id(L)])
+        chain = rw.perfect_chain(by_depth[0], by_depth[-1])
+        if chain is None:
+            raise ScheduleError(f"reorder of {target}: the loops do not form a perfect nest "
+                                "(an outer loop's body holds more than the next loop)")
+        ids = [id_of(L) for L in chain]
+        pos = sorted(ids.index(id_of(L)) for L in ops)
+        if any(id_of(L) not in ids for L in ops):
+            raise ScheduleError(f"reorder of {target}: the loops are not nested in one another")
+        perm = list(range(len(chain)))
+        for p, L in zip(pos, ops):
+            perm[p] = ids.index(id_of(L))
+        if perm == list(range(len(chain))):
+            self.log.append({"op": "reorder", "loops": paths})
+            return
+        # bounds: a loop whose bounds use another chain loop's IV must stay inside it
+        ivs = [dp.loop_iv(L) for L in chain]
+        for newpos, src in enumerate(perm):
+            lbm, lbo, ubm, ubo, _ = dp.loop_bounds(chain[src])
+            for v in list(lbo) + list(ubo):
+                for k, iv in enumerate(ivs):
+                    if iv == v and perm.index(k) > newpos:
+                        raise ScheduleError(
+                            f"reorder of {target}: the bounds of '{_lname(chain[src])}' depend on "
+                            f"'{_lname(chain[k])}', which would move inside it")
+        bad = dp.permutation_violations(chain, perm)
+        if bad:
+            s, t = bad[0]
+            raise ScheduleError(f"reorder of {target}: would reverse a dependence on "
+                                f"{_mem_name(s)} ({_acc_str(s)} -> {_acc_str(t)}); the order is illegal")
+        h0 = hs[0][0]
+
+        def work():
+            ch = [self._loop_op(LoopHandle(self, h0.kernel, h0.band, _lname(L)), "reorder") for L in chain]
+            rw.permute(ch, perm)
+
+        self._transact("reorder", target, [h0.kernel], {"op": "reorder", "loops": paths}, work)
+
+    def fuse(self, *loops: LoopLike) -> LoopHandle:
+        """Allo's fuse: flatten nested loops (i, j) into `i_j_fused`; or, for sibling loops
+        (e.g. two bands), fuse their bodies into the first one after a dependence check."""
+        if len(loops) < 2:
+            raise ScheduleError("fuse needs at least two loops")
+        hs = [self._resolve(x, "fuse") for x in loops]
+        paths = [h.path for h, _ in hs]
+        target = ", ".join(paths)
+        if len({h.kernel for h, _ in hs}) != 1:
+            raise ScheduleError(f"fuse of {target}: the loops must belong to one kernel")
+        ops = [L for _, L in hs]
+        if all(ops[k].parent == ops[k + 1] for k in range(len(ops) - 1)) or all(
+                ops[k + 1].parent == ops[k] for k in range(len(ops) - 1)):
+            return self._coalesce(hs, target, paths)
+        if all(o.parent == ops[0].parent for o in ops):
+            return self._fuse_siblings(hs, target, paths, depth=1, prim="fuse")
+        raise ScheduleError(f"fuse of {target}: the loops are neither directly nested nor siblings")
+
+    def _coalesce(self, hs, target, paths) -> LoopHandle:
+        ops = [L for _, L in hs]
+        if ops[0].parent != ops[1].parent and ops[1].parent == ops[0]:
+            pass
+        else:
+            hs, ops = hs[::-1], ops[::-1]
+        chain = rw.perfect_chain(ops[0], ops[-1])
+        if chain is None:
+            raise ScheduleError(f"fuse of {target}: the loops are not perfectly nested")
+        bounds = [dp.const_bounds(L) for L in chain]
+        if any(b is None for b in bounds):
+            raise ScheduleError(f"fuse of {target}: only loops with constant bounds can be flattened "
+                                "(split inner loops depend on their outer loop)")
+        h0 = hs[0][0]
+        name = "_".join(_lname(L) for L in chain) + "_fused"
+        names = [_lname(L) for L in chain]
+
+        def work():
+            ch = [self._loop_op(LoopHandle(self, h0.kernel, h0.band, n), "fuse") for n in names]
+            rw.coalesce(ch, bounds, name)
+
+        self._transact("fuse", target, [h0.kernel], {"op": "fuse", "loops": paths}, work)
+        return LoopHandle(self, h0.kernel, h0.band, name)
+
+    def _fuse_siblings(self, hs, target, paths, depth: int, prim: str, entry=None) -> LoopHandle:
+        """Fuse sibling nests hs[0], hs[1], ... level by level down to `depth` levels."""
+        kernel = hs[0][0].kernel
+        first = hs[0]
+        for other in hs[1:]:
+            self._check_sibling_fusion(first[1], other[1], depth, target, prim)
+        entry = entry or {"op": prim, "loops": paths}
+        addrs = [(h.band, h.loop) for h, _ in hs]
+
+        def work():
+            fn = self._func(kernel, prim)
+            a = loops_of(fn)[addrs[0][0]][addrs[0][1]]
+            for band, ln in addrs[1:]:
+                b = loops_of(fn)[band][ln]
+                self._bring_adjacent(a, b, target, prim)
+                la, lb = a, b
+                for _ in range(depth):
+                    na = rw.body_ops(la)
+                    nb = rw.body_ops(lb)
+                    rw.fuse_siblings(la, lb)
+                    if _ == depth - 1:
+                        break
+                    la = [o for o in na if o.name == "affine.for"][-1]
+                    lb = [o for o in nb if o.name == "affine.for"][0]
+
+        self._transact(prim, target, [kernel], entry, work)
+        return hs[0][0]
+
+    def _check_sibling_fusion(self, a: ir.Operation, b: ir.Operation, depth: int, target: str, prim: str):
+        if a.parent != b.parent:
+            raise ScheduleError(f"{prim} of {target}: the loops are not in the same block")
+        if not a.is_before_in_block(b):
+            raise ScheduleError(f"{prim} of {target}: the first loop must come before the second "
+                                "(the producer runs first)")
+        la, lb = [a], [b]
+        for d in range(depth):
+            A, B = la[-1], lb[-1]
+            ca, cb = dp.const_bounds(A), dp.const_bounds(B)
+            if ca is None or cb is None or ca != cb:
+                raise ScheduleError(f"{prim} of {target}: loops '{_lname(A)}' and '{_lname(B)}' have different "
+                                    f"or non-constant bounds ({_bstr(A)} vs {_bstr(B)})")
+            if d < depth - 1:
+                na = [o for o in rw.body_ops(A) if o.name == "affine.for"]
+                nb = [o for o in rw.body_ops(B) if o.name == "affine.for"]
+                if not na or not nb:
+                    raise ScheduleError(f"{prim} of {target}: level {d + 2} does not exist in both nests")
+                # the last loop of A's body meets the first loop of B's body
+                ba = rw.body_ops(A)
+                bb = rw.body_ops(B)
+                if ba[-1] != na[-1] or bb[0] != nb[0]:
+                    raise ScheduleError(f"{prim} of {target}: at level {d + 1} other operations sit between "
+                                        "the loops to fuse")
+                la.append(na[-1])
+                lb.append(nb[0])
+        # the ops between a and b must commute with the one that moves
+        between = _between(a, b)
+        movable_a = all(not dp.conflict(a, o) for o in between)
+        movable_b = all(not dp.conflict(b, o) or _pure_def(o) for o in between)
+        if between and not (movable_a or movable_b):
+            raise ScheduleError(f"{prim} of {target}: operations between the loops touch the same buffers; "
+                                "they cannot be brought together")
+        bad = dp.fusion_violations(la, lb)
+        if bad:
+            s, t = bad[0]
+            raise ScheduleError(f"{prim} of {target}: fusing would make {_acc_str(t)} run before {_acc_str(s)} "
+                                f"on {_mem_name(s)}, breaking a dependence")
+
+    @staticmethod
+    def _bring_adjacent(a: ir.Operation, b: ir.Operation, target: str, prim: str):
+        between = _between(a, b)
+        if not between:
+            return
+        if all(not dp.conflict(a, o) for o in between) and all(
+                _defined_before(v, a) or _defined_in(v, a) for v in _used_values(a)):
+            a.move_before(b)
+            return
+        for o in between:  # move b (and pure definitions it needs) up next to a
+            if _pure_def(o):
+                o.move_before(a)
+        b.move_after(a)
+
+    def unroll(self, loop: LoopLike, factor: int = 0) -> None:
+        """Annotate `loop` to unroll by `factor` (0 = fully): `#pragma HLS unroll`."""
+        h, L = self._resolve(loop, "unroll")
+        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 0:
+            raise ScheduleError(f"unroll of {h.path}: factor must be an integer >= 0 (0 = full), got {factor!r}")
+        tc = dp.trip_count(L)
+        if tc is not None and factor > tc:
+            raise ScheduleError(f"unroll of {h.path}: factor {factor} exceeds the trip count {tc}")
+        if factor == 0 and tc is None:
+            raise ScheduleError(f"unroll of {h.path}: a full unroll needs a constant trip count")
+        self._transact("unroll", h.path, [h.kernel], {"op": "unroll", "loop": h.path, "factor": factor},
+                       lambda: D.set_unroll(self._loop_op(h, "unroll"), factor))
+
+    def pipeline(self, loop: LoopLike, ii: int = 1, rewind: bool = False) -> None:
+        """Annotate `loop` to be pipelined with initiation interval `ii`."""
+        h, L = self._resolve(loop, "pipeline")
+        if not isinstance(ii, int) or isinstance(ii, bool) or ii < 1:
+            raise ScheduleError(f"pipeline of {h.path}: ii must be an integer >= 1, got {ii!r}")
+        for o in walk(L):
+            if o.name == "affine.for" and D.get_pipeline(o) is not None:
+                raise ScheduleError(f"pipeline of {h.path}: inner loop '{_lname(o)}' is already pipelined; "
+                                    "pipelining the outer loop would fully unroll it")
+        self._transact("pipeline", h.path, [h.kernel],
+                       {"op": "pipeline", "loop": h.path, "ii": ii, "rewind": bool(rewind)},
+                       lambda: D.set_pipeline(self._loop_op(h, "pipeline"), ii, rewind))
+
+    def parallel(self, loop: LoopLike) -> None:
+        """Allo's parallel: on hardware a full unroll of a dependence-free loop."""
+        h, L = self._resolve(loop, "parallel")
+        carried = dp.carried_dependences(L)
+        if carried:
+            s, t = carried[0]
+            raise ScheduleError(f"parallel of {h.path}: iterations depend on each other through "
+                                f"{_mem_name(s)} ({_acc_str(s)} -> {_acc_str(t)})")
+        self.unroll(h, 0)
+        self.log[-1] = {"op": "parallel", "loop": h.path}
+
+    def partition(self, buffer: BufferLike, kind: str = "complete", dim: int = 0, factor: int = 0) -> None:
+        """`#pragma HLS array_partition` on a kernel buffer (argument or local)."""
+        kind = getattr(kind, "value", kind)
+        kind = str(kind).lower()
+        h, ref = self._buffer(buffer, "partition")
+        if kind not in D.PARTITION_KINDS:
+            raise ScheduleError(f"partition of {h.path}: kind must be one of {', '.join(D.PARTITION_KINDS)}, got '{kind}'")
+        shape = ref.type.shape
+        if not isinstance(dim, int) or not 0 <= dim <= len(shape):
+            raise ScheduleError(f"partition of {h.path}: dim {dim!r} is out of range for shape {list(shape)} "
+                                f"(1..{len(shape)}, 0 = all)")
+        if kind != "complete":
+            if not isinstance(factor, int) or factor < 1:
+                raise ScheduleError(f"partition of {h.path}: a {kind} partition needs a factor >= 1, got {factor!r}")
+            sizes = shape if dim == 0 else [shape[dim - 1]]
+            if any(factor > s for s in sizes):
+                raise ScheduleError(f"partition of {h.path}: factor {factor} exceeds the dimension size {min(sizes)}")
+        self._transact("partition", h.path, [h.kernel],
+                       {"op": "partition", "buffer": h.path, "kind": kind, "dim": dim, "factor": factor},
+                       lambda: D.set_partition(self._buffer(h, "partition")[1], kind, dim, factor))
+
+    def storage(self, buffer: BufferLike, impl: str) -> None:
+        """Bind a buffer to 'bram', 'uram' or 'lutram'."""
+        h, ref = self._buffer(buffer, "storage")
+        if impl not in D.STORAGE_KINDS:
+            raise ScheduleError(f"storage of {h.path}: impl must be one of {', '.join(D.STORAGE_KINDS)}, got '{impl}'")
+        self._transact("storage", h.path, [h.kernel], {"op": "storage", "buffer": h.path, "impl": impl},
+                       lambda: D.set_storage(self._buffer(h, "storage")[1], impl))
+
+    def dataflow(self, target: str | LoopHandle | None = None) -> None:
+        """Mark a kernel (or the top function, the default) or a loop as a dataflow region."""
+        if target is None:
+            target = self.top
+            if target is None:
+                raise ScheduleError("dataflow: the module has no top function; name a kernel or a loop")
+        if isinstance(target, LoopHandle) or (isinstance(target, str) and ":" in target):
+            h, L = self._resolve(target, "dataflow")
+            self._transact("dataflow", h.path, [h.kernel], {"op": "dataflow", "target": h.path},
+                           lambda: D.set_dataflow(self._loop_op(h, "dataflow")))
+            return
+        fn = self._func(target, "dataflow")
+        self._transact("dataflow", target, [target], {"op": "dataflow", "target": target},
+                       lambda: D.set_dataflow(funcs(self.module)[target]))
+
+    def inline(self, kernel: str) -> None:
+        """Mark a kernel to be inlined into its caller (`#pragma HLS inline`)."""
+        fn = self._func(kernel, "inline")
+        if "mf.top" in fn.attributes:
+            raise ScheduleError(f"inline of {kernel}: the top function cannot be inlined")
+        self._transact("inline", kernel, [kernel], {"op": "inline", "kernel": kernel},
+                       lambda: D.set_inline(funcs(self.module)[kernel]))
+
+    def compute_at(self, producer: LoopLike, consumer: LoopLike) -> LoopHandle:
+        """Allo's compute_at: fuse the producer's nest into the consumer's, level by level
+        down to the consumer loop, the producer's body running first at each iteration."""
+        hp, P = self._resolve(producer, "compute_at")
+        hc, C = self._resolve(consumer, "compute_at")
+        target = f"{hp.path} -> {hc.path}"
+        if hp.kernel != hc.kernel:
+            raise ScheduleError(f"compute_at of {target}: producer and consumer must be in one kernel "
+                                "(use to() between kernels)")
+        cchain = dp._iv_loops(C) + [C]
+        fn_depth = len(cchain)
+        croot = cchain[0]
+        # the producer's band root; the consumer loop's depth decides how deep to fuse
+        proot = (dp._iv_loops(P) + [P])[0]
+        if proot == croot:
+            raise ScheduleError(f"compute_at of {target}: producer and consumer are the same band")
+        if croot.parent != proot.parent:
+            raise ScheduleError(f"compute_at of {target}: producer and consumer bands are not siblings")
+        pband = str_attr(proot, BAND_ATTR) or hp.band
+        cband = str_attr(croot, BAND_ATTR) or hc.band
+        hs = [(LoopHandle(self, hp.kernel, pband, _lname(proot)), proot),
+              (LoopHandle(self, hc.kernel, cband, _lname(croot)), croot)]
+        self._fuse_siblings(hs, target, None, depth=fn_depth, prim="compute_at",
+                            entry={"op": "compute_at", "producer": hp.path, "consumer": hc.path})
+        return LoopHandle(self, hp.kernel, pband, _lname(C))
+
+    def compose(self, other: "Schedule", id: str | None = None) -> None:
+        """Replay another schedule's log here. With `id`, kernel names in that log are
+        mapped to this design's instance: `layer0_x` (or a bare kind `x`) -> `<id>_x`."""
+        entries = other.log if isinstance(other, Schedule) else list(other)
+        if id is not None:
+            entries = [_rename_entry(e, id) for e in entries]
+        for e in entries:
+            self.apply(e)
+
+    # --------------------------------------------------------------- log
+
+    def apply(self, entry: dict) -> Any:
+        """Apply one log entry (as produced by a primitive)."""
+        e = dict(entry)
+        op = e.pop("op", None)
+        if op not in _REPLAY:
+            raise ScheduleError(f"replay: unknown primitive {op!r} in entry {entry!r}")
+        return _REPLAY[op](self, e)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": "mambaflow-schedule/1", "log": self.log}, indent=1)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    def __str__(self) -> str:
+        lines = []
+        for e in self.log:
+            args = ", ".join(f"{k}={v!r}" for k, v in e.items() if k != "op")
+            lines.append(f"{e['op']}({args})")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def id_of(op: ir.Operation):
+    return op
+
+
+def _lname(op: ir.Operation) -> str:
+    return str_attr(op, LOOP_ATTR) or "?"
+
+
+def _bstr(op: ir.Operation) -> str:
+    cb = dp.const_bounds(op)
+    if cb is None:
+        return "non-constant"
+    lb, ub, st = cb
+    return f"{lb}..{ub}" + (f" step {st}" if st != 1 else "")
+
+
+def _mem_name(a: dp.Access) -> str:
+    if a.memref is None:
+        return "an op with unknown memory effects"
+    v = a.memref
+    owner = v.owner
+    if isinstance(owner, ir.Block):
+        return f"argument {v.arg_number}" if hasattr(v, "arg_number") else "an argument"
+    op = owner.operation if hasattr(owner, "operation") else owner
+    return str_attr(op, BUFFER_NAME) or "a local buffer"
+
+
+def _acc_str(a: dp.Access) -> str:
+    kind = "store" if a.write else "load"
+    where = ".".join(_lname(L) for L in a.loops) or "top level"
+    return f"{a.op.name} ({kind} in {where})"
+
+
+def _between(a: ir.Operation, b: ir.Operation) -> list[ir.Operation]:
+    out, started = [], False
+    for o in _block_ops(a):
+        if o == a:
+            started = True
+            continue
+        if o == b:
+            break
+        if started:
+            out.append(o)
+    return out
+
+
+def _block_ops(a: ir.Operation) -> list[ir.Operation]:
+    blk = a.block
+    return [o.operation for o in blk.operations]
+
+
+def _pure_def(o: ir.Operation) -> bool:
+    return o.name in ("memref.alloc", "memref.alloca", "arith.constant", "memref.get_global")
+
+
+def _used_values(op: ir.Operation) -> list[ir.Value]:
+    vals = list(op.operands)
+    for o in walk(op):
+        vals += list(o.operands)
+    return vals
+
+
+def _defined_in(v: ir.Value, op: ir.Operation) -> bool:
+    owner = v.owner
+    o = owner.owner if isinstance(owner, ir.Block) else (owner.operation if hasattr(owner, "operation") else owner)
+    while o is not None:
+        if o == op:
+            return True
+        o = o.parent
+    return False
+
+
+def _defined_before(v: ir.Value, op: ir.Operation) -> bool:
+    owner = v.owner
+    if isinstance(owner, ir.Block):
+        return True  # block arguments dominate the block
+    d = owner.operation if hasattr(owner, "operation") else owner
+    if d.block == op.block:
+        return d.is_before_in_block(op)
+    return True
+
+
+def _kind(kernel: str) -> str:
+    m = re.match(r"layer\d+_(.+)$", kernel)
+    return m.group(1) if m else kernel
+
+
+def _port_names(design) -> dict[str, list[str]]:
+    """kernel kind -> argument names (inputs then outputs) from flow.kernels."""
+    try:
+        from ..flow import kernels as K
+        cfg, T = design.cfg, design.T
+        ks = list(K.layer_kernels(cfg, T)) + list(K.model_kernels(cfg, T))
+    except Exception:  # noqa: BLE001 - names are a convenience; argN always works
+        return {}
+    out = {}
+    for k in ks:
+        names = [p.name for p in k.inputs]
+        if k.scan and getattr(design, "phase", None) == "verify":
+            names.append("parents")
+        names += [p.name for p in k.outputs]
+        out[k.kind] = names
+    return out
+
+
+def _rename(addr: str, id: str) -> str:
+    if ":" not in addr:
+        return f"{id}_{_kind(addr)}"
+    k, rest = addr.split(":", 1)
+    return f"{id}_{_kind(k)}:{rest}"
+
+
+def _rename_entry(e: dict, id: str) -> dict:
+    out = dict(e)
+    for key in ("loop", "buffer", "producer", "consumer", "kernel", "target"):
+        if key in out and isinstance(out[key], str):
+            out[key] = _rename(out[key], id)
+    for key in ("loops",):
+        if key in out:
+            out[key] = [_rename(x, id) for x in out[key]]
+    if "dst" in out:
+        out["dst"] = _rename(out["dst"], id)
+    return out
+
+
+_REPLAY: dict[str, Callable[[Schedule, dict], Any]] = {
+    "split": lambda s, e: s.split(e["loop"], e["factor"]),
+    "reorder": lambda s, e: s.reorder(*e["loops"]),
+    "fuse": lambda s, e: s.fuse(*e["loops"]),
+    "unroll": lambda s, e: s.unroll(e["loop"], e["factor"]),
+    "pipeline": lambda s, e: s.pipeline(e["loop"], e["ii"], e.get("rewind", False)),
+    "parallel": lambda s, e: s.parallel(e["loop"]),
+    "partition": lambda s, e: s.partition(e["buffer"], e["kind"], e["dim"], e["factor"]),
+    "storage": lambda s, e: s.storage(e["buffer"], e["impl"]),
+    "dataflow": lambda s, e: s.dataflow(e["target"]),
+    "inline": lambda s, e: s.inline(e["kernel"]),
+    "compute_at": lambda s, e: s.compute_at(e["producer"], e["consumer"]),
+}
+
+
+def register_primitive(name: str, replay: Callable[[Schedule, dict], Any]) -> None:
+    """Make a primitive (defined in another module) replayable from a log."""
+    _REPLAY[name] = replay
+
+
+def customize(design) -> Schedule:
+    """Start a schedule on a captured Design (or an ir.Module of named kernels)."""
+    return Schedule(design)
+
+
+def load_log(log) -> list[dict]:
+    if isinstance(log, Schedule):
+        return list(log.log)
+    if isinstance(log, (str, Path)):
+        p = Path(log)
+        text = p.read_text() if (isinstance(log, Path) or (len(str(log)) < 4096 and p.exists())) else str(log)
+        data = json.loads(text)
+    else:
+        data = log
+    if isinstance(data, dict):
+        if data.get("format") != "mambaflow-schedule/1":
+            raise ScheduleError(f"replay: not a mambaflow schedule (format {data.get('format')!r})")
+        data = data["log"]
+    if not isinstance(data, list):
+        raise ScheduleError("replay: a schedule log is a list of entries")
+    return data
+
+
+def replay(design, log) -> Schedule:
+    """Apply a saved schedule (path, JSON text, list of entries or a Schedule) to `design`."""
+    s = Schedule(design)
+    for e in load_log(log):
+        s.apply(e)
+    return s
