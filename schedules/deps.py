@@ -71,12 +71,46 @@ def const_bounds(loop: ir.Operation) -> tuple[int, int, int] | None:
     return None
 
 
-def trip_count(loop: ir.Operation) -> int | None:
+def trip_count(loop: ir.Operation, bound: bool = False) -> int | None:
+    """The constant trip count, also for `iv = x to x + c` bounds (split inner loops).
+
+    With `bound=True`, an upper bound on the trip count is good enough (a `min` upper
+    bound of a non-dividing split inner loop gives its factor)."""
     cb = const_bounds(loop)
-    if cb is None:
+    if cb is not None:
+        lb, ub, st = cb
+        return max(0, -(-(ub - lb) // st))
+    lbm, lbo, ubm, ubo, st = loop_bounds(loop)
+    if len(lbm.results) != 1 or (len(ubm.results) != 1 and not bound):
         return None
-    lb, ub, st = cb
-    return max(0, -(-(ub - lb) // st))
+    sp = Space("t", {})
+    opaque = {}
+
+    def lin(m, ops):
+        out = []
+        for r in m.results:
+            lins = []
+            for v in ops:
+                lv = sp.lin_value(v)
+                if lv is None:
+                    key = opaque.setdefault(v, f"v{len(opaque)}")
+                    lv = {key: 1}
+                lins.append(lv)
+            out.append(_lin_expr(r, lins, m.n_dims))
+        return out
+
+    lb = lin(lbm, lbo)[0]
+    best = None
+    for ub in lin(ubm, ubo):
+        if lb is None or ub is None:
+            continue
+        diff = dict(ub)
+        for k, v in lb.items():
+            diff[k] = diff.get(k, 0) - v
+        if all(v == 0 for k, v in diff.items() if k is not None):
+            n = max(0, -(-diff.get(None, 0) // st))
+            best = n if best is None else min(best, n)
+    return best
 
 
 # ------------------------------------------------------------------ linear forms

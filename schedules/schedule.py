@@ -509,7 +509,7 @@ class Schedule:
         h, L = self._resolve(loop, "unroll")
         if not isinstance(factor, int) or isinstance(factor, bool) or factor < 0:
             raise ScheduleError(f"unroll of {h.path}: factor must be an integer >= 0 (0 = full), got {factor!r}")
-        tc = dp.trip_count(L)
+        tc = dp.trip_count(L, bound=True)
         if tc is not None and factor > tc:
             raise ScheduleError(f"unroll of {h.path}: factor {factor} exceeds the trip count {tc}")
         if factor == 0 and tc is None:

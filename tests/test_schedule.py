@@ -1,0 +1,368 @@
+"""The schedule language: every primitive's IR effect, numbers against PyTorch, misuse.
+
+One tiny Mamba1 decode capture is shared; each test schedules a private copy. Kernel
+numbers are checked by JIT-compiling the scheduled kernel alone and comparing it with
+the PyTorch function the flow captured; end-to-end tests compile the whole design.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch_mlir import ir
+
+import mambaflow
+from mambaflow.dialects import directives as D
+from mambaflow.errors import ScheduleError
+from mambaflow.flow.capture import capture
+from mambaflow.flow.mlir import funcs, str_attr, walk
+from mambaflow.flow.naming import loops_of
+from mambaflow.models import build_model, get_config
+from mambaflow.schedules import customize, replay
+from mambaflow.schedules.testing import check_kernel, copy_design
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(get_config("tiny-mamba1")).eval()
+
+
+@pytest.fixture(scope="module")
+def base(model):
+    return capture(model, "decode", progress=False)
+
+
+@pytest.fixture
+def design(base):
+    return copy_design(base)
+
+
+def fn_of(design, name):
+    return funcs(design.module)[name]
+
+
+def loop_names(design, kernel):
+    return {b: list(ls) for b, ls in loops_of(fn_of(design, kernel)).items()}
+
+
+def rejects(design, call, *match):
+    """`call()` raises ScheduleError mentioning every `match`, and the IR is unchanged."""
+    before = str(design.module)
+    with pytest.raises(ScheduleError) as ei:
+        call()
+    for m in match:
+        assert m in str(ei.value), str(ei.value)
+    assert str(design.module) == before
+    return ei.value
+
+
+# ----------------------------------------------------------------- addressing
+
+
+def test_customize_is_exported_and_loops_are_addressable(design):
+    s = mambaflow.customize(design)
+    loops = s.get_loops("layer0_in_proj")
+    assert set(loops) == {"S_i", "S_i_j", "S_i_1", "S_i_2"}
+    h = loops["S_i_j"]["j"]
+    assert h.path == "layer0_in_proj:S_i_j.j"
+    assert loops.S_i_j.j == h
+    assert s.loop("layer0_in_proj:S_i_j.j") == h
+    assert s.loop(h) is h
+    assert "in_proj_w" in s.get_buffers("layer0_in_proj")
+
+
+def test_unknown_names_are_errors(design):
+    s = customize(design)
+    rejects(design, lambda: s.split("layer0_in_prj:S_i_j.j", 4), "unknown kernel 'layer0_in_prj'")
+    rejects(design, lambda: s.split("layer0_in_proj:S_i_j.q", 4), "no loop 'q'", "S_i_j")
+    rejects(design, lambda: s.split("layer0_in_proj:S_x.j", 4), "no loop")
+    rejects(design, lambda: s.split("no colon", 4), "kernel:band.loop")
+    rejects(design, lambda: s.get_loops("layer0_in_proj")["S_q"], "has no 'S_q'")
+    rejects(design, lambda: s.partition("layer0_in_proj:nope", "complete"), "no buffer 'nope'")
+    assert s.log == []
+
+
+# ---------------------------------------------------------------------- split
+
+
+def test_split_effect_and_numbers(design):
+    s = customize(design)
+    o, i = s.split(s.get_loops("layer0_in_proj")["S_i_j"]["j"], 8)
+    assert (o.path, i.path) == ("layer0_in_proj:S_i_j.j.outer", "layer0_in_proj:S_i_j.j.inner")
+    assert o == s.loop("layer0_in_proj:S_i_j.j").outer
+    assert loop_names(design, "layer0_in_proj")["S_i_j"] == ["i", "j.outer", "j.inner"]
+    outer = o.op
+    assert ir.IntegerAttr(outer.attributes["step"]).value == 8
+    assert str_attr(fn_of(design, "layer0_in_proj"), "sym_name") == "layer0_in_proj"
+    check_kernel(design.module, design, "layer0_in_proj")
+
+
+def test_split_non_dividing_factor_uses_min_bound(design):
+    s = customize(design)
+    _, inner = s.split("layer0_x_proj:S_i_j.i", 5)  # 18 rows by 5
+    ub = str(ir.AffineMapAttr(inner.op.attributes["upperBoundMap"]).value)
+    assert "18" in ub and "+ 5" in ub
+    check_kernel(design.module, design, "layer0_x_proj")
+
+
+def test_split_errors(design):
+    s = customize(design)
+    rejects(design, lambda: s.split("layer0_in_proj:S_i_j.j", 0), "split of layer0_in_proj:S_i_j.j", "positive")
+    rejects(design, lambda: s.split("layer0_in_proj:S_i_j.j", 33), "exceeds the trip count 32")
+    rejects(design, lambda: s.split("layer0_in_proj:S_i_j.j", 2.5), "positive integer")
+
+
+# -------------------------------------------------------------------- reorder
+
+
+def test_reorder_effect_and_numbers(design):
+    s = customize(design)
+    jo, ji = s.split("layer0_in_proj:S_i_j.j", 4)
+    s.reorder(jo, "layer0_in_proj:S_i_j.i")
+    assert loop_names(design, "layer0_in_proj")["S_i_j"] == ["j.outer", "i", "j.inner"]
+    band = s.get_loops("layer0_in_proj")["S_i_j"]
+    assert str_attr(band["j.outer"].op, "op_name") == "S_i_j"  # the band keeps its name
+    check_kernel(design.module, design, "layer0_in_proj")
+    s.reorder("layer0_conv:S_i_j_1.j", "layer0_conv:S_i_j_1.i")
+    check_kernel(design.module, design, "layer0_conv")
+
+
+def test_reorder_errors(design):
+    s = customize(design)
+    s.split("layer0_in_proj:S_i_j.j", 4)
+    rejects(design, lambda: s.reorder("layer0_in_proj:S_i_j.j.inner", "layer0_in_proj:S_i_j.j.outer"),
+            "reorder", "depend on 'j.outer'")
+    rejects(design, lambda: s.reorder("layer0_in_proj:S_i_j.i"), "at least two")
+    rejects(design, lambda: s.reorder("layer0_in_proj:S_i_j.i", "layer0_in_proj:S_i.i"), "one band")
+    # the prefill SSM's token loop holds several nests: not a perfect nest
+    pre = capture(design.cfg, "prefill", T=2, progress=False)
+    sp = customize(pre)
+    rejects(pre, lambda: sp.reorder("layer0_ssm:S_t_i_j.i", "layer0_ssm:S_t_i_j.t"), "perfect nest")
+
+
+STENCIL = """
+func.func @wave(%a: memref<8x8xf32>) {
+  affine.for %i = 1 to 8 {
+    affine.for %j = 0 to 7 {
+      %v = affine.load %a[%i - 1, %j + 1] : memref<8x8xf32>
+      affine.store %v, %a[%i, %j] : memref<8x8xf32>
+    } {loop_name = "j"}
+  } {loop_name = "i", op_name = "S_i_j"}
+  return
+}
+func.func @transpose_ok(%a: memref<8x8xf32>, %b: memref<8x8xf32>) {
+  affine.for %i = 0 to 8 {
+    affine.for %j = 0 to 8 {
+      %v = affine.load %a[%j, %i] : memref<8x8xf32>
+      affine.store %v, %b[%i, %j] : memref<8x8xf32>
+    } {loop_name = "j"}
+  } {loop_name = "i", op_name = "S_i_j"}
+  return
+}
+"""
+
+
+def test_reorder_that_breaks_a_dependence_is_rejected(base):
+    with base.module.context:
+        mod = ir.Module.parse(STENCIL)
+    s = customize(mod)
+    before = str(mod)
+    with pytest.raises(ScheduleError, match="reverse a dependence"):
+        s.reorder("wave:S_i_j.j", "wave:S_i_j.i")
+    assert str(mod) == before
+    s.reorder("transpose_ok:S_i_j.j", "transpose_ok:S_i_j.i")  # independent: legal
+    assert s.log[-1]["op"] == "reorder"
+
+
+# ----------------------------------------------------------------------- fuse
+
+
+def test_fuse_nested_flattens(design):
+    s = customize(design)
+    h = s.fuse("layer0_x_proj:S_i_j.i", "layer0_x_proj:S_i_j.j")
+    assert h.path == "layer0_x_proj:S_i_j.i_j_fused"
+    assert loop_names(design, "layer0_x_proj")["S_i_j"] == ["i_j_fused"]
+    from mambaflow.schedules.deps import trip_count
+
+    assert trip_count(h.op) == 18 * 64
+    check_kernel(design.module, design, "layer0_x_proj")
+
+
+def test_fuse_siblings_and_dependence_check(design):
+    s = customize(design)
+    s.fuse("layer0_in_proj:S_i_1.i", "layer0_in_proj:S_i_2.i")
+    assert "S_i_2" not in loop_names(design, "layer0_in_proj")
+    check_kernel(design.module, design, "layer0_in_proj")
+    # norm: S_i sums squares into one scalar that every iteration of S_i_1 reads;
+    # fusing would read the partial sum
+    rejects(design, lambda: s.fuse("layer0_norm:S_i.i", "layer0_norm:S_i_1.i"), "fuse", "breaking a dependence")
+    rejects(design, lambda: s.fuse("layer0_in_proj:S_i.i", "layer0_in_proj:S_i_1.i"), "different")
+    rejects(design, lambda: s.fuse("layer0_in_proj:S_i.i"), "at least two")
+
+
+# ------------------------------------------------------------ unroll, pipeline
+
+
+def test_unroll_and_pipeline_annotate_and_run(design):
+    s = customize(design)
+    jo, ji = s.split("layer0_in_proj:S_i_j.j", 8)
+    s.unroll(ji)
+    s.pipeline(jo, ii=2, rewind=True)
+    s.unroll("layer0_in_proj:S_i.i", 4)
+    assert D.get_unroll(ji.op) == 0 and D.get_pipeline(jo.op) == 2 and D.is_rewind(jo.op)
+    assert D.get_unroll(s.loop("layer0_in_proj:S_i.i").op) == 4
+    check_kernel(design.module, design, "layer0_in_proj")
+    rejects(design, lambda: s.unroll("layer0_in_proj:S_i.i", -1), "unroll", ">= 0")
+    rejects(design, lambda: s.unroll("layer0_in_proj:S_i.i", 1000), "exceeds the trip count 128")
+    rejects(design, lambda: s.pipeline("layer0_in_proj:S_i.i", ii=0), "pipeline", ">= 1")
+    rejects(design, lambda: s.pipeline("layer0_in_proj:S_i_j.i"), "already pipelined")
+
+
+def test_parallel_checks_carried_dependences(design):
+    s = customize(design)
+    s.parallel("layer0_in_proj:S_i_j.i")  # rows are independent
+    assert D.get_unroll(s.loop("layer0_in_proj:S_i_j.i").op) == 0
+    rejects(design, lambda: s.parallel("layer0_in_proj:S_i_j.j"), "depend on each other")
+
+
+# ------------------------------------------------------------------ buffers
+
+
+def test_partition_and_storage(design):
+    s = customize(design)
+    s.partition("layer0_in_proj:in_proj_w", "cyclic", dim=2, factor=8)
+    s.partition("layer0_in_proj:alloc0", "complete", dim=2)
+    s.storage("layer0_in_proj:in_proj_w", "uram")
+    fn = fn_of(design, "layer0_in_proj")
+    assert D.partitions_of(D.BufferRef(fn, arg=1)) == [D.Partition("cyclic", 2, 8)]
+    alloc = next(o for o in walk(fn) if o.name == "memref.alloc")
+    assert D.partitions_of(alloc) == [D.Partition("complete", 2, 0)]
+    assert D.storage_of(D.BufferRef(fn, arg=1)) == "uram"
+    fn.verify()
+    check_kernel(design.module, design, "layer0_in_proj")
+    rejects(design, lambda: s.partition("layer0_in_proj:in_proj_w", "diagonal"), "kind must be one of")
+    rejects(design, lambda: s.partition("layer0_in_proj:in_proj_w", "block", dim=3, factor=2), "out of range")
+    rejects(design, lambda: s.partition("layer0_in_proj:in_proj_w", "block", dim=2, factor=0), "factor >= 1")
+    rejects(design, lambda: s.partition("layer0_in_proj:in_proj_w", "block", dim=2, factor=64), "exceeds")
+    rejects(design, lambda: s.storage("layer0_in_proj:in_proj_w", "dram"), "storage")
+
+
+def test_dataflow_and_inline(design):
+    s = customize(design)
+    s.dataflow()  # the top function
+    s.dataflow("layer0_ssm")
+    s.dataflow("layer0_in_proj:S_i_j.i")
+    s.inline("layer0_norm")
+    assert D.is_dataflow(fn_of(design, "decode")) and D.is_dataflow(fn_of(design, "layer0_ssm"))
+    assert D.is_dataflow(s.loop("layer0_in_proj:S_i_j.i").op)
+    assert D.is_inline(fn_of(design, "layer0_norm"))
+    rejects(design, lambda: s.inline("decode"), "top function")
+    rejects(design, lambda: s.inline("layer9_norm"), "unknown kernel")
+
+
+# -------------------------------------------------------------- compute_at
+
+
+def test_compute_at_fuses_producer_into_consumer(design):
+    s = customize(design)
+    # ssm: the state update (S_i_j_1) into the y reduction (S_i_j_2), down to j
+    h = s.compute_at("layer0_ssm:S_i_j_1.i", "layer0_ssm:S_i_j_2.j")
+    names = loop_names(design, "layer0_ssm")
+    assert "S_i_j_2" not in names and names["S_i_j_1"] == ["i", "j"]
+    assert h.path == "layer0_ssm:S_i_j_1.j"
+    check_kernel(design.module, design, "layer0_ssm")
+    rejects(design, lambda: s.compute_at("layer0_norm:S_i.i", "layer0_norm:S_i_1.i"), "compute_at",
+            "breaking a dependence")
+    rejects(design, lambda: s.compute_at("layer0_norm:S_i.i", "layer0_in_proj:S_i.i"), "one kernel")
+
+
+# ------------------------------------------------------------------ log
+
+
+def test_log_prints_saves_and_replays_byte_identically(design, tmp_path):
+    s = customize(design)
+    jo, ji = s.split("layer0_in_proj:S_i_j.j", 8)
+    s.reorder(jo, "layer0_in_proj:S_i_j.i")
+    s.pipeline(ji)
+    s.partition("layer0_in_proj:in_proj_w", "cyclic", 2, 8)
+    s.fuse("layer0_x_proj:S_i_j.i", "layer0_x_proj:S_i_j.j")
+    s.compute_at("layer0_ssm:S_i_j_1.i", "layer0_ssm:S_i_j_2.j")
+    s.dataflow()
+    assert "split(loop='layer0_in_proj:S_i_j.j', factor=8)" in str(s)
+    path = tmp_path / "sched.json"
+    s.save(path)
+    assert json.loads(path.read_text())["log"] == s.log
+    fresh = capture(design.cfg, "decode", progress=False)  # a new capture, new context
+    s2 = replay(fresh, path)
+    assert str(fresh.module) == str(design.module)
+    assert s2.log == s.log
+
+
+def test_compose_applies_a_layer_schedule_to_every_layer(design):
+    s0 = customize(copy_design(design))
+    s0.split("layer0_in_proj:S_i_j.j", 8)
+    s0.pipeline("layer0_in_proj:S_i_j.j.inner")
+    s = customize(design)
+    for i in range(design.cfg.n_layer):
+        s.compose(s0, id=f"layer{i}")
+    for i in range(design.cfg.n_layer):
+        names = loop_names(design, f"layer{i}_in_proj")["S_i_j"]
+        assert names == ["i", "j.outer", "j.inner"]
+    assert [e["loop"] for e in s.log if e["op"] == "split"] == ["layer0_in_proj:S_i_j.j", "layer1_in_proj:S_i_j.j"]
+
+
+def test_failed_rewrite_restores_ir_exactly(design, monkeypatch):
+    from mambaflow.schedules import rewrite
+
+    real = rewrite.split
+
+    def broken(loop, factor, divisible):
+        real(loop, factor, divisible)  # half-done work on the live IR ...
+        raise RuntimeError("boom")  # ... then a crash
+
+    monkeypatch.setattr(rewrite, "split", broken)
+    s = customize(design)
+    e = rejects(design, lambda: s.split("layer0_in_proj:S_i_j.j", 8), "internal error", "unchanged")
+    assert s.log == []
+
+
+# -------------------------------------------------------------- end to end
+
+
+def test_scheduled_design_matches_pytorch_end_to_end(design, model):
+    from mambaflow.runtime.backends import LLVMBackend, TorchBackend
+    from mambaflow.targets.llvm.jit import JitFunction
+
+    s = customize(design)
+    for i in range(design.cfg.n_layer):
+        jo, ji = s.split(f"layer{i}_in_proj:S_i_j.j", 8)
+        s.reorder(jo, f"layer{i}_in_proj:S_i_j.i")
+        s.pipeline(ji)
+        s.fuse(f"layer{i}_x_proj:S_i_j.i", f"layer{i}_x_proj:S_i_j.j")
+        s.compute_at(f"layer{i}_ssm:S_i_j_1.i", f"layer{i}_ssm:S_i_j_2.j")
+        s.partition(f"layer{i}_in_proj:in_proj_w", "cyclic", 2, 8)
+    s.split("lm_head:S_i_j.i", 16)
+    s.dataflow()
+    fn = JitFunction(design.module, design.top, opt_level=1)
+    llvm = LLVMBackend.from_compiled(model, {("decode", 1): (design, fn)})
+    ref = TorchBackend(model)
+    st_l = st_t = ref.zero_state()
+    for tok in (3, 17, 42):
+        a, st_l = llvm.decode(tok, st_l)
+        b, st_t = ref.decode(tok, st_t)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(st_l.ssm.numpy(), st_t.ssm.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_the_kernel_check_catches_a_wrong_rewrite(design):
+    """The numeric oracle has teeth: a loop that skips every other row is caught."""
+    s = customize(design)
+    L = s.loop("layer0_in_proj:S_i_j.i").op
+    with design.module.context:
+        L.attributes["step"] = ir.IntegerAttr.get(ir.IndexType.get(), 2)
+    with pytest.raises(AssertionError):
+        check_kernel(design.module, design, "layer0_in_proj")
