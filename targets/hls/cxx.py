@@ -1,0 +1,295 @@
+"""C++ spelling for the HLS emitter: types, literals, identifiers, affine expressions.
+
+Everything here is a pure function of MLIR types/attributes/affine expressions, so the
+emitter's output is deterministic by construction (no ids, no addresses, no time).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+from torch_mlir import ir
+
+from ...errors import MambaflowError
+
+
+class HlsEmitError(MambaflowError):
+    """The HLS emitter met IR it cannot express as Vitis HLS C++ (an unsupported op,
+    type or directive). The message names the function, the loop and the op."""
+
+
+# C and C++ keywords and names the emitted code itself uses: never usable as names.
+RESERVED = frozenset(
+    """alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t
+    char16_t char32_t class compl concept const consteval constexpr constinit const_cast
+    continue co_await co_return co_yield decltype default delete do double dynamic_cast
+    else enum explicit export extern false float for friend goto if inline int long mutable
+    namespace new noexcept not not_eq nullptr operator or or_eq private protected public
+    register reinterpret_cast requires return short signed sizeof static static_assert
+    static_cast struct switch template this thread_local throw true try typedef typeid
+    typename union unsigned using virtual void volatile wchar_t while xor xor_eq
+    main hls std ap_int ap_uint ap_fixed ap_ufixed int8_t int16_t int32_t int64_t uint8_t
+    uint16_t uint32_t uint64_t size_t NULL INFINITY NAN""".split()
+)
+
+_IDENT_BAD = re.compile(r"[^A-Za-z0-9_]")
+
+
+def c_ident(name: str) -> str:
+    """A readable C identifier for a name from the IR or the model (dots become '_')."""
+    s = _IDENT_BAD.sub("_", name)
+    s = re.sub(r"__+", "_", s).strip("_") or "v"
+    if s[0].isdigit():
+        s = "n" + s
+    if s in RESERVED:
+        s = s + "_"
+    return s
+
+
+# ----------------------------------------------------------------------- types
+
+
+def is_index(t: ir.Type) -> bool:
+    return isinstance(t, ir.IndexType)
+
+
+def int_width(t: ir.Type) -> int | None:
+    if isinstance(t, ir.IntegerType):
+        return t.width
+    return None
+
+
+def scalar_type(t: ir.Type, where: str = "") -> str:
+    """The C++ type of a scalar MLIR type.
+
+    index -> int (every design index fits 31 bits; see `check_index_range`);
+    i1 -> bool; i8/16/32/64 -> intN_t; other widths -> ap_int<W>; f32 -> float;
+    f64 -> double. MLIR integers are signless: ops that need an unsigned view cast.
+    """
+    if isinstance(t, ir.IndexType):
+        return "int"
+    if isinstance(t, ir.F32Type):
+        return "float"
+    if isinstance(t, ir.F64Type):
+        return "double"
+    if isinstance(t, ir.IntegerType):
+        w = t.width
+        if w == 1:
+            return "bool"
+        if w in (8, 16, 32, 64):
+            return f"int{w}_t"
+        if w > 64:
+            raise HlsEmitError(f"{where}: integers wider than 64 bits (i{w}) are not supported by the HLS emitter")
+        return f"ap_int<{w}>"
+    raise HlsEmitError(
+        f"{where}: type {t} has no HLS C++ equivalent in the emitter "
+        "(supported: f32, f64, i1..i64, index). Convert it before emission, e.g. with a "
+        "quantization recipe that produces integer types."
+    )
+
+
+def unsigned_type(t: ir.Type, where: str = "") -> str:
+    """The unsigned C++ view of an integer type (for ult/udiv/shrui/extui...)."""
+    if isinstance(t, ir.IndexType):
+        return "unsigned"
+    w = int_width(t)
+    if w is None:
+        raise HlsEmitError(f"{where}: unsigned view of non-integer type {t}")
+    if w == 1:
+        return "bool"
+    if w in (8, 16, 32, 64):
+        return f"uint{w}_t"
+    return f"ap_uint<{w}>"
+
+
+def uses_ap_types(t: ir.Type) -> bool:
+    w = int_width(t)
+    return w is not None and w not in (1, 8, 16, 32, 64)
+
+
+def element_bits(t: ir.Type) -> int:
+    if isinstance(t, ir.IndexType):
+        return 32
+    if isinstance(t, ir.F32Type):
+        return 32
+    if isinstance(t, ir.F64Type):
+        return 64
+    if isinstance(t, ir.F16Type) or isinstance(t, ir.BF16Type):
+        return 16
+    w = int_width(t)
+    if w is not None:
+        return w
+    raise HlsEmitError(f"cannot size element type {t}")
+
+
+def memref_shape(t: ir.MemRefType, where: str = "") -> tuple[int, ...]:
+    shape = tuple(t.shape)
+    if any(d < 0 for d in shape):
+        raise HlsEmitError(
+            f"{where}: memref {t} has a dynamic size; HLS arrays need static sizes "
+            "(capture the design at a fixed token count T)"
+        )
+    return shape
+
+
+def array_dims(shape: tuple[int, ...]) -> str:
+    """`[d0][d1]...`; a rank-0 memref is a one-element array."""
+    return "".join(f"[{d}]" for d in shape) if shape else "[1]"
+
+
+def pointer_declarator(elem: str, name: str, shape: tuple[int, ...], const: bool = False) -> str:
+    """A pointer that indexes like the memref: `T (*name)[d1]...` (rank >= 2), `T *name`."""
+    c = "const " if const else ""
+    if len(shape) <= 1:
+        return f"{c}{elem} *{name}"
+    return f"{c}{elem} (*{name}){''.join(f'[{d}]' for d in shape[1:])}"
+
+
+# -------------------------------------------------------------------- literals
+
+
+def float_literal(value: float, t: ir.Type) -> str:
+    """A literal that parses back to exactly `value` in the type (shortest round trip)."""
+    f32 = isinstance(t, ir.F32Type)
+    if math.isnan(value):
+        return "std::numeric_limits<float>::quiet_NaN()" if f32 else "std::numeric_limits<double>::quiet_NaN()"
+    if math.isinf(value):
+        s = "std::numeric_limits<float>::infinity()" if f32 else "std::numeric_limits<double>::infinity()"
+        return s if value > 0 else "-" + s
+    s = str(np.float32(value)) if f32 else repr(float(value))
+    if "e" not in s and "." not in s:
+        s += ".0"
+    if s.startswith("."):
+        s = "0" + s
+    return s + ("f" if f32 else "")
+
+
+def int_literal(value: int, t: ir.Type) -> str:
+    w = 32 if isinstance(t, ir.IndexType) else int_width(t)
+    if w == 1:
+        return "true" if value & 1 else "false"
+    # MLIR prints signless integers as signed: keep that reading
+    if w is not None and w < 64 and value >= 1 << (w - 1):
+        value -= 1 << w
+    if w is not None and w not in (1, 8, 16, 32, 64) and not isinstance(t, ir.IndexType):
+        return f"{scalar_type(t)}({value})"
+    if w == 64 and not -(2**31) <= value < 2**31:
+        return f"INT64_C({value})"
+    return str(value)
+
+
+def attr_literal(attr: ir.Attribute, t: ir.Type, where: str = "") -> str:
+    if isinstance(attr, ir.FloatAttr):
+        return float_literal(attr.value, t)
+    if isinstance(attr, ir.IntegerAttr):
+        return int_literal(attr.value, t)
+    if isinstance(attr, ir.BoolAttr):
+        return "true" if attr.value else "false"
+    raise HlsEmitError(f"{where}: constant {attr} is not a scalar literal (vector constants are not supported)")
+
+
+def dense_values(attr: ir.Attribute, n: int) -> np.ndarray:
+    """A DenseElementsAttr as a flat numpy array of n elements."""
+    if isinstance(attr, (ir.DenseIntElementsAttr, ir.DenseFPElementsAttr)):
+        if attr.is_splat:
+            v = attr.get_splat_value()
+            v = v.value if hasattr(v, "value") else v
+            return np.full(n, v)
+        return np.asarray(np.array(attr)).reshape(-1)
+    raise HlsEmitError(f"memref.global initial value {attr} is not a dense int/float attribute")
+
+
+# ---------------------------------------------------------------- affine exprs
+
+# precedence: 1 = additive, 2 = multiplicative, 3 = atom
+_ADD, _MUL, _ATOM = 1, 2, 3
+
+
+class AffinePrinter:
+    """Prints affine expressions as C++ index arithmetic.
+
+    `dims`/`syms` are the C expressions (names) bound to the map's operands; `nonneg`
+    says which operands are known >= 0, so floordiv/mod of non-negative values print as
+    plain `/` and `%`, and anything else goes through the exact helpers
+    `mf_floordiv` / `mf_mod` / `mf_ceildiv` (C++ division truncates toward zero).
+    """
+
+    def __init__(self, dims: list[str], syms: list[str], dim_nonneg: list[bool], sym_nonneg: list[bool], helpers: set[str]):
+        self.dims, self.syms = dims, syms
+        self.dim_nonneg, self.sym_nonneg = dim_nonneg, sym_nonneg
+        self.helpers = helpers
+
+    def nonneg(self, e) -> bool:
+        if isinstance(e, ir.AffineConstantExpr):
+            return e.value >= 0
+        if isinstance(e, ir.AffineDimExpr):
+            return self.dim_nonneg[e.position]
+        if isinstance(e, ir.AffineSymbolExpr):
+            return self.sym_nonneg[e.position]
+        if isinstance(e, (ir.AffineAddExpr, ir.AffineMulExpr)):
+            return self.nonneg(e.lhs) and self.nonneg(e.rhs)
+        if isinstance(e, (ir.AffineFloorDivExpr, ir.AffineCeilDivExpr)):
+            return self.nonneg(e.lhs) and self.nonneg(e.rhs)
+        if isinstance(e, ir.AffineModExpr):
+            return True  # affine mod is always in [0, rhs)
+        return False
+
+    def __call__(self, e) -> str:
+        return self._p(e)[0]
+
+    def _p(self, e) -> tuple[str, int]:
+        if isinstance(e, ir.AffineConstantExpr):
+            v = e.value
+            return (str(v), _ATOM) if v >= 0 else (f"({v})", _ATOM)
+        if isinstance(e, ir.AffineDimExpr):
+            return self.dims[e.position], _ATOM
+        if isinstance(e, ir.AffineSymbolExpr):
+            return self.syms[e.position], _ATOM
+        if isinstance(e, ir.AffineAddExpr):
+            lhs = self._wrap(e.lhs, _ADD)
+            rhs = e.rhs
+            if isinstance(rhs, ir.AffineConstantExpr) and rhs.value < 0:
+                return f"{lhs} - {-rhs.value}", _ADD
+            if isinstance(rhs, ir.AffineMulExpr) and isinstance(rhs.rhs, ir.AffineConstantExpr) and rhs.rhs.value < 0:
+                k = -rhs.rhs.value
+                term = self._wrap(rhs.lhs, _MUL) if k == 1 else f"{self._wrap(rhs.lhs, _MUL)} * {k}"
+                return f"{lhs} - {term}", _ADD
+            return f"{lhs} + {self._wrap(rhs, _ADD)}", _ADD
+        if isinstance(e, ir.AffineMulExpr):
+            rhs = e.rhs
+            if isinstance(rhs, ir.AffineConstantExpr) and rhs.value == -1:
+                return f"-{self._wrap(e.lhs, _ATOM)}", _ATOM
+            return f"{self._wrap(e.lhs, _MUL)} * {self._wrap(rhs, _ATOM)}", _MUL
+        if isinstance(e, (ir.AffineFloorDivExpr, ir.AffineModExpr, ir.AffineCeilDivExpr)):
+            exact = self.nonneg(e.lhs) and isinstance(e.rhs, ir.AffineConstantExpr) and e.rhs.value > 0
+            if isinstance(e, ir.AffineCeilDivExpr):
+                self.helpers.add("mf_ceildiv")
+                return f"mf_ceildiv({self(e.lhs)}, {self(e.rhs)})", _ATOM
+            if exact:
+                op = "/" if isinstance(e, ir.AffineFloorDivExpr) else "%"
+                return f"{self._wrap(e.lhs, _MUL)} {op} {self._wrap(e.rhs, _ATOM)}", _MUL
+            fn = "mf_floordiv" if isinstance(e, ir.AffineFloorDivExpr) else "mf_mod"
+            self.helpers.add(fn)
+            return f"{fn}({self(e.lhs)}, {self(e.rhs)})", _ATOM
+        raise HlsEmitError(f"unsupported affine expression {e}")
+
+    def _wrap(self, e, need: int) -> str:
+        s, prec = self._p(e)
+        return s if prec >= need else f"({s})"
+
+
+# Helpers the emitted code may need; emitted (in this order) only when used.
+HELPERS: dict[str, str] = {
+    "mf_floordiv": "static inline int mf_floordiv(int a, int b) {\n  int q = a / b;\n  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;\n}",
+    "mf_mod": "static inline int mf_mod(int a, int b) {\n  int r = a % b;\n  return r < 0 ? r + (b < 0 ? -b : b) : r;\n}",
+    "mf_ceildiv": "static inline int mf_ceildiv(int a, int b) {\n  int q = a / b;\n  return (a % b != 0 && ((a < 0) == (b < 0))) ? q + 1 : q;\n}",
+    "mf_floordivsi": "template <class T> static inline T mf_floordivsi(T a, T b) {\n  T q = a / b;\n  return (a % b != 0 && ((a < 0) != (b < 0))) ? T(q - 1) : q;\n}",
+    "mf_ceildivsi": "template <class T> static inline T mf_ceildivsi(T a, T b) {\n  T q = a / b;\n  return (a % b != 0 && ((a < 0) == (b < 0))) ? T(q + 1) : q;\n}",
+    "mf_maximumf": "template <class T> static inline T mf_maximumf(T a, T b) {\n  // arith.maximumf: NaN-propagating; -0.0 < +0.0\n  if (a != a || b != b) return a + b;\n  if (a == b) return std::signbit(a) ? b : a;\n  return a > b ? a : b;\n}",
+    "mf_minimumf": "template <class T> static inline T mf_minimumf(T a, T b) {\n  // arith.minimumf: NaN-propagating; -0.0 < +0.0\n  if (a != a || b != b) return a + b;\n  if (a == b) return std::signbit(a) ? a : b;\n  return a < b ? a : b;\n}",
+    "mf_min": "template <class T> static inline T mf_min(T a, T b) { return b < a ? b : a; }",
+    "mf_max": "template <class T> static inline T mf_max(T a, T b) { return a < b ? b : a; }",
+    "mf_bitcast": "template <class To, class From> static inline To mf_bitcast(From v) {\n  static_assert(sizeof(To) == sizeof(From), \"bitcast between types of different sizes\");\n  To r;\n  std::memcpy(&r, &v, sizeof(r));\n  return r;\n}",
+}

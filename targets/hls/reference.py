@@ -1,0 +1,72 @@
+"""Reference inputs and golden outputs of a Mamba design, from the PyTorch model.
+
+The numerical oracle of every csim (and of the XRT host program): the model's own
+`decode` / `prefill` run in PyTorch on the same weights the design takes as ports.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...errors import MambaflowError
+from ...models.common import MambaState
+from .testbench import TestbenchSpec
+
+
+def _state_ports(n_layer: int) -> list[tuple[str, str]]:
+    return [(f"layer{i}.conv_state", f"layer{i}.conv_state_out") for i in range(n_layer)] + \
+           [(f"layer{i}.ssm_state", f"layer{i}.ssm_state_out") for i in range(n_layer)]
+
+
+def random_state(cfg, seed: int, scale: float = 0.5) -> MambaState:
+    g = torch.Generator().manual_seed(seed)
+    st = MambaState.zeros(cfg, 1)
+    st.conv.copy_(torch.randn(st.conv.shape, generator=g) * scale)
+    st.ssm.copy_(torch.randn(st.ssm.shape, generator=g) * scale)
+    return st
+
+
+@torch.no_grad()
+def reference_data(model, design, steps: int = 2, seed: int = 0, rtol: float = 1e-4, atol: float = 1e-5):
+    """(inputs, golden, spec) for `steps` calls of the design, keyed by design port name.
+
+    decode: `steps` successive tokens from a random (seeded) state, states fed back;
+    prefill: one call on T random tokens. Tokens are drawn from the vocabulary with a
+    seeded numpy generator; the starting state is N(0, 0.5^2) so every path of the conv
+    and the scan is exercised from the first step.
+    """
+    cfg = design.cfg
+    if design.phase not in ("decode", "prefill"):
+        raise MambaflowError(
+            f"csim reference data is generated for decode and prefill designs; '{design.phase}' "
+            "designs take a token tree: compare them against the llvm JIT run instead"
+        )
+    if design.phase == "prefill":
+        steps = 1
+    model = model.eval()
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, cfg.vocab_size, size=(steps, design.T), dtype=np.int64)
+    state = random_state(cfg, seed)
+    inputs: dict[str, np.ndarray] = {"tokens": tokens}
+    for i in range(cfg.n_layer):
+        inputs[f"layer{i}.conv_state"] = state.conv[i, 0].numpy().copy()
+        inputs[f"layer{i}.ssm_state"] = state.ssm[i, 0].numpy().copy()
+    for name, w in zip(design.weight_names, design.weights(model)):
+        inputs[name] = w
+    logits = []
+    for s in range(steps):
+        tok = torch.from_numpy(tokens[s])
+        if design.phase == "decode":
+            out, state = model.decode(tok, state)
+        else:
+            out, state = model.prefill(tok[None], state)
+            out = out[0]
+        logits.append(out.reshape(design.T, cfg.vocab_size).float().numpy())
+    golden: dict[str, np.ndarray] = {"logits": np.stack(logits)}
+    for i in range(cfg.n_layer):
+        golden[f"layer{i}.conv_state_out"] = state.conv[i, 0].numpy().copy()
+        golden[f"layer{i}.ssm_state_out"] = state.ssm[i, 0].numpy().copy()
+    spec = TestbenchSpec(steps=steps, per_step={"tokens"}, feedback={o: i for i, o in _state_ports(cfg.n_layer)},
+                         rtol=rtol, atol=atol)
+    return inputs, golden, spec
