@@ -116,6 +116,7 @@ class HlsCode:
     pragmas: dict[str, list[str]]      # function -> pragma lines in order of appearance
     resources: object = None          # resources.ResourceEstimate
     uses_streams: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     def write(self, directory: str | Path, stem: str = "kernels") -> list[Path]:
         d = Path(directory)
@@ -178,17 +179,35 @@ def _const_int(v: ir.Value) -> int | None:
     return None
 
 
+def _has_const_bounds(op: ir.Operation) -> bool:
+    lb = ir.AffineMapAttr(op.attributes["lowerBoundMap"]).value
+    ub = ir.AffineMapAttr(op.attributes["upperBoundMap"]).value
+    return (len(lb.results) == 1 and len(ub.results) == 1 and isinstance(lb.results[0], ir.AffineConstantExpr)
+            and isinstance(ub.results[0], ir.AffineConstantExpr))
+
+
 def _loop_trip(op: ir.Operation) -> int | None:
-    """Constant trip count of an affine.for, or None."""
+    """Constant trip count of an affine.for, or None: constant bounds, or bounds over the
+    same operands whose difference is constant (the inner loop of a split)."""
     lb = ir.AffineMapAttr(op.attributes["lowerBoundMap"]).value
     ub = ir.AffineMapAttr(op.attributes["upperBoundMap"]).value
     if len(lb.results) != 1 or len(ub.results) != 1:
         return None
-    l, u = lb.results[0], ub.results[0]
-    if not (isinstance(l, ir.AffineConstantExpr) and isinstance(u, ir.AffineConstantExpr)):
-        return None
     step = ir.IntegerAttr(op.attributes["step"]).value
-    return max(0, -(-(u.value - l.value) // step))
+    l, u = lb.results[0], ub.results[0]
+    if isinstance(l, ir.AffineConstantExpr) and isinstance(u, ir.AffineConstantExpr):
+        return max(0, -(-(u.value - l.value) // step))
+    nlb, nub, _ = _seg_sizes(op)
+    ops = list(op.operands)
+    if (nlb != nub or lb.n_dims != ub.n_dims or lb.n_symbols != ub.n_symbols
+            or any(a != b for a, b in zip(ops[:nlb], ops[nlb:nlb + nub]))):
+        return None
+    diff = ir.AffineExpr.simplify_affine_expr(u - l, lb.n_dims, lb.n_symbols)
+    try:
+        span = ir.AffineConstantExpr(diff).value
+    except (ValueError, TypeError):
+        return None
+    return max(0, -(-span // step))
 
 
 # ------------------------------------------------------------- write analysis
@@ -272,6 +291,8 @@ class _Ctx:
     effects: _Effects
     globals: dict[str, str]            # memref.global symbol -> C name
     arg_names: dict[str, list[str]] = field(default_factory=dict)
+    bound: dict[str, dict[int, str]] = field(default_factory=dict)  # kernel arg -> top port
+    warnings: list[str] = field(default_factory=list)
     helpers: set[str] = field(default_factory=set)
     needs_ap: bool = False
     needs_math: bool = False
@@ -302,6 +323,41 @@ class _FuncEmitter:
         self.indent = 1
         self.arg_names = arg_names
         self.band: list[str | None] = []
+        self.written_views = self._written_values()
+
+    def _written_values(self) -> set[ir.Value]:
+        """Memref values written through (directly, by a callee, or via a view of them)."""
+        sources: dict[ir.Value, list[ir.Value]] = {}
+        direct: list[ir.Value] = []
+        for op in _walk(self.fn):
+            n = op.name
+            if n in _ALIAS_OPS:
+                sources[op.results[0]] = [op.operands[0]]
+            elif n in ("scf.if", "affine.if"):
+                for i, res in enumerate(op.results):
+                    srcs = []
+                    for region in op.regions:
+                        for block in region.blocks:
+                            term = list(_ops(block))[-1]
+                            if i < len(term.operands):
+                                srcs.append(term.operands[i])
+                    sources[res] = srcs
+            elif n in ("affine.store", "memref.store"):
+                direct.append(op.operands[1])
+            elif n == "memref.copy":
+                direct.append(op.operands[1])
+            elif n == "func.call":
+                w = self.ctx.effects.written.get(_callee(op), set())
+                direct += [v for i, v in enumerate(op.operands) if i in w]
+        out: set[ir.Value] = set()
+        todo = list(direct)
+        while todo:
+            v = todo.pop()
+            if v in out:
+                continue
+            out.add(v)
+            todo += sources.get(v, [])
+        return out
 
     # ---------------------------------------------------------------- naming
     def _where(self, op: ir.Operation | None = None) -> str:
@@ -416,6 +472,13 @@ class _FuncEmitter:
                 f"{self._where()}: {what} is a top-level port (an m_axi interface in DDR/HBM); "
                 "Vitis cannot partition or bind it on chip. Partition a local copy instead "
                 "(buffer_at / a local buffer in the kernel that reads it)."
+            )
+        port = self.ctx.bound.get(self.fname, {}).get(ref.arg) if is_arg else None
+        if port is not None and (parts or store):
+            self.ctx.warnings.append(
+                f"{self._where()}: {what} is the top-level port '{port}' (m_axi, off chip); Vitis HLS "
+                "rejects array_partition / bind_storage on m_axi arrays. Copy it into a local buffer "
+                "(buffer_at) and partition that instead."
             )
         rank = t.rank
         for p in parts:
@@ -576,6 +639,8 @@ class _FuncEmitter:
                 self.pragma(f"unroll factor={u}")
         if D.is_dataflow(op):
             self.pragma("dataflow")
+        if trip is not None and op.name == "affine.for" and not _has_const_bounds(op):
+            self.pragma(f"loop_tripcount min={trip} max={trip} avg={trip}")
 
     def affine_for(self, op: ir.Operation) -> None:
         nlb, nub, nit = _seg_sizes(op)
@@ -643,7 +708,8 @@ class _FuncEmitter:
             targets.append(name)
             if isinstance(res.type, ir.MemRefType):
                 shape = memref_shape(res.type, self._where(op))
-                self.emit(pointer_declarator(self._elem(res.type.element_type), name, shape) + " = nullptr;")
+                const = res not in self.written_views
+                self.emit(pointer_declarator(self._elem(res.type.element_type), name, shape, const) + " = nullptr;")
             else:
                 self.emit(f"{self._elem(res.type)} {name} = {{}};")
         self.emit(f"if ({cond}) {{")
@@ -784,7 +850,8 @@ class _FuncEmitter:
         name = self._value_name()
         self.names[op.results[0]] = name
         elem = self._elem(rt.element_type)
-        self.emit(pointer_declarator(elem, name, res_shape) + f" = {expr};")
+        const = op.results[0] not in self.written_views
+        self.emit(pointer_declarator(elem, name, res_shape, const) + f" = {expr};")
 
     def cast(self, op: ir.Operation) -> None:
         self.names[op.results[0]] = self.e(op.operands[0])
@@ -1137,6 +1204,12 @@ def emit_module(
         else:
             ports.append(Port(cname, src, scalar_type(t), (), role, read, written, "s_axilite"))
     names_by_func[top] = [p.name for p in ports]
+    top_args = list(top_fn.regions[0].blocks[0].arguments)
+    for op in _walk(top_fn):
+        if op.name == "func.call":
+            for i, v in enumerate(op.operands):
+                if v in top_args:
+                    ctx.bound.setdefault(_callee(op), {})[i] = ports[top_args.index(v)].name
 
     bodies: list[str] = []
     labels: dict[str, dict[str, str]] = {}
@@ -1203,7 +1276,7 @@ def emit_module(
     top_sig = bodies[-1].split(" {\n", 1)[0]
     hdr += [top_sig + ";", f"#endif  // {guard}", ""]
     code = HlsCode(top=top, source=source, header="\n".join(hdr), ports=ports, functions=order,
-                   labels=labels, pragmas=pragmas, uses_streams=ctx.needs_stream)
+                   labels=labels, pragmas=pragmas, uses_streams=ctx.needs_stream, warnings=ctx.warnings)
     code.resources = estimate_resources(module, funcs, top, ctx.effects)
     code.resources.maxi_bundles = len({p.bundle for p in ports if p.interface == "m_axi"})
     return code
