@@ -8,7 +8,12 @@ never imported as constants: targets bind them at run time (see `Design.weights`
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -130,11 +135,53 @@ def _chain_windows(T: int, k: int) -> np.ndarray:
     return np.arange(T)[:, None] + np.arange(k)[None, :]
 
 
-def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress: bool = True) -> Design:
+def _cache_path(cfg: MambaConfig, phase: str, T: int) -> Path:
+    """Where a capture is cached: keyed by the config, the phase, T and everything that
+    shapes the IR (this package's flow sources and the torch / torch-mlir versions)."""
+    h = hashlib.sha256(repr((cfg, phase, T)).encode())
+    for src in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(src.read_bytes())
+    for dist in ("torch", "torch-mlir"):
+        h.update(importlib.metadata.version(dist).encode())
+    from ..targets.llvm.jit import cache_dir
+
+    return cache_dir() / "designs" / f"{h.hexdigest()[:32]}.mlir"
+
+
+def _load_cached(path: Path, cfg: MambaConfig, phase: str, T: int) -> Design | None:
+    meta = path.with_suffix(".json")
+    if not (path.exists() and meta.exists()):
+        return None
+    try:
+        info = json.loads(meta.read_text())
+        ctx = new_context()
+        with ctx:
+            module = ir.Module.parse(path.read_text())
+    except (OSError, ValueError, ir.MLIRError):
+        return None  # unreadable cache entries are recaptured
+    ports = [TopPort(n, tuple(s), getattr(torch, d), r) for n, s, d, r in info["ports"]]
+    return Design(module=module, cfg=cfg, phase=phase, T=T, ports=ports, kernels=info["kernels"])
+
+
+def _store_cached(path: Path, design: Design) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ports = [[p.name, list(p.shape), str(p.dtype).removeprefix("torch."), p.role] for p in design.ports]
+        path.with_suffix(".json").write_text(json.dumps({"ports": ports, "kernels": design.kernels}))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(str(design.module))
+        os.replace(tmp, path)  # the .mlir appears last: a reader never sees half an entry
+    except OSError:
+        pass  # the cache only saves time
+
+
+def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress: bool = True,
+            cache: bool = True) -> Design:
     """Capture `phase` of a Mamba model (or config) for T tokens as a named affine design.
 
     decode: T = 1; prefill: T prompt tokens (default 16); verify: a tree of T nodes
-    (default 8) given at run time by its parent indices.
+    (default 8) given at run time by its parent indices. With `cache`, a capture made
+    before by the same flow for the same config is read back from disk (a fresh module).
     """
     if phase not in PHASES:
         raise MambaflowError(f"unknown phase '{phase}': choose one of {', '.join(PHASES)}")
@@ -145,6 +192,9 @@ def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress:
     if phase == "decode" and T != 1:
         raise MambaflowError("the decode phase is one token: leave T unset")
     tree = phase == "verify"
+    path = _cache_path(cfg, phase, T)
+    if cache and (hit := _load_cached(path, cfg, phase, T)) is not None:
+        return hit
 
     ctx = new_context()
     layer = K.layer_kernels(cfg, T)
@@ -179,11 +229,14 @@ def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress:
         place("lm_head", "lm_head")
         ports = _build_top(module, cfg, phase, T, layer, (embed, norm_f, head))
         try:
-            open("/tmp/dbg.mlir","w").write(module.operation.get_asm(print_generic_op_form=True, assume_verified=True)); module.operation.verify()
+            module.operation.verify()
         except ir.MLIRError as e:
             diags = "; ".join(f"{d.location}: {d.message}" for d in e.error_diagnostics)
             raise MambaflowError(f"internal error: captured {phase} module does not verify: {diags}") from None
-    return Design(module=module, cfg=cfg, phase=phase, T=T, ports=ports, kernels=names)
+    design = Design(module=module, cfg=cfg, phase=phase, T=T, ports=ports, kernels=names)
+    if cache:
+        _store_cached(path, design)
+    return design
 
 
 def _build_top(module, cfg, phase, T, layer, outer) -> list[TopPort]:

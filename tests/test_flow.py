@@ -118,8 +118,8 @@ def test_kernels_are_named_funcs_with_named_loops():
 
 def test_loop_names_stable_across_captures():
     cfg = get_config("tiny-mamba1")
-    a = capture(cfg, "decode", progress=False)
-    b = capture(cfg, "decode", progress=False)
+    a = capture(cfg, "decode", progress=False, cache=False)
+    b = capture(cfg, "decode", progress=False, cache=False)
     names = lambda d: {k: {band: sorted(loops) for band, loops in loops_of(funcs(d.module)[k]).items()} for k in d.kernels}  # noqa: E731
     assert names(a) == names(b)
     assert names(a)["layer0_in_proj"]  # there is something to compare
@@ -156,6 +156,17 @@ def test_unsupported_op_names_op_and_module_path():
         capture_function(Net(), [torch.randn(8)], "net", new_context())
     msg = str(e.value)
     assert "aten.fft_fft" in msg and "spectral" in msg and "Spectral" in msg
+
+
+def test_capture_cache_gives_identical_design(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMBAFLOW_CACHE", str(tmp_path))
+    cfg = get_config("tiny-mamba2")
+    fresh = capture(cfg, "verify", T=3, progress=False)
+    again = capture(cfg, "verify", T=3, progress=False)
+    assert list((tmp_path / "designs").glob("*.mlir"))
+    assert again.module is not fresh.module
+    assert str(again.module) == str(fresh.module)
+    assert again.ports == fresh.ports and again.kernels == fresh.kernels
 
 
 def test_jit_disk_cache_reloads_same_code(tmp_path, monkeypatch):
