@@ -41,7 +41,11 @@ __all__ = [
     "to_double",
     "to_float32",
     "int_from_float",
+    "fixed_to_int",
     "int_result_type",
+    "int_div",
+    "int_rem",
+    "int_compare",
     "fixed_result_type",
 ]
 
@@ -234,6 +238,19 @@ def int_from_float(value: Number, W: int, signed: bool = True) -> int:
     return wrap(int(v), W, signed)            # int() of a Fraction truncates toward 0
 
 
+def fixed_to_int(raw: int, W: int, I: int, signed: bool = True) -> int:
+    """Integer part of a fixed point raw value, as ``to_int()`` / ``ap_int = ap_fixed``.
+
+    Truncates toward zero (C semantics), except that Vitis returns -1 for any negative
+    value of a signed type with ``I <= 0`` (its integer part is held in a 1-bit signed
+    int); the shims mirror that. The caller narrows the result (to_int: 32 bits).
+    """
+    if I <= 0:
+        return -1 if signed and raw < 0 else 0
+    v = to_value(raw, W, I)
+    return int(v)                             # int() of a Fraction truncates toward 0
+
+
 @dataclass(frozen=True)
 class FixedType:
     """An ``ap_fixed`` / ``ap_ufixed`` type: width W, integer bits I, modes.
@@ -343,3 +360,60 @@ def fixed_result_type(op: str, a: FixedType, b: FixedType) -> FixedType:
     if op == "/":
         return FixedType(int(S2) + a.W + max(b.F, 0), int(S2) + a.I + b.F, S1 or S2)
     raise ValueError(f"unknown operator {op!r}")
+
+
+def _to_width(v: int, m: int, signed: bool) -> int:
+    v &= (1 << m) - 1
+    return v - (1 << m) if signed and v >> (m - 1) else v
+
+
+def _c_div(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return q if (a < 0) == (b < 0) else -q
+
+
+def int_div(a: int, W1: int, S1: bool, b: int, W2: int, S2: bool) -> int:
+    """Quotient of ``ap_[u]int<W1> a / ap_[u]int<W2> b`` before wrapping to the result
+    type, as Vitis computes it.
+
+    Same signedness: C division (toward zero). Mixed signedness: both operands are
+    first taken modulo ``2**M``, ``M = max(W1, W2) + 1``, with the signedness of the
+    wider operand (signed on a tie); e.g. ``ap_int<5>(-10) / ap_uint<8>(7)`` divides
+    502 by 7.
+    """
+    if b == 0:
+        raise ZeroDivisionError("ap_int division by zero")
+    if S1 == S2:
+        return _c_div(a, b)
+    m = max(W1, W2) + 1
+    s = S1 if W1 > W2 else S2 if W2 > W1 else True
+    return _c_div(_to_width(a, m, s), _to_width(b, m, s))
+
+
+def int_rem(a: int, W1: int, S1: bool, b: int, W2: int, S2: bool) -> int:
+    """Remainder of ``a % b`` before wrapping, as Vitis (see :func:`int_div`): signed
+    (dividend's sign) only if the dividend and the common M-bit type are signed, else
+    the remainder of the M-bit unsigned patterns."""
+    if b == 0:
+        raise ZeroDivisionError("ap_int modulo by zero")
+    if S1 == S2:
+        return a - b * _c_div(a, b)
+    m = max(W1, W2) + 1
+    s = S1 if W1 > W2 else S2 if W2 > W1 else True
+    x, y = _to_width(a, m, s), _to_width(b, m, s)
+    if S1 and s:
+        return x - y * _c_div(x, y)
+    return _to_width(x, m, False) % _to_width(y, m, False)
+
+
+def int_compare(a: int, W1: int, S1: bool, b: int, W2: int, S2: bool) -> int:
+    """-1, 0 or 1: how Vitis orders ``a`` and ``b`` for < <= > >= (not == / !=, which
+    compare values). With mixed signedness, a 32+ bit operand and the unsigned operand
+    at least as wide as the signed one, both are compared as (max(W1, W2) + 1)-bit
+    unsigned numbers, as C does (``ap_uint<32>(5) < -1`` is true). C integers act as
+    ``ap_int<32>`` (int), ``ap_uint<32>`` (unsigned), ``ap_int<64>`` (long long)...
+    """
+    if S1 != S2 and (W1 >= 32 or W2 >= 32) and (W2 >= W1 if S1 else W1 >= W2):
+        m = max(W1, W2) + 1
+        a, b = _to_width(a, m, False), _to_width(b, m, False)
+    return (a > b) - (a < b)

@@ -188,10 +188,14 @@ template <int W, int I, bool S, ap_q_mode Q, ap_o_mode O, int N> struct ap_fixed
   long double to_ldouble() const { return std::ldexp((long double)V, I - W); }
   // Integer part toward zero, modulo 2^64 (then each to_* narrows like a C cast).
   ap_shim::u64 trunc_bits() const {
-    if (I <= 0) return S && V < 0 ? ~ap_shim::u64(0) : 0;  // Vitis quirk (see top)
-    if (I >= W) return I - W >= 64 ? 0 : (ap_shim::u64)V << (I - W);
-    ap_shim::i128 v = V, d = ap_shim::i128(1) << (W - I);
-    return (ap_shim::u64)(v / d);  // i128 division truncates toward zero
+    if constexpr (I <= 0) {
+      return S && V < 0 ? ~ap_shim::u64(0) : 0;  // Vitis quirk (see top)
+    } else if constexpr (I >= W) {
+      return I - W >= 64 ? 0 : (ap_shim::u64)V << ((I - W) & 63);
+    } else {
+      ap_shim::i128 v = V, d = ap_shim::i128(1) << (W - I);
+      return (ap_shim::u64)(v / d);  // i128 division truncates toward zero
+    }
   }
   int to_int() const { return (int)trunc_bits(); }
   unsigned to_uint() const { return (unsigned)trunc_bits(); }
@@ -300,8 +304,15 @@ template <int W, int I, bool S, ap_q_mode Q, ap_o_mode O, int N> struct ap_fixed
   AP_SHIM_FX_ASSIGN_OTHER(^)
 #undef AP_SHIM_FX_ASSIGN_OTHER
 
-  ap_fixed_base& operator++() { return *this += ap_fixed_base<2, 2, true>(1); }
-  ap_fixed_base& operator--() { return *this -= ap_fixed_base<2, 2, true>(1); }
+  // Vitis adds ap_ufixed<W-I+1, 1>(1), a type that does not exist when I > W.
+  ap_fixed_base& operator++() {
+    static_assert(I <= W, "ap_fixed ++/-- does not compile in Vitis when I > W; add 1 explicitly");
+    return *this += ap_fixed_base<2, 2, true>(1);
+  }
+  ap_fixed_base& operator--() {
+    static_assert(I <= W, "ap_fixed ++/-- does not compile in Vitis when I > W; add 1 explicitly");
+    return *this -= ap_fixed_base<2, 2, true>(1);
+  }
   const ap_fixed_base operator++(int) { ap_fixed_base t = *this; ++*this; return t; }
   const ap_fixed_base operator--(int) { ap_fixed_base t = *this; --*this; return t; }
 

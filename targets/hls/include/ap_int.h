@@ -288,20 +288,51 @@ AP_SHIM_INT_BINOP(|, logic)
 AP_SHIM_INT_BINOP(^, logic)
 #undef AP_SHIM_INT_BINOP
 
-// Division truncates toward zero, % takes the dividend's sign (C semantics, as Vitis).
+// Division and remainder, as Vitis csim computes them. Same signedness: C semantics
+// (toward zero; % takes the dividend's sign). Mixed signedness: both operands are first
+// converted to M = max(W1, W2) + 1 bits with the signedness of the wider one (signed on
+// a tie), so when the unsigned operand is wider a negative operand becomes a large
+// unsigned number (e.g. ap_int<5>(-10) / ap_uint<8>(7) == 7). % is signed only if the
+// dividend and that common type both are. Results then wrap to the Vitis result type.
+namespace ap_shim {
+inline i128 to_width(i128 v, int m, bool s) {  // v modulo 2^m, read as m-bit (un)signed
+  u128 p = (u128)v & ((u128(1) << m) - 1);
+  return (s && (p >> (m - 1))) ? (i128)p - (i128)(u128(1) << m) : (i128)p;
+}
+inline i128 div_rem(i128 a, int W1, bool S1, i128 b, int W2, bool S2, bool rem) {
+  if (b == 0) fatal(rem ? "ap_int modulo by zero" : "ap_int division by zero");
+  if (S1 == S2) return rem ? a % b : a / b;
+  int m = max_(W1, W2) + 1;
+  bool s = W1 > W2 ? S1 : W2 > W1 ? S2 : true;
+  i128 x = to_width(a, m, s), y = to_width(b, m, s);
+  if (!rem) return x / y;
+  return (S1 && s) ? x % y : to_width(x, m, false) % to_width(y, m, false);
+}
+// Ordering as Vitis ("gcc rule"): with mixed signedness and a 32+ bit operand, when
+// the unsigned operand is at least as wide as the signed one both are compared as
+// (max(W1, W2) + 1)-bit unsigned numbers (so ap_uint<32>(5) < -1 is true, as in C).
+// Otherwise, and for == and !=, the values are compared.
+inline int cmp_ord(i128 a, int W1, bool S1, i128 b, int W2, bool S2) {
+  if (S1 != S2 && (W1 >= 32 || W2 >= 32) && (S1 ? W2 >= W1 : W1 >= W2)) {
+    int m = max_(W1, W2) + 1;
+    a = to_width(a, m, false);
+    b = to_width(b, m, false);
+  }
+  return (a > b) - (a < b);
+}
+}  // namespace ap_shim
+
 template <int W1, bool S1, int W2, bool S2>
 inline ap_int_base<ap_shim::int_rtype<W1, S1, W2, S2>::div_w, ap_shim::int_rtype<W1, S1, W2, S2>::div_s>
 operator/(const ap_int_base<W1, S1>& a, const ap_int_base<W2, S2>& b) {
   typedef ap_shim::int_rtype<W1, S1, W2, S2> R;
-  if (b.V == 0) ap_shim::fatal("ap_int division by zero");
-  return ap_int_base<R::div_w, R::div_s>::from_bits((ap_shim::u64)((ap_shim::i128)a.V / (ap_shim::i128)b.V));
+  return ap_int_base<R::div_w, R::div_s>::from_bits((ap_shim::u64)ap_shim::div_rem(a.V, W1, S1, b.V, W2, S2, false));
 }
 template <int W1, bool S1, int W2, bool S2>
 inline ap_int_base<ap_shim::int_rtype<W1, S1, W2, S2>::mod_w, ap_shim::int_rtype<W1, S1, W2, S2>::mod_s>
 operator%(const ap_int_base<W1, S1>& a, const ap_int_base<W2, S2>& b) {
   typedef ap_shim::int_rtype<W1, S1, W2, S2> R;
-  if (b.V == 0) ap_shim::fatal("ap_int modulo by zero");
-  return ap_int_base<R::mod_w, R::mod_s>::from_bits((ap_shim::u64)((ap_shim::i128)a.V % (ap_shim::i128)b.V));
+  return ap_int_base<R::mod_w, R::mod_s>::from_bits((ap_shim::u64)ap_shim::div_rem(a.V, W1, S1, b.V, W2, S2, true));
 }
 #define AP_SHIM_INT_DIVOP(OP)                                                                     \
   template <int W1, bool S1, class T, ap_shim::if_int<T> = 0>                                     \
@@ -316,16 +347,15 @@ AP_SHIM_INT_DIVOP(/)
 AP_SHIM_INT_DIVOP(%)
 #undef AP_SHIM_INT_DIVOP
 
+// a /= b and a %= b are a = a / b and a = a % b (no 64-bit limit on the intermediate).
 template <int W, bool S> template <int W2, bool S2>
 inline ap_int_base<W, S>& ap_int_base<W, S>::operator/=(const ap_int_base<W2, S2>& b) {
-  if (b.V == 0) ap_shim::fatal("ap_int division by zero");
-  set_bits((ap_shim::u64)((ap_shim::i128)V / (ap_shim::i128)b.V));
+  set_bits((ap_shim::u64)ap_shim::div_rem(V, W, S, b.V, W2, S2, false));
   return *this;
 }
 template <int W, bool S> template <int W2, bool S2>
 inline ap_int_base<W, S>& ap_int_base<W, S>::operator%=(const ap_int_base<W2, S2>& b) {
-  if (b.V == 0) ap_shim::fatal("ap_int modulo by zero");
-  set_bits((ap_shim::u64)((ap_shim::i128)V % (ap_shim::i128)b.V));
+  set_bits((ap_shim::u64)ap_shim::div_rem(V, W, S, b.V, W2, S2, true));
   return *this;
 }
 
@@ -339,7 +369,29 @@ inline ap_int_base<W, S> operator<<(const ap_int_base<W, S>& a, const ap_int_bas
 template <int W, bool S, int W2, bool S2>
 inline ap_int_base<W, S> operator>>(const ap_int_base<W, S>& a, const ap_int_base<W2, S2>& n) { return a.shr(n.V); }
 
-// ---- comparison by value (mixed signedness compares the numbers) -----------------------
+// ---- comparison (ordering follows ap_shim::cmp_ord; == and != compare values) ----------
+#define AP_SHIM_INT_RELOP(OP)                                                                     \
+  template <int W1, bool S1, int W2, bool S2>                                                     \
+  inline bool operator OP(const ap_int_base<W1, S1>& a, const ap_int_base<W2, S2>& b) {           \
+    return ap_shim::cmp_ord(a.V, W1, S1, b.V, W2, S2) OP 0;                                        \
+  }                                                                                               \
+  template <int W1, bool S1, class T, ap_shim::if_int<T> = 0>                                     \
+  inline bool operator OP(const ap_int_base<W1, S1>& a, T b) {                                    \
+    return a OP typename ap_shim::c_int<T>::type(b);                                              \
+  }                                                                                               \
+  template <int W2, bool S2, class T, ap_shim::if_int<T> = 0>                                     \
+  inline bool operator OP(T a, const ap_int_base<W2, S2>& b) {                                    \
+    return typename ap_shim::c_int<T>::type(a) OP b;                                              \
+  }                                                                                               \
+  template <int W1, bool S1, class T, ap_shim::if_float<T> = 0>                                   \
+  inline bool operator OP(const ap_int_base<W1, S1>& a, T b) { return a.to_double() OP b; }       \
+  template <int W2, bool S2, class T, ap_shim::if_float<T> = 0>                                   \
+  inline bool operator OP(T a, const ap_int_base<W2, S2>& b) { return a OP b.to_double(); }
+AP_SHIM_INT_RELOP(<)
+AP_SHIM_INT_RELOP(<=)
+AP_SHIM_INT_RELOP(>)
+AP_SHIM_INT_RELOP(>=)
+#undef AP_SHIM_INT_RELOP
 #define AP_SHIM_INT_RELOP(OP)                                                                     \
   template <int W1, bool S1, int W2, bool S2>                                                     \
   inline bool operator OP(const ap_int_base<W1, S1>& a, const ap_int_base<W2, S2>& b) {           \
@@ -359,10 +411,6 @@ inline ap_int_base<W, S> operator>>(const ap_int_base<W, S>& a, const ap_int_bas
   inline bool operator OP(T a, const ap_int_base<W2, S2>& b) { return a OP b.to_double(); }
 AP_SHIM_INT_RELOP(==)
 AP_SHIM_INT_RELOP(!=)
-AP_SHIM_INT_RELOP(<)
-AP_SHIM_INT_RELOP(<=)
-AP_SHIM_INT_RELOP(>)
-AP_SHIM_INT_RELOP(>=)
 #undef AP_SHIM_INT_RELOP
 
 template <int W, bool S>
