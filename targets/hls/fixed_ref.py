@@ -17,6 +17,13 @@ range)::
     -2
     >>> to_value(-2, W=4, I=2)
     Fraction(-1, 2)
+
+Also here: full-precision result types (:func:`fixed_result_type`,
+:func:`int_result_type`), conversions out (:func:`to_double`, :func:`to_float32`,
+:func:`fixed_to_int`, :func:`int_from_float`) and Vitis' ap_int division, remainder
+and ordering for mixed signedness (:func:`int_div`, :func:`int_rem`,
+:func:`int_compare`). tests/test_hls_shims.py checks the C++ shims against these bit
+for bit, and these against the real Vitis headers when they are available.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@
 // As in Vitis, fixed op double does not compile (ambiguous): convert explicitly.
 // Shifts move the raw bits within the same type, no quantization or overflow.
 // to_double()/to_float() round to nearest even; to_int() truncates toward zero (for a
-// negative value of a signed type with I <= 0 Vitis returns -1, mirrored here).
+// negative value of a signed type with I = 0 Vitis returns -1, mirrored here and
+// extended to I < 0, where Vitis reads uninitialized bits). ++/-- need I <= W, as Vitis.
 // .range(hi, lo) / .range() give the raw bits as ap_uint<W> (also writable); raw() is
 // a shim-only accessor to the sign-extended raw integer (use .range() in emitted code).
 #ifndef MAMBAFLOW_AP_FIXED_SHIM_H

@@ -16,12 +16,19 @@
 //   Shifts keep the left operand's type (bits shifted out are lost, >> is arithmetic
 //   for signed, a negative amount shifts the other way). C++ integers act as
 //   ap_int<8*sizeof(T)> (bool as ap_uint<1>); ap_int op double gives double.
+//   Mixed signedness follows Vitis csim, not plain arithmetic: <, <=, >, >= compare
+//   as unsigned when a 32+ bit unsigned operand is at least as wide as the signed one
+//   (C's rule: ap_uint<32>(5) < -1); / and % convert both operands to the wider
+//   operand's signedness first (see ap_shim::div_rem). == and != compare values.
 //   Conversions: from integers (wrap), from float/double (truncate toward zero, then
 //   wrap mod 2^W; NaN/inf give 0), to_int(), to_int64(), to_double(), .range(hi,lo)
 //   (read and write; hi < lo reverses), [] (read and write), implicit conversion to
 //   long long / unsigned long long as Vitis.
+// Known differences from the open-source Vitis headers (kept on purpose): a double in
+// (-0.5, 0) converts to 0 here (they give 1); ap_uint<32>(0xffffffff) == ap_int<8>(-1)
+// is false here (they give true, and false for == -1 as an int).
 // Not supported: W > 64, construction from strings, to_string radix other than 10,
-// concatenation (a, b), and_reduce & co. beyond the few below.
+// concatenation (a, b).
 #ifndef MAMBAFLOW_AP_INT_SHIM_H
 #define MAMBAFLOW_AP_INT_SHIM_H
 
