@@ -336,12 +336,17 @@ def _walk(op: ir.Operation) -> Iterable[ir.Operation]:
 
 
 def strip_directives(module) -> int:
-    """Remove every annotation-only directive from `module` in place; returns how many.
+    """Make a scheduled module executable on the CPU, in place; returns how many changes.
 
-    Used by targets that execute the IR (llvm): loop rewrites stay, pragmas go.
+    Removes every annotation-only directive (loop rewrites stay, pragmas go) and, if the
+    module has `mf` streams, runs the Kahn-process deadlock check (`DeadlockError`) and
+    lowers the streams to in-memory FIFO queues (`dialects.stream.lower_streams`). The
+    llvm target calls this on its private copy before lowering.
     """
     root = module.operation if hasattr(module, "operation") else module
-    n = 0
+    from .stream import lower_streams
+
+    n = lower_streams(root)
     with root.context:
         for op in _walk(root):
             keys: tuple[str, ...] = ()

@@ -148,6 +148,24 @@ BufferLike = Union[str, BufferHandle]
 # ------------------------------------------------------------------ schedule
 
 
+def _primitive(f):
+    """Any non-ScheduleError escaping a primitive's validation becomes a ScheduleError
+    (validation never touches the IR; rewrites run inside `_transact`)."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(self, *a, **kw):
+        try:
+            return f(self, *a, **kw)
+        except ScheduleError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise ScheduleError(f"{f.__name__}: internal error ({type(e).__name__}: {e}); the IR is unchanged. "
+                                "Please report this with the schedule log.") from e
+
+    return wrapper
+
+
 class Schedule:
     """Allo-style primitives over one captured design (or any module of named kernels)."""
 
@@ -308,6 +326,7 @@ class Schedule:
 
     # ------------------------------------------------------------ primitives
 
+    @_primitive
     def split(self, loop: LoopLike, factor: int) -> Split:
         """Tile `loop` by `factor` into `<loop>.outer` and `<loop>.inner`."""
         h, L = self._resolve(loop, "split")
@@ -330,6 +349,7 @@ class Schedule:
         self._transact("split", h.path, [h.kernel], {"op": "split", "loop": h.path, "factor": factor}, work)
         return Split(h.outer, h.inner)
 
+    @_primitive
     def reorder(self, *loops: LoopLike) -> None:
         """Permute loops of one perfect nest: the first given becomes the outermost."""
         if len(loops) < 2:
@@ -381,6 +401,7 @@ class Schedule:
 
         self._transact("reorder", target, [h0.kernel], {"op": "reorder", "loops": paths}, work)
 
+    @_primitive
     def fuse(self, *loops: LoopLike) -> LoopHandle:
         """Allo's fuse: flatten nested loops (i, j) into `i_j_fused`; or, for sibling loops
         (e.g. two bands), fuse their bodies into the first one after a dependence check."""
@@ -504,6 +525,7 @@ class Schedule:
                 o.move_before(a)
         b.move_after(a)
 
+    @_primitive
     def unroll(self, loop: LoopLike, factor: int = 0) -> None:
         """Annotate `loop` to unroll by `factor` (0 = fully): `#pragma HLS unroll`."""
         h, L = self._resolve(loop, "unroll")
@@ -517,6 +539,7 @@ class Schedule:
         self._transact("unroll", h.path, [h.kernel], {"op": "unroll", "loop": h.path, "factor": factor},
                        lambda: D.set_unroll(self._loop_op(h, "unroll"), factor))
 
+    @_primitive
     def pipeline(self, loop: LoopLike, ii: int = 1, rewind: bool = False) -> None:
         """Annotate `loop` to be pipelined with initiation interval `ii`."""
         h, L = self._resolve(loop, "pipeline")
@@ -530,6 +553,7 @@ class Schedule:
                        {"op": "pipeline", "loop": h.path, "ii": ii, "rewind": bool(rewind)},
                        lambda: D.set_pipeline(self._loop_op(h, "pipeline"), ii, rewind))
 
+    @_primitive
     def parallel(self, loop: LoopLike) -> None:
         """Allo's parallel: on hardware a full unroll of a dependence-free loop."""
         h, L = self._resolve(loop, "parallel")
@@ -541,6 +565,7 @@ class Schedule:
         self.unroll(h, 0)
         self.log[-1] = {"op": "parallel", "loop": h.path}
 
+    @_primitive
     def partition(self, buffer: BufferLike, kind: str = "complete", dim: int = 0, factor: int = 0) -> None:
         """`#pragma HLS array_partition` on a kernel buffer (argument or local)."""
         kind = getattr(kind, "value", kind)
@@ -562,6 +587,7 @@ class Schedule:
                        {"op": "partition", "buffer": h.path, "kind": kind, "dim": dim, "factor": factor},
                        lambda: D.set_partition(self._buffer(h, "partition")[1], kind, dim, factor))
 
+    @_primitive
     def storage(self, buffer: BufferLike, impl: str) -> None:
         """Bind a buffer to 'bram', 'uram' or 'lutram'."""
         h, ref = self._buffer(buffer, "storage")
@@ -570,6 +596,7 @@ class Schedule:
         self._transact("storage", h.path, [h.kernel], {"op": "storage", "buffer": h.path, "impl": impl},
                        lambda: D.set_storage(self._buffer(h, "storage")[1], impl))
 
+    @_primitive
     def dataflow(self, target: str | LoopHandle | None = None) -> None:
         """Mark a kernel (or the top function, the default) or a loop as a dataflow region."""
         if target is None:
@@ -585,6 +612,7 @@ class Schedule:
         self._transact("dataflow", target, [target], {"op": "dataflow", "target": target},
                        lambda: D.set_dataflow(funcs(self.module)[target]))
 
+    @_primitive
     def inline(self, kernel: str) -> None:
         """Mark a kernel to be inlined into its caller (`#pragma HLS inline`)."""
         fn = self._func(kernel, "inline")
@@ -593,6 +621,7 @@ class Schedule:
         self._transact("inline", kernel, [kernel], {"op": "inline", "kernel": kernel},
                        lambda: D.set_inline(funcs(self.module)[kernel]))
 
+    @_primitive
     def compute_at(self, producer: LoopLike, consumer: LoopLike) -> LoopHandle:
         """Allo's compute_at: fuse the producer's nest into the consumer's, level by level
         down to the consumer loop, the producer's body running first at each iteration."""
@@ -619,6 +648,16 @@ class Schedule:
                             entry={"op": "compute_at", "producer": hp.path, "consumer": hc.path})
         return LoopHandle(self, hp.kernel, pband, _lname(C))
 
+    @_primitive
+    def to(self, buffer: BufferLike, dst: str, depth: int = 2, adapt: bool = True) -> dict:
+        """Stream `buffer` (an output argument of its kernel, `"kernel:port"`) to kernel `dst`
+        through a FIFO of `depth` elements; marks the top function dataflow. See
+        `schedules.streams`. Returns what was built (adapters, FIFO peak occupancy)."""
+        from .streams import apply_to
+
+        return apply_to(self, buffer, dst, depth, adapt)
+
+    @_primitive
     def compose(self, other: "Schedule", id: str | None = None) -> None:
         """Replay another schedule's log here. With `id`, kernel names in that log are
         mapped to this design's instance: `layer0_x` (or a bare kind `x`) -> `<id>_x`."""
@@ -792,6 +831,7 @@ _REPLAY: dict[str, Callable[[Schedule, dict], Any]] = {
     "dataflow": lambda s, e: s.dataflow(e["target"]),
     "inline": lambda s, e: s.inline(e["kernel"]),
     "compute_at": lambda s, e: s.compute_at(e["producer"], e["consumer"]),
+    "to": lambda s, e: s.to(e["buffer"], e["dst"], e["depth"], e.get("adapt", True)),
 }
 
 
