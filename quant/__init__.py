@@ -1,0 +1,1 @@
+"""Post-training quantization of Mamba1/Mamba2 (see quant/README or module docs)."""
