@@ -117,6 +117,7 @@ class HlsCode:
     resources: object = None          # resources.ResourceEstimate
     uses_streams: bool = False
     warnings: list[str] = field(default_factory=list)
+    fifo_peaks: dict = field(default_factory=dict)  # dataflow function -> FIFO -> peak occupancy
 
     def write(self, directory: str | Path, stem: str = "kernels") -> list[Path]:
         d = Path(directory)
@@ -1143,6 +1144,11 @@ def emit_module(
         is derived from the design name.
     bundles: design port name -> m_axi bundle (default: one bundle `gmem0`).
     """
+    with module.context:
+        return _emit_module(module, top, arg_names, port_info, bundles, title)
+
+
+def _emit_module(module, top, arg_names, port_info, bundles, title) -> HlsCode:
     from .resources import estimate_resources
 
     funcs: dict[str, ir.Operation] = {}
@@ -1159,6 +1165,11 @@ def emit_module(
         if not f.regions[0].blocks:
             raise HlsEmitError(f"function '{_sym(f)}' is only declared; the HLS emitter needs every function's body")
     top = _find_top(module, funcs, top)
+    fifo_peaks: dict = {}
+    if any(S.is_stream_op(o) for f in funcs.values() for o in _walk(f)):
+        from ...dialects import stream as sd
+
+        fifo_peaks = sd.check_dataflow(module)  # DeadlockError before any tool runs
     used = set(funcs) | set(HELPERS)
     for g in global_ops:
         name = c_ident(_sym(g))
@@ -1276,7 +1287,8 @@ def emit_module(
     top_sig = bodies[-1].split(" {\n", 1)[0]
     hdr += [top_sig + ";", f"#endif  // {guard}", ""]
     code = HlsCode(top=top, source=source, header="\n".join(hdr), ports=ports, functions=order,
-                   labels=labels, pragmas=pragmas, uses_streams=ctx.needs_stream, warnings=ctx.warnings)
+                   labels=labels, pragmas=pragmas, uses_streams=ctx.needs_stream, warnings=ctx.warnings,
+                   fifo_peaks=fifo_peaks)
     code.resources = estimate_resources(module, funcs, top, ctx.effects)
     code.resources.maxi_bundles = len({p.bundle for p in ports if p.interface == "m_axi"})
     return code

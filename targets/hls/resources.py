@@ -185,6 +185,19 @@ def _kernel(name: str, fn: ir.Operation, is_top: bool) -> KernelResources:
                 nbuf += 1
                 k.buffers.append(use)
                 continue
+            if n == "mf.stream_create":
+                from .streams import stream_type
+                from ...dialects import stream as sd
+
+                elem, _ = sd.stream_info(op.results[0].type)
+                depth = ir.IntegerAttr(op.attributes["depth"]).value if "depth" in op.attributes else 2
+                w = element_bits(elem)
+                use = BufferUse(f"fifo {sd.stream_name(op)}", (depth,), depth * w, 1,
+                                "lutram" if depth * w <= LUTRAM_MAX_BITS else "bram")
+                if use.storage == "bram":
+                    use.bram18k = _bram18(depth, w)
+                k.buffers.append(use)
+                continue
             if not op.results:
                 continue
             t = op.results[0].type

@@ -1,0 +1,12 @@
+"""mambaflow.targets.versal: board descriptors, Vitis project generation, csynth
+reports, the resource fit check and the one-shot `build`."""
+
+from .boards import BOARDS, Board, Memory, get_board
+from .build import MODES, BuildResult, build, build_main
+from .fit import FitReport, check_fit
+from .project import KernelSpec, ProjectSpec, StreamLink, write_project
+from .reports import SynthReport, parse_csynth
+
+__all__ = ["BOARDS", "Board", "Memory", "get_board", "MODES", "BuildResult", "build", "build_main",
+           "FitReport", "check_fit", "KernelSpec", "ProjectSpec", "StreamLink", "write_project",
+           "SynthReport", "parse_csynth"]

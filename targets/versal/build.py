@@ -1,0 +1,352 @@
+"""`mambaflow build`: a PyTorch Mamba to a Versal project in one call.
+
+    result = build(model, board="vck190", schedule=None, mode="csim", out_dir="build/vck190")
+    print(result.report()); sys.exit(result.exit_code)
+
+Steps (each printed with its time when `progress`):
+ 1. capture the decode phase (flow.capture) and apply the schedule;
+ 2. emit Vitis HLS C++ (targets.hls) and count DSPs / on-chip memory;
+ 3. check that count against the board, before any tool runs;
+ 4. write the testbench and the PyTorch reference data, run the C simulation with g++
+    and the project's header shims, and compare with PyTorch;
+ 5. write the Vitis project (tcl, v++ configs, XRT host, Makefile, README);
+ 6. run the vendor steps the mode asks for (vitis_hls csim / csynth / cosim, v++ for
+    hw), parse the csynth reports. When vitis_hls or v++ is missing, everything above
+    is still done and the result lists the missing tools and the exact commands left.
+
+Exit codes (`BuildResult.exit_code`): 0 everything the mode asks for ran and passed;
+1 a check failed (csim mismatch, design does not fit, a tool failed); 2 only the vendor
+tools were missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ...errors import MambaflowError
+from ..hls.csim import CsimError, CsimResult, run_csim
+from ..hls.design import default_bundles, emit_design
+from ..hls.reference import reference_data
+from .boards import Board, get_board
+from .fit import FitReport, check_fit
+from .project import KernelSpec, ProjectSpec, write_project
+from .reports import SynthReport, parse_csynth
+
+MODES = ("csim", "csynth", "cosim", "hw")
+
+# mode -> (vendor tools needed, make targets that remain, in order)
+_VENDOR = {
+    "csim": (("vitis_hls",), ("vitis_csim",)),
+    "csynth": (("vitis_hls",), ("csynth",)),
+    "cosim": (("vitis_hls",), ("csynth", "cosim")),
+    "hw": (("vitis_hls", "v++"), ("csynth", "hw")),
+}
+_NEXT = {"csim": ("csynth", "hw"), "csynth": ("hw",), "cosim": ("hw",), "hw": ()}
+
+
+@dataclass
+class StepRecord:
+    name: str
+    seconds: float
+    status: str  # 'ok' | 'failed' | 'skipped' | 'missing tools'
+    detail: str = ""
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    board: str
+    mode: str
+    top: str
+    fit: FitReport | None = None
+    csim: CsimResult | None = None
+    synth: SynthReport | None = None
+    missing_tools: list[str] = field(default_factory=list)
+    commands_left: list[str] = field(default_factory=list)
+    next_commands: list[str] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors or (self.csim is not None and not self.csim.ok) or (self.fit is not None and not self.fit.fits):
+            return 1
+        if self.missing_tools:
+            return 2
+        return 0
+
+    def report(self) -> str:
+        L = []
+        if self.csim is not None:
+            L.append(self.csim.summary())
+            L.append("C simulation " + ("matches PyTorch" if self.csim.ok else "DOES NOT match PyTorch"))
+        if self.fit is not None and not self.fit.fits:
+            L.append(f"the design does not fit {self.board}: see the resource table above; vendor tools were not run")
+        if self.synth is not None:
+            L.append("csynth report:\n" + self.synth.table())
+        L += [f"error: {e}" for e in self.errors]
+        L.append(f"project: {self.out_dir}")
+        if self.missing_tools:
+            L.append(f"not on PATH: {', '.join(self.missing_tools)} (install Vitis {_release()} or later and "
+                     "source its settings64.sh); the commands left to run:")
+            L += [f"  {c}" for c in self.commands_left]
+        if self.next_commands:
+            L.append("then, for the rest of the flow:")
+            L += [f"  {c}" for c in self.next_commands]
+        L.append({0: "build: done", 1: "build: FAILED", 2: "build: incomplete (vendor tools missing)"}[self.exit_code])
+        return "\n".join(L)
+
+    def to_dict(self) -> dict:
+        return {
+            "out_dir": str(self.out_dir), "board": self.board, "mode": self.mode, "top": self.top,
+            "exit_code": self.exit_code,
+            "fit": self.fit.to_dict() if self.fit else None,
+            "csim": self.csim.to_dict() if self.csim else None,
+            "synth": self.synth.to_dict() if self.synth else None,
+            "missing_tools": self.missing_tools, "commands_left": self.commands_left,
+            "next_commands": self.next_commands,
+            "steps": [s.__dict__ for s in self.steps], "warnings": self.warnings, "errors": self.errors,
+        }
+
+
+def _release() -> str:
+    from .project import VITIS_RELEASE
+
+    return VITIS_RELEASE
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total, self.k = enabled, total, 0
+
+    def start(self, what: str) -> float:
+        self.k += 1
+        if self.enabled:
+            print(f"[{self.k}/{self.total}] {what} ...", file=sys.stderr, flush=True)
+        return time.perf_counter()
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            print(text, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- resolution
+
+
+def resolve_model(model, seed: int = 0):
+    """An nn.Module from a model, a MambaConfig or a preset name (random weights, seeded)."""
+    import torch
+
+    from ...models import build_model
+    from ...models.config import MambaConfig, PRESETS
+
+    if isinstance(model, torch.nn.Module):
+        return model.eval()
+    if isinstance(model, str):
+        if model not in PRESETS:
+            raise MambaflowError(f"build: unknown model '{model}'; give a model, a MambaConfig or a preset "
+                                 f"({', '.join(PRESETS)})")
+        model = PRESETS[model]
+    if isinstance(model, MambaConfig):
+        torch.manual_seed(seed)
+        return build_model(model).eval()
+    raise MambaflowError(f"build: cannot make a model from {type(model).__name__}")
+
+
+def apply_schedule(design, schedule, out_dir: Path | None = None):
+    """Apply `schedule` to `design` in place; returns the Schedule (or None).
+
+    schedule: None; a callable taking a `Schedule` (from `schedules.customize`); a path
+    to a `.py` file defining `schedule(s)`; a `.json` schedule log (replayed); or the
+    name of a recipe in `mambaflow.schedules.recipes`.
+    """
+    if schedule is None:
+        return None
+    from ...schedules import customize, replay
+
+    if isinstance(schedule, (str, Path)) and str(schedule).endswith(".json"):
+        p = Path(schedule)
+        if not p.exists():
+            raise MambaflowError(f"build: schedule log '{p}' does not exist")
+        return replay(design, p)
+    fn: Callable | None = None
+    if isinstance(schedule, (str, Path)) and str(schedule).endswith(".py"):
+        p = Path(schedule)
+        if not p.exists():
+            raise MambaflowError(f"build: schedule file '{p}' does not exist")
+        ns: dict[str, Any] = {"__name__": "mambaflow_user_schedule", "__file__": str(p)}
+        exec(compile(p.read_text(), str(p), "exec"), ns)
+        fn = ns.get("schedule")
+        if not callable(fn):
+            raise MambaflowError(f"build: {p} must define a function `schedule(s)` taking a mambaflow Schedule")
+    elif isinstance(schedule, str):
+        try:
+            from ...schedules import recipes  # type: ignore[attr-defined]
+        except ImportError:
+            raise MambaflowError(f"build: no schedule recipe '{schedule}': this installation has no "
+                                 "mambaflow.schedules.recipes; pass a .py file defining schedule(s) instead") from None
+        fn = getattr(recipes, "get", None)
+        fn = fn(schedule) if callable(fn) else getattr(recipes, schedule, None)
+        if not callable(fn):
+            known = getattr(recipes, "RECIPES", None)
+            raise MambaflowError(f"build: unknown schedule recipe '{schedule}'"
+                                 + (f"; known: {', '.join(known)}" if known else ""))
+    elif callable(schedule):
+        fn = schedule
+    else:
+        raise MambaflowError(f"build: cannot use {type(schedule).__name__} as a schedule")
+    s = customize(design)
+    out = fn(s)
+    return out if hasattr(out, "log") else s
+
+
+def _which(tool: str) -> str | None:
+    return shutil.which(tool)
+
+
+def _run_tool(cmd: list[str], cwd: Path, log: Path) -> int:
+    with open(log, "w") as f:
+        p = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+    return p.returncode
+
+
+# --------------------------------------------------------------------- build
+
+
+def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim", out_dir: str | Path = "build",
+          progress: bool = True, *, steps: int = 2, seed: int = 0, rtol: float = 1e-4, atol: float = 1e-4,
+          weight_bundles: int | None = None, clock_mhz: float | None = None, platform: str | None = None,
+          run_vendor_tools: bool = True) -> BuildResult:
+    """Take a Mamba model to a Versal project; see the module docstring for the steps.
+
+    model: an nn.Module (mambaflow Mamba1/Mamba2 LM), a MambaConfig or a preset name.
+    board: 'vck190' | 'vhk158' (or a Board). schedule: see `apply_schedule`.
+    mode: 'csim' | 'csynth' | 'cosim' | 'hw' - how far the vendor flow should go.
+    steps: decode steps in the reference data (csim, cosim and the host program).
+    rtol / atol: the float tolerance of every comparison (|got - want| <= atol + rtol |want|).
+    """
+    from ...flow.capture import capture
+
+    if mode not in MODES:
+        raise MambaflowError(f"build: unknown mode '{mode}': choose one of {', '.join(MODES)}")
+    b = get_board(board)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    pr = _Progress(progress, 6)
+    result = BuildResult(out_dir=out, board=b.name, mode=mode, top="decode")
+
+    def step(name: str, t0: float, status: str = "ok", detail: str = "") -> None:
+        dt = time.perf_counter() - t0
+        result.steps.append(StepRecord(name, dt, status, detail))
+        pr.note(f"      {name}: {status} ({dt:.1f} s){' - ' + detail if detail else ''}")
+
+    # 1. capture + schedule
+    t0 = pr.start(f"capture decode of the model and apply the schedule ({schedule or 'none'})")
+    model = resolve_model(model, seed)
+    design = capture(model, "decode", progress=progress)
+    sched = apply_schedule(design, schedule, out)
+    if sched is not None and hasattr(sched, "save"):
+        sched.save(out / "schedule.json")
+    step("capture", t0, detail=f"{len(design.kernels)} kernels")
+    result.top = design.top
+
+    # 2. emit
+    t0 = pr.start("emit Vitis HLS C++")
+    nwb = weight_bundles or b.default_weight_bundles
+    code = emit_design(design, bundles=default_bundles(design, nwb))
+    hls_dir = out / "hls"
+    code.write(hls_dir)
+    result.warnings += code.warnings
+    for w in code.warnings:
+        pr.note(f"      warning: {w}")
+    step("emit", t0, detail=f"{len(code.source.splitlines())} lines, {len(code.ports)} ports")
+
+    # 3. fit, before any tool runs
+    t0 = pr.start(f"check resources against {b.name}")
+    result.fit = check_fit(code.resources, b)
+    pr.note(result.fit.table())
+    step("fit", t0, "ok" if result.fit.fits else "failed")
+
+    # 4. reference data + csim
+    t0 = pr.start(f"C simulation of {steps} decode step(s) with g++ against PyTorch")
+    inputs, golden, spec = reference_data(model, design, steps=steps, seed=seed, rtol=rtol, atol=atol)
+    try:
+        result.csim = run_csim(code, hls_dir, inputs, golden, spec)
+        step("csim", t0, "ok" if result.csim.ok else "failed", f"max |err| {result.csim.max_abs_err:.3g}")
+        pr.note(result.csim.summary())
+    except CsimError as e:
+        result.errors.append(str(e))
+        step("csim", t0, "failed", "see errors")
+    del inputs, golden
+
+    # 5. project
+    t0 = pr.start("write the Vitis project")
+    pspec = ProjectSpec(board=b, kernels=[KernelSpec(code.top, code.ports)], tb=spec, clock_mhz=clock_mhz,
+                        platform=platform, title=f"{design.cfg.arch} decode")
+    write_project(out, pspec)
+    (out / "resources.json").write_text(json.dumps(code.resources.to_dict(), indent=1, sort_keys=True))
+    step("project", t0)
+
+    # 6. vendor tools
+    t0 = pr.start(f"vendor flow for mode '{mode}'")
+    tools, targets = _VENDOR[mode]
+    missing = [t for t in tools if _which(t) is None]
+    make_cmds = [f"cd {out} && make {t}" for t in targets]
+    result.next_commands = [f"cd {out} && make {t}" for t in _NEXT[mode]]
+    blocked = []
+    if result.fit is not None and not result.fit.fits:
+        blocked.append("the design does not fit the board")
+    if result.csim is None or not result.csim.ok:
+        blocked.append("the C simulation failed")
+    if missing:
+        result.missing_tools = missing
+        result.commands_left = make_cmds
+        step("vendor", t0, "missing tools", ", ".join(missing))
+    elif blocked or not run_vendor_tools:
+        result.commands_left = make_cmds
+        step("vendor", t0, "skipped", "; ".join(blocked) or "run_vendor_tools=False")
+        if not blocked:
+            result.errors.append("vendor tools were not run (run_vendor_tools=False)")
+    else:
+        for t in targets:
+            log = out / f"make_{t}.log"
+            rc = _run_tool(["make", t], out, log)
+            if rc != 0:
+                result.errors.append(f"`make {t}` failed with status {rc}; see {log}")
+                result.commands_left = make_cmds[targets.index(t):]
+                break
+        try:
+            result.synth = parse_csynth(out / "hls")
+            if result.synth.available:
+                pr.note(f"      part resources from Vitis: {result.synth.available}")
+        except Exception as e:  # noqa: BLE001 - no report is an error only when csynth ran
+            if mode != "csim":
+                result.errors.append(f"no csynth report: {e}")
+        step("vendor", t0, "failed" if result.errors else "ok")
+    (out / "build.json").write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True, default=str))
+    return result
+
+
+def build_main(model, board: str = "vck190", schedule=None, mode: str = "csim", out_dir: str | Path = "build",
+               progress: bool = True, **kw) -> int:
+    """`build` + print the report; returns the process exit code (for the CLI)."""
+    try:
+        r = build(model, board, schedule, mode, out_dir, progress, **kw)
+    except MambaflowError as e:
+        print(f"mambaflow build: {e}", file=sys.stderr)
+        return 1
+    print(r.report())
+    return r.exit_code
