@@ -1,0 +1,447 @@
+"""The bit-exact integer decode step: the oracle of every quantized design.
+
+Every kernel below is a pure PyTorch function on integer tensors, using only integer
+multiply-accumulates, additions, shifts, comparisons, clamps, selects and table reads
+(no float op anywhere, no division, no data-dependent Python control flow). The same
+functions are run eagerly here (the reference) and captured by the flow
+(`mambaflow.quant.flow`), so the llvm run and the HLS C simulation are checked against
+exactly this arithmetic.
+
+Arithmetic conventions
+- A quantized tensor is an integer q with a power-of-two exponent e (value q·2^e).
+- `requant(acc, sh, lo, hi)`: move acc by `sh` binary places (sh > 0: right shift with
+  round-half-up; sh < 0: left shift), then saturate to [lo, hi]. `sh` is a per-channel
+  int8 vector: a power-of-two rescale is a shift.
+- `dynquant(v, bits, group)`: per token and group of `group` channels, the smallest shift
+  s >= 0 with round(max|v| / 2^s) <= qmax (a priority encoder over thresholds), q = round
+  (v / 2^s): LightMamba's groups sharing a power-of-two scale, computed online.
+- `gemm`: integer MACs per block of g0 input channels, each block's partial sum shifted
+  by the activation's dynamic shift plus the weight group's shift(s) (a weight scale is
+  2^a or 2^a + 2^b: one or two shifted copies of the partial sum), summed.
+- Signed quantized tensors are symmetric: [-(2^(b-1) - 1), 2^(b-1) - 1].
+
+Widths: weights/activations/states are int8 (4-bit values stored in int8 ports), Δ and
+exp(ΔA) uint8, nonlinearity inputs int16, the residual stream int32 (resid_bits wide),
+accumulators int32 (MACs) and int64 (shifted sums).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import hadamard
+from .approx import Approx, RsqrtApprox, norm_int
+
+i8, u8, i16, i32, i64 = torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64
+
+
+# ---------------------------------------------------------------- integer primitives
+
+
+def shl(x: Tensor, s) -> Tensor:
+    return torch.bitwise_left_shift(x, s)
+
+
+def shr(x: Tensor, s) -> Tensor:
+    return torch.bitwise_right_shift(x, s)
+
+
+def iabs(x: Tensor) -> Tensor:
+    return torch.maximum(x, torch.zeros_like(x) - x)
+
+
+def requant(acc: Tensor, sh: Tensor, lo: int, hi: int) -> Tensor:
+    """round(acc · 2^-sh) saturated to [lo, hi] (int64); sh an integer tensor."""
+    acc = acc.to(i64)
+    sh = sh.to(i64)
+    lsh = torch.clamp(torch.zeros_like(sh) - sh, min=0)
+    rsh = torch.clamp(sh, min=0)
+    rnd = shr(shl(torch.ones_like(rsh), rsh), 1)
+    return torch.clamp(shr(shl(acc, lsh) + rnd, rsh), lo, hi)
+
+
+def sat(x: Tensor, bits: int) -> Tensor:
+    """Saturate to a signed `bits`-wide integer."""
+    return torch.clamp(x, -(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1)
+
+
+DYN_IN_BITS = 24  # dynamic quantizer inputs are saturated to this signed width
+
+
+def dyn_thresholds(bits: int, kmax: int = DYN_IN_BITS) -> list[int]:
+    qmax = (1 << (bits - 1)) - 1
+    return [qmax + 1] + [(2 * qmax + 1) << (k - 1) for k in range(1, kmax)]
+
+
+def dynquant(v: Tensor, bits: int, group: int) -> tuple[Tensor, Tensor]:
+    """(q int8 (.., K), s int8 (.., K/group)): per-group dynamic power-of-two quantization."""
+    qmax = (1 << (bits - 1)) - 1
+    v = sat(v.to(i64), DYN_IN_BITS)
+    K = v.shape[-1]
+    lead = v.shape[:-1]
+    m = iabs(v).reshape(*lead, K // group, group).amax(-1)             # (.., nG)
+    thr = torch.tensor(dyn_thresholds(bits), dtype=i64)
+    s = (m[..., None] >= thr).to(i64).sum(-1)                           # (.., nG)
+    se = s[..., None].expand(*lead, K // group, group).reshape(*lead, K)
+    rnd = shr(shl(torch.ones_like(se), se), 1)
+    q = torch.clamp(shr(v + rnd, se), -qmax, qmax)
+    return q.to(i8), s.to(i8)
+
+
+def gemm(q: Tensor, s: Tensor | None, w: Tensor, wsh1: Tensor, wsh2: Tensor | None,
+         a_group: int) -> Tensor:
+    """acc[t, o] = Σ_b (P[t,o,b] << (s_b + wsh1[o,b])) (+ the second power of two),
+    P the int32 MACs of q (T, K) and w (N, K) over blocks of g0 = K / wsh1.shape[1]."""
+    T, K = q.shape
+    N, nb = wsh1.shape
+    g0 = K // nb
+    P = (q.to(i32)[:, None, :] * w.to(i32)[None, :, :]).reshape(T, N, nb, g0).sum(-1, dtype=i32).to(i64)
+    sh1 = wsh1.to(i64)[None]                                            # (1, N, nb)
+    if s is not None:
+        sa = s.to(i64)
+        if a_group > g0:  # one activation group spans several blocks
+            r = a_group // g0
+            sa = sa[:, :, None].expand(T, sa.shape[1], r).reshape(T, nb)
+        sa = sa[:, None, :]                                              # (T, 1, nb)
+        sh1 = sh1 + sa
+    acc = shl(P, sh1).sum(-1)
+    if wsh2 is not None:
+        sh2 = wsh2.to(i64)[None]
+        on = sh2 >= 0
+        sh2 = torch.clamp(sh2, min=0)
+        if s is not None:
+            sh2 = sh2 + sa
+        acc = acc + torch.where(on, shl(P, sh2), torch.zeros_like(P)).sum(-1)
+    return acc
+
+
+def exact_gemm_fast(q, s, w, wsh1, wsh2, a_group):
+    """The same integers as `gemm`, with the MACs done by a float64 matmul (exact: every
+    partial sum is an integer below 2^53). Used only to speed up accuracy runs; tests
+    check it is identical to `gemm`."""
+    T, K = q.shape
+    N, nb = wsh1.shape
+    g0 = K // nb
+    P = torch.einsum("tbk,nbk->tnb", q.double().reshape(T, nb, g0), w.double().reshape(N, nb, g0))
+    P = P.round().to(i64)
+    sh1 = wsh1.to(i64)[None]
+    if s is not None:
+        sa = s.to(i64)
+        if a_group > g0:
+            sa = sa.repeat_interleave(a_group // g0, dim=1)
+        sa = sa[:, None, :]
+        sh1 = sh1 + sa
+    acc = shl(P, sh1).sum(-1)
+    if wsh2 is not None:
+        sh2 = wsh2.to(i64)[None]
+        on = sh2 >= 0
+        sh2 = torch.clamp(sh2, min=0)
+        if s is not None:
+            sh2 = sh2 + sa
+        acc = acc + torch.where(on, shl(P, sh2), torch.zeros_like(P)).sum(-1)
+    return acc
+
+
+# ------------------------------------------------------------------- static spec
+
+
+@dataclass
+class Spec:
+    """Everything static about an integer design (Python ints and approximations)."""
+
+    arch: str
+    d_model: int
+    d_inner: int
+    d_state: int
+    d_conv: int
+    n_layer: int
+    vocab: int
+    dt_rank: int = 0
+    nheads: int = 0
+    headdim: int = 0
+    ngroups: int = 1
+    conv_dim: int = 0
+    w_bits: int = 8
+    a_bits: int = 8
+    a_group: int = 0          # resolved group sizes (<= K)
+    a_group_out: int = 0
+    other_bits: int = 8
+    sum2pot: bool = False
+    rotation: bool = True
+    bits: dict = field(default_factory=dict)
+    resid_bits: int = 24
+    resid_frac: int = 10
+    act_frac: int = 10
+    norm_frac: int = 12
+    logit_frac: int = 8
+    approx: dict = field(default_factory=dict)  # func -> Approx
+    norm: tuple = ()          # (recip, lshift, eps_int) of the residual RMSNorm
+    gnorm: dict = field(default_factory=dict)   # layer -> (recip, lshift, eps_int) (mamba2)
+    dt_limit: tuple | None = None               # (lo, hi) in softplus-output units (mamba2)
+    fast_gemm: bool = False
+
+    def qmax(self, name: str) -> int:
+        return (1 << (self.bits.get(name, 8) - 1)) - 1
+
+    def umax(self, name: str) -> int:
+        return (1 << self.bits.get(name, 8)) - 1
+
+
+def _gemm(spec: Spec) -> Callable:
+    return exact_gemm_fast if spec.fast_gemm else gemm
+
+
+# ----------------------------------------------------------------------- kernels
+# Each kernel: fn(*inputs) -> tuple of outputs; inputs are activations (by name) and
+# parameters (`layer.` + name). Batch rows lead every activation.
+
+
+@dataclass(frozen=True)
+class QKernel:
+    kind: str
+    fn: Callable
+    inputs: tuple[str, ...]   # names; parameters start with "p:"
+    outputs: tuple[str, ...]
+
+
+def k_embed(spec: Spec):
+    def embed(tokens, table):
+        return (table[tokens],)
+    return QKernel("embed", embed, ("tokens", "p:embed"), ("resid",))
+
+
+def k_norm(spec: Spec, kind: str, src: str, dst: str, prefix: str):
+    rs: RsqrtApprox = spec.approx["rsqrt"]
+    recip, lshift, eps_int = spec.norm
+
+    def norm(resid, c0, c1=None):
+        tabs = (c0,) if c1 is None else (c0, c1)
+        xn = norm_int(resid, rs, tabs, recip, lshift, eps_int, spec.norm_frac)
+        return (sat(xn, 32).to(i32),)
+    tabs = ("p:rsqrt.c0", "p:rsqrt.c1") if rs.kind == "pwl" else ("p:rsqrt.c0",)
+    return QKernel(kind, norm, (src, *tabs), (dst,))
+
+
+def _lin_inputs(prefix: str, spec: Spec, second: bool):
+    ins = (f"p:{prefix}.w", f"p:{prefix}.wsh1")
+    return ins + ((f"p:{prefix}.wsh2",) if second else ())
+
+
+def k_in_proj(spec: Spec):
+    E, gq = spec.d_inner, _gemm(spec)
+    a_bits, ag = spec.a_bits, spec.a_group
+    x8 = spec.qmax("x")
+
+    if spec.arch == "mamba1":
+        def in_proj(xn, sh, w, wsh1, wsh2=None):
+            q, s = dynquant(xn, a_bits, ag)
+            acc = gq(q, s, w, wsh1, wsh2, ag)
+            x = requant(acc[:, :E], sh[:E], -x8, x8).to(i8)
+            z = requant(acc[:, E:], sh[E:], -32768, 32767).to(i16)
+            return x, z
+        outs = ("x_pre", "z")
+    else:
+        CD = spec.conv_dim
+
+        def in_proj(xn, sh, w, wsh1, wsh2=None):
+            q, s = dynquant(xn, a_bits, ag)
+            acc = gq(q, s, w, wsh1, wsh2, ag)
+            z = requant(acc[:, :E], sh[:E], -32768, 32767).to(i16)
+            x = requant(acc[:, E:E + CD], sh[E:E + CD], -x8, x8).to(i8)
+            dt = requant(acc[:, E + CD:], sh[E + CD:], -32768, 32767).to(i16)
+            return z, x, dt
+        outs = ("z", "x_pre", "dt")
+    return QKernel("in_proj", in_proj, ("xn", "p:in_proj.sh", *_lin_inputs("in_proj", spec, spec.sum2pot)), outs)
+
+
+def _approx_tabs(spec: Spec, f: str) -> tuple[str, ...]:
+    a = spec.approx[f]
+    return (f"p:{f}.c0", f"p:{f}.c1") if a.kind == "pwl" else (f"p:{f}.c0",)
+
+
+def _split_tabs(spec: Spec, f: str, tabs: tuple) -> tuple[tuple, tuple]:
+    n = 2 if spec.approx[f].kind == "pwl" else 1
+    return tabs[:n], tabs[n:]
+
+
+def k_conv(spec: Spec):
+    silu: Approx = spec.approx["silu"]
+    x8 = spec.qmax("x")
+
+    def conv(x_pre, conv_state, w, b, sh_in, sh_out, *tabs):
+        win = torch.cat([conv_state[:, :, 1:], x_pre[:, :, None]], dim=2)      # (B, C, K) int8
+        acc = (win.to(i32) * w.to(i32)[None]).sum(-1, dtype=i32).to(i64) + b.to(i64)[None]
+        a = requant(acc, sh_in, -32768, 32767)
+        y = silu.apply(a, *tabs)                                               # s20.12
+        xc = requant(y, sh_out, -x8, x8).to(i8)
+        return xc, win
+    ins = ("x_pre", "conv_state", "p:conv.w", "p:conv.b", "p:conv.sh_in", "p:conv.sh_out", *_approx_tabs(spec, "silu"))
+    return QKernel("conv", conv, ins, ("xc", "conv_state_out"))
+
+
+def k_x_proj(spec: Spec):
+    """Mamba1: x_proj, dt_proj and softplus -> Δ (uint8), B, C (int8)."""
+    R, N, gq = spec.dt_rank, spec.d_state, _gemm(spec)
+    sp: Approx = spec.approx["softplus"]
+    dmax, bmax, cmax = spec.umax("delta"), spec.qmax("B"), spec.qmax("C")
+
+    def x_proj(xc, wx, wxsh, xsh, wdt, wdtsh, bdt, dtsh, dsh, *tabs):
+        acc = gq(xc, None, wx, wxsh, None, 0)
+        dtl = requant(acc[:, :R], xsh[:R], -127, 127).to(i8)
+        Bq = requant(acc[:, R:R + N], xsh[R:R + N], -bmax, bmax).to(i8)
+        Cq = requant(acc[:, R + N:], xsh[R + N:], -cmax, cmax).to(i8)
+        acc2 = gq(dtl, None, wdt, wdtsh, None, 0) + bdt.to(i64)[None]
+        a = requant(acc2, dtsh, -32768, 32767)
+        d = sp.apply(a, *tabs)                                                 # u24.16
+        delta = requant(d, dsh, 0, dmax).to(u8)
+        return delta, Bq, Cq
+    ins = ("xc", "p:x_proj.w", "p:x_proj.wsh1", "p:x_proj.sh", "p:dt_proj.w", "p:dt_proj.wsh1",
+           "p:dt_proj.b", "p:dt_proj.sh", "p:delta.sh", *_approx_tabs(spec, "softplus"))
+    return QKernel("x_proj", x_proj, ins, ("delta", "B", "C"))
+
+
+def _h_update(spec, dA, h, u, Bh, l1, l2, sh_h):
+    hmax = spec.qmax("h")
+    t1 = dA * h.to(i64)
+    t2 = u * Bh
+    acc = shl(t1, l1.to(i64)) + shl(t2, l2.to(i64))
+    return requant(acc, sh_h, -hmax, hmax)
+
+
+def k_m1_ssm(spec: Spec):
+    exp: Approx = spec.approx["exp"]
+    silu: Approx = spec.approx["silu"]
+    ymax, gbits = spec.qmax("y"), 24
+    af = spec.act_frac
+
+    def ssm(h, xc, delta, Bq, Cq, z, A, sh_dA, l1, l2, sh_h, ly, Dq, lD, sh_y, sh_g, *tabs):
+        etabs, stabs = _split_tabs(spec, "exp", tabs)
+        d = delta.to(i64)                                                       # (B, E)
+        x = xc.to(i64)
+        dAin = requant(d[:, :, None] * A.to(i64)[None], sh_dA, -32768, 0)      # (B, E, N)
+        dA = exp.apply(dAin, *etabs)                                            # u(b).b
+        u = (d * x)[:, :, None]
+        hn = _h_update(spec, dA, h, u, Bq.to(i64)[:, None, :], l1, l2, sh_h)
+        p = hn * Cq.to(i64)[:, None, :]
+        acc = shl(p, ly.to(i64)).sum(-1) + shl(Dq.to(i64) * x, lD.to(i64))
+        y = requant(acc, sh_y, -ymax, ymax)                                     # int8 (B, E)
+        s = silu.apply(z, *stabs)                                               # s20.12
+        g = requant(y * s, sh_g, -(1 << (gbits - 1)) + 1, (1 << (gbits - 1)) - 1)
+        return g.to(i32), hn.to(i8)
+    ins = ("ssm_state", "xc", "delta", "B", "C", "z", "p:ssm.A", "p:ssm.sh_dA", "p:ssm.l1", "p:ssm.l2",
+           "p:ssm.sh_h", "p:ssm.ly", "p:ssm.D", "p:ssm.lD", "p:ssm.sh_y", "p:ssm.sh_g",
+           *_approx_tabs(spec, "exp"), *_approx_tabs(spec, "silu"))
+    return QKernel("ssm", ssm, ins, ("g", "ssm_state_out"))
+
+
+def k_m2_ssm(spec: Spec):
+    exp: Approx = spec.approx["exp"]
+    sp: Approx = spec.approx["softplus"]
+    E, N, H, P, G = spec.d_inner, spec.d_state, spec.nheads, spec.headdim, spec.ngroups
+    ymax, dmax = spec.qmax("y"), spec.umax("delta")
+    lim = spec.dt_limit
+
+    def ssm(h, xbc, dt, dtb, dsh, A, sh_dA, l1, l2, sh_h, ly, Dq, lD, sh_y, *tabs):
+        stabs, etabs = _split_tabs(spec, "softplus", tabs)
+        Bt = xbc.shape[0]
+        a = torch.clamp(dt.to(i64) + dtb.to(i64)[None], -32768, 32767)
+        sp_out = sp.apply(a, *stabs)                                            # u24.16
+        if lim is not None:
+            sp_out = torch.clamp(sp_out, lim[0], lim[1])
+        d = requant(sp_out, dsh, 0, dmax)                                       # (B, H)
+        dAin = requant(d * A.to(i64)[None], sh_dA, -32768, 0)
+        dA = exp.apply(dAin, *etabs)                                            # (B, H)
+        xb = xbc.to(i64)
+        x = xb[:, :E].reshape(Bt, H, P)
+        Bg = xb[:, E:E + G * N].reshape(Bt, G, 1, N).expand(Bt, G, H // G, N).reshape(Bt, H, N)
+        Cg = xb[:, E + G * N:].reshape(Bt, G, 1, N).expand(Bt, G, H // G, N).reshape(Bt, H, N)
+        u = (d[:, :, None] * x)[..., None]                                      # (B, H, P, 1)
+        hn = _h_update(spec, dA[:, :, None, None], h, u, Bg[:, :, None, :], l1, l2, sh_h)
+        p = hn * Cg[:, :, None, :]
+        acc = shl(p, ly.to(i64)).sum(-1) + shl(Dq.to(i64)[None, :, None] * x, lD.to(i64))
+        y = requant(acc, sh_y, -ymax, ymax).reshape(Bt, E)
+        return y.to(i8), hn.to(i8)
+    ins = ("ssm_state", "xc", "dt", "p:ssm.dt_bias", "p:delta.sh", "p:ssm.A", "p:ssm.sh_dA",
+           "p:ssm.l1", "p:ssm.l2", "p:ssm.sh_h", "p:ssm.ly", "p:ssm.D", "p:ssm.lD", "p:ssm.sh_y",
+           *_approx_tabs(spec, "softplus"), *_approx_tabs(spec, "exp"))
+    return QKernel("ssm", ssm, ins, ("y", "ssm_state_out"))
+
+
+def k_gated_norm(spec: Spec, layer: int):
+    silu: Approx = spec.approx["silu"]
+    rs: RsqrtApprox = spec.approx["rsqrt"]
+    E, G = spec.d_inner, spec.ngroups
+    recip, lshift, eps_int = spec.gnorm[layer]
+    gbits = 24
+
+    def gated_norm(y, z, sh_g, *tabs):
+        stabs, rtabs = _split_tabs(spec, "silu", tabs)
+        s = silu.apply(z, *stabs)
+        g = requant(y.to(i64) * s, sh_g, -(1 << (gbits - 1)) + 1, (1 << (gbits - 1)) - 1)
+        Bt = g.shape[0]
+        gn = norm_int(g.reshape(Bt, G, E // G), rs, rtabs, recip, lshift, eps_int, spec.norm_frac)
+        return (sat(gn.reshape(Bt, E), 32).to(i32),)
+    ins = ("y", "z", "p:gnorm.sh_g", *_approx_tabs(spec, "silu"), *_approx_tabs(spec, "rsqrt"))
+    return QKernel("gated_norm", gated_norm, ins, ("g",))
+
+
+def k_out_proj(spec: Spec):
+    E, gq = spec.d_inner, _gemm(spec)
+    a_bits, ag = spec.a_bits, spec.a_group_out
+    rb = spec.resid_bits
+    rot = spec.rotation
+
+    def out_proj(g, resid, sh, w, wsh1, wsh2=None):
+        v = g.to(i64)
+        if rot:
+            v = hadamard.fwht(v, E)
+        q, s = dynquant(v, a_bits, ag)
+        acc = gq(q, s, w, wsh1, wsh2, ag)
+        o = requant(acc, sh, -(1 << 40), 1 << 40)
+        return (sat(resid.to(i64) + o, rb).to(i32),)
+    return QKernel("out_proj", out_proj, ("g", "resid", "p:out_proj.sh", *_lin_inputs("out_proj", spec, spec.sum2pot)),
+                   ("resid_out",))
+
+
+def k_head(spec: Spec):
+    gq = _gemm(spec)
+    bits = spec.other_bits
+
+    def lm_head(xn, sh, w, wsh1):
+        q, s = dynquant(xn, bits, xn.shape[-1])
+        acc = gq(q, s, w, wsh1, None, xn.shape[-1])
+        return (requant(acc, sh, -(1 << 31) + 1, (1 << 31) - 1).to(i32),)
+    return QKernel("lm_head", lm_head, ("xn", "p:head.sh", "p:head.w", "p:head.wsh1"), ("logits",))
+
+
+def layer_kernels(spec: Spec, layer: int = 0) -> list[QKernel]:
+    """The integer kernels of one layer, in execution order. Activation names connect
+    producers and consumers; `resid` enters, `resid_out` leaves."""
+    ks = [k_norm(spec, "norm", "resid", "xn", "norm"), k_in_proj(spec), k_conv(spec)]
+    if spec.arch == "mamba1":
+        ks += [k_x_proj(spec), k_m1_ssm(spec)]
+    else:
+        ks += [k_m2_ssm(spec), k_gated_norm(spec, layer)]
+    ks.append(k_out_proj(spec))
+    return ks
+
+
+def model_kernels(spec: Spec) -> tuple[QKernel, QKernel, QKernel]:
+    return k_embed(spec), k_norm(spec, "norm_f", "resid", "xn", "norm_f"), k_head(spec)
+
+
+def run_kernel(k: QKernel, env: dict, params: dict, prefix: str) -> None:
+    args = []
+    for n in k.inputs:
+        if n.startswith("p:"):
+            key = n[2:]
+            args.append(params[prefix + key] if prefix + key in params else params[key])
+        else:
+            args.append(env[n])
+    outs = k.fn(*args)
+    for n, v in zip(k.outputs, outs):
+        env[n] = v
