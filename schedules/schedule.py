@@ -649,6 +649,44 @@ class Schedule:
         return LoopHandle(self, hp.kernel, pband, _lname(C))
 
     @_primitive
+    def buffer_at(self, buffer: BufferLike, loop: LoopLike) -> BufferHandle:
+        """Allo's buffer_at: a local copy of the part of `buffer` one iteration of `loop`
+        uses (copied in at the start of each iteration, back at the end if written)."""
+        return self._local_buffer("buffer_at", buffer, loop, ".buf")
+
+    @_primitive
+    def reuse_at(self, buffer: BufferLike, loop: LoopLike) -> BufferHandle:
+        """Allo's reuse_at: a sliding-window buffer for a read-only stencil access along
+        `loop` (each element is loaded from `buffer` once)."""
+        return self._local_buffer("reuse_at", buffer, loop, ".reuse")
+
+    def _local_buffer(self, prim, buffer, loop, suffix) -> BufferHandle:
+        from . import buffers as B
+
+        hb, ref = self._buffer(buffer, prim)
+        hl, L = self._resolve(loop, prim)
+        target = f"{hb.path} at {hl.path}"
+        if hb.kernel != hl.kernel:
+            raise ScheduleError(f"{prim} of {target}: the buffer and the loop are in different kernels")
+        name = hb.name + suffix
+        if name in self._buffers(self._func(hb.kernel, prim), hb.kernel):
+            raise ScheduleError(f"{prim} of {target}: the kernel already has a buffer '{name}'")
+        why = B.precheck(prim, ref.value, L)
+        if why:
+            raise ScheduleError(f"{prim} of {target}: {why}")
+
+        def work():
+            fn = self._func(hb.kernel, prim)
+            r = self._buffer(hb, prim)[1]
+            try:
+                B.check_and_apply(prim, fn, r.value, self._loop_op(hl, prim), name)
+            except ScheduleError as e:
+                raise ScheduleError(f"{prim} of {target}: {e}") from None
+
+        self._transact(prim, target, [hb.kernel], {"op": prim, "buffer": hb.path, "loop": hl.path}, work)
+        return BufferHandle(self, hb.kernel, name)
+
+    @_primitive
     def to(self, buffer: BufferLike, dst: str, depth: int = 2, adapt: bool = True) -> dict:
         """Stream `buffer` (an output argument of its kernel, `"kernel:port"`) to kernel `dst`
         through a FIFO of `depth` elements; marks the top function dataflow. See
@@ -831,6 +869,8 @@ _REPLAY: dict[str, Callable[[Schedule, dict], Any]] = {
     "dataflow": lambda s, e: s.dataflow(e["target"]),
     "inline": lambda s, e: s.inline(e["kernel"]),
     "compute_at": lambda s, e: s.compute_at(e["producer"], e["consumer"]),
+    "buffer_at": lambda s, e: s.buffer_at(e["buffer"], e["loop"]),
+    "reuse_at": lambda s, e: s.reuse_at(e["buffer"], e["loop"]),
     "to": lambda s, e: s.to(e["buffer"], e["dst"], e["depth"], e.get("adapt", True)),
 }
 

@@ -366,3 +366,71 @@ def test_the_kernel_check_catches_a_wrong_rewrite(design):
         L.attributes["step"] = ir.IntegerAttr.get(ir.IndexType.get(), 2)
     with pytest.raises(AssertionError):
         check_kernel(design.module, design, "layer0_in_proj")
+
+
+# ------------------------------------------------------- buffer_at / reuse_at
+
+
+def test_buffer_at_makes_a_register_accumulator(design):
+    s = customize(design)
+    b = s.buffer_at("layer0_in_proj:alloc0", "layer0_in_proj:S_i_j.i")
+    assert b.path == "layer0_in_proj:alloc0.buf"
+    fn = fn_of(design, "layer0_in_proj")
+    local = next(o for o in walk(fn) if o.name == "memref.alloca")
+    assert str(local.results[0].type) == "memref<1x1xf32>" and str_attr(local, "buffer_name") == "alloc0.buf"
+    j = s.loop("layer0_in_proj:S_i_j.j").op
+    assert all(o.operands[0] != next(x for x in walk(fn) if x.name == "memref.alloc").results[0]
+               for o in walk(j) if o.name == "affine.load")
+    check_kernel(design.module, design, "layer0_in_proj")
+    s.split("layer0_out_proj:S_i_j.j", 16)
+    s.buffer_at("layer0_out_proj:resid_out", "layer0_out_proj:S_i_j.j.outer")
+    check_kernel(design.module, design, "layer0_out_proj")
+    rejects(design, lambda: s.buffer_at("layer0_in_proj:in_proj_w", "layer0_in_proj:S_i.i"), "does not access")
+    # the conv gathers its window with computed (non-affine) indices
+    rejects(design, lambda: s.buffer_at("layer0_conv:alloc1", "layer0_conv:S_i_j_1.i"), "non-affine")
+
+
+STENCIL1D = """
+func.func @conv1d(%x: memref<4x19xf32>, %w: memref<4xf32>, %y: memref<4x16xf32>) {
+  %c0 = arith.constant 0.0 : f32
+  affine.for %c = 0 to 4 {
+    affine.for %t = 0 to 16 {
+      affine.store %c0, %y[%c, %t] : memref<4x16xf32>
+      affine.for %k = 0 to 4 {
+        %a = affine.load %x[%c, %t + %k] : memref<4x19xf32>
+        %b = affine.load %w[%k] : memref<4xf32>
+        %p = arith.mulf %a, %b : f32
+        %s = affine.load %y[%c, %t] : memref<4x16xf32>
+        %q = arith.addf %s, %p : f32
+        affine.store %q, %y[%c, %t] : memref<4x16xf32>
+      } {loop_name = "k"}
+    } {loop_name = "j"}
+  } {loop_name = "i", op_name = "S_i_j_k"}
+  return
+}
+"""
+
+
+def test_reuse_at_builds_a_sliding_window(base):
+    from mambaflow.targets.llvm.jit import JitFunction
+
+    with base.module.context:
+        mod = ir.Module.parse(STENCIL1D)
+    s = customize(mod)
+    before = str(mod)
+    with pytest.raises(ScheduleError, match="only reads"):
+        s.reuse_at("conv1d:arg2", "conv1d:S_i_j_k.j")
+    with pytest.raises(ScheduleError, match="nothing to reuse"):
+        s.reuse_at("conv1d:arg0", "conv1d:S_i_j_k.i")
+    assert str(mod) == before
+    r = s.reuse_at("conv1d:arg0", "conv1d:S_i_j_k.j")
+    assert r.path == "conv1d:arg0.reuse"
+    k = s.loop("conv1d:S_i_j_k.k").op
+    loads = [o for o in walk(k) if o.name == "affine.load"]
+    assert not any(o.operands[0] == funcs(mod)["conv1d"].regions[0].blocks[0].arguments[0] for o in loads)
+    x = np.random.default_rng(0).standard_normal((4, 19)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal(4).astype(np.float32)
+    y = np.zeros((4, 16), np.float32)
+    JitFunction(mod, "conv1d", opt_level=0)(x, w, y)
+    ref = np.stack([sum(x[:, t + q] * w[q] for q in range(4)) for t in range(16)], 1)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
