@@ -112,6 +112,8 @@ class TestbenchSpec:
     others after every step (their golden file holds one slice per step).
     """
 
+    __test__ = False  # not a pytest class
+
     steps: int = 1
     per_step: set[str] = field(default_factory=set)
     feedback: dict[str, str] = field(default_factory=dict)

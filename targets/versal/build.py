@@ -276,7 +276,7 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
 
     # 3. fit, before any tool runs
     t0 = pr.start(f"check resources against {b.name}")
-    result.fit = check_fit(code.resources, b)
+    result.fit = check_fit(code.resources, b, ports=code.ports)
     pr.note(result.fit.table())
     step("fit", t0, "ok" if result.fit.fits else "failed")
 

@@ -41,10 +41,10 @@ class FitReport:
 
     def table(self) -> str:
         lines = [f"resource fit on {self.board} (the emitter's count, before synthesis):",
-                 f"  {'resource':<9} {'used':>9} {'available':>10} {'util':>7}"]
+                 f"  {'resource':<11} {'used':>9} {'available':>10} {'util':>7}"]
         for i in self.items:
             mark = "" if i.used <= i.available * self.max_util else "  <-- over"
-            lines.append(f"  {i.resource:<9} {i.used:>9,} {i.available:>10,} {100 * i.utilization:>6.1f}%{mark}")
+            lines.append(f"  {i.resource:<11} {i.used:>9,} {i.available:>10,} {100 * i.utilization:>6.1f}%{mark}")
         lines += [f"  note: {n}" for n in self.notes]
         if not self.fits and self.top_users:
             lines += ["  largest users:"] + ["    " + l for l in self.top_users.splitlines()]
@@ -55,13 +55,24 @@ class FitReport:
                 "items": [asdict(i) | {"utilization": i.utilization} for i in self.items]}
 
 
-def check_fit(resources, board: Board, max_util: float = 1.0) -> FitReport:
-    """Compare a `targets.hls.resources.ResourceEstimate` with the board."""
+def check_fit(resources, board: Board, max_util: float = 1.0, ports=None) -> FitReport:
+    """Compare a `targets.hls.resources.ResourceEstimate` with the board; with `ports`
+    (the emitted top's ports) also the bytes each off-chip memory has to hold."""
     items = [
         FitItem("DSP", resources.dsp, board.dsp),
         FitItem("BRAM18K", resources.bram18k, board.bram18k),
         FitItem("URAM", resources.uram, board.uram),
     ]
+    if ports:
+        per_mem: dict[str, int] = {}
+        for p in ports:
+            if p.interface == "m_axi":
+                m = board.memory_of_bundle(p.bundle or "gmem0")
+                per_mem[m] = per_mem.get(m, 0) + p.nbytes
+        sizes = {m.name: m.size_gib for m in board.memories}
+        for m, used in per_mem.items():
+            if m in sizes:
+                items.append(FitItem(f"{m} MiB", -(-used // 2**20), int(sizes[m] * 1024)))
     notes = ["LUT and FF are not estimated before synthesis (see the csynth report)",
              f"LUTRAM / register arrays: {resources.lutram_bits:,} / {resources.register_bits:,} bits"]
     if not board.resources_verified:
