@@ -9,8 +9,6 @@ compared bit for bit.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch

@@ -10,9 +10,7 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mambaflow.errors import MambaflowError

@@ -186,7 +186,6 @@ def _kernel(name: str, fn: ir.Operation, is_top: bool) -> KernelResources:
                 k.buffers.append(use)
                 continue
             if n == "mf.stream_create":
-                from .streams import stream_type
                 from ...dialects import stream as sd
 
                 elem, _ = sd.stream_info(op.results[0].type)

@@ -22,7 +22,6 @@ tools were missing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
