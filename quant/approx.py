@@ -85,6 +85,16 @@ TORCH_FUNCS = {
 }
 
 
+def shl(x: Tensor, s) -> Tensor:
+    """x << s: s a Python int or an integer tensor (the two lower to different ATen ops)."""
+    return x << s if isinstance(s, int) else torch.bitwise_left_shift(x, s)
+
+
+def shr(x: Tensor, s) -> Tensor:
+    """x >> s (arithmetic): s a Python int or an integer tensor."""
+    return x >> s if isinstance(s, int) else torch.bitwise_right_shift(x, s)
+
+
 def _round_half_up(a: np.ndarray) -> np.ndarray:
     return np.floor(a + 0.5)
 
@@ -93,7 +103,7 @@ def _shift_right_round(x: Tensor, k: int) -> Tensor:
     """round-half-up(x / 2^k) for an integer tensor, k >= 0 (a Python int)."""
     if k == 0:
         return x
-    return torch.bitwise_right_shift(x + (1 << (k - 1)), k)
+    return shr(x + (1 << (k - 1)), k)
 
 
 def convert(x: Tensor, fin: Fmt, fout: Fmt) -> Tensor:
@@ -101,7 +111,7 @@ def convert(x: Tensor, fin: Fmt, fout: Fmt) -> Tensor:
     no saturation."""
     d = fout.frac - fin.frac
     if d >= 0:
-        return torch.bitwise_left_shift(x, d)
+        return shl(x, d)
     return _shift_right_round(x, -d)
 
 
@@ -159,12 +169,12 @@ class Approx:
         k = self.k
         if self.kind == "pwl":
             c0, c1 = tables
-            i = torch.bitwise_right_shift(u, k)
+            i = shr(u, k)
             r = torch.bitwise_and(u, (1 << k) - 1)
             y = c0.to(torch.int64)[i] + _shift_right_round(c1.to(torch.int64)[i] * r, k)
         else:
             (t,) = tables
-            i = torch.bitwise_right_shift(u + (1 << (k - 1)), k)
+            i = shr(u + (1 << (k - 1)), k)
             y = t.to(torch.int64)[i]
         if self.right == "identity":
             y = torch.where(x > self.XHI, convert(x, self.fin, self.fout), y)
@@ -256,30 +266,31 @@ def build(func: str, kind: str, segments: int, act_frac: int = 10, out: Fmt | No
 
 def ilog2(v: Tensor, max_bits: int = 62) -> Tensor:
     """floor(log2 v) for v >= 1 (int64), as a count of thresholds: a priority encoder."""
-    thr = torch.bitwise_left_shift(torch.ones(max_bits, dtype=torch.int64), torch.arange(1, max_bits + 1))
+    thr = shl(torch.ones(max_bits, dtype=torch.int64), torch.arange(1, max_bits + 1))
     return (v[..., None] >= thr).to(torch.int64).sum(-1)
 
 
 def norm_int(v: Tensor, rs: RsqrtApprox, tables: tuple[Tensor, ...], recip: int, lshift: int,
-             eps_int: int, out_frac: int) -> Tensor:
+             eps_int, out_frac: int) -> Tensor:
     """Integer RMS normalization of the last dim: v (int, exponent e) -> v / rms(v) with
     `out_frac` fraction bits (int64). The mean is ((Σv² >> lshift) · recip) >> 14 with
-    recip = round(2^(14+lshift) / L); eps_int is eps in v's squared units (>= 1)."""
+    recip = round(2^(14+lshift) / L); eps_int (int or int64 tensor) is eps in v's squared
+    units (>= 1)."""
     v = v.to(torch.int64)
     ss = (v * v).sum(-1, keepdim=True)
-    ms = torch.bitwise_right_shift(torch.bitwise_right_shift(ss, lshift) * recip, 14) + eps_int
+    ms = shr(shr(ss, lshift) * recip, 14) + eps_int
     e = ilog2(ms)
     e2 = e - torch.bitwise_and(e, 1)                      # even exponent: ms = m · 2^e2, m in [1,4)
     M = rs.M
     up = torch.clamp(M - e2, 0, 62)
     down = torch.clamp(e2 - M, 0, 62)
-    mant = torch.bitwise_right_shift(torch.bitwise_left_shift(ms, up), down)  # m · 2^M
+    mant = shr(shl(ms, up), down)  # m · 2^M
     g = rs.apply(mant, *tables)                           # 2^F / √m
     # v · g · 2^-F · 2^-(e2/2) in out_frac units: shift right by F + e2/2 - out_frac
-    sh = rs.fout.frac + torch.bitwise_right_shift(e2, 1) - out_frac
+    sh = rs.fout.frac + shr(e2, 1) - out_frac
     prod = v * g
-    rnd = torch.bitwise_right_shift(torch.bitwise_left_shift(torch.ones_like(sh), sh), 1)
-    return torch.bitwise_right_shift(prod + rnd, sh)
+    rnd = shr(shl(torch.ones_like(sh), sh), 1)
+    return shr(prod + rnd, sh)
 
 
 def norm_consts(L: int, eps: float, exponent: int) -> tuple[int, int, int]:

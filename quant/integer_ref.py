@@ -34,20 +34,12 @@ import torch
 from torch import Tensor
 
 from . import hadamard
-from .approx import Approx, RsqrtApprox, norm_int
+from .approx import Approx, RsqrtApprox, norm_int, shl, shr
 
 i8, u8, i16, i32, i64 = torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64
 
 
 # ---------------------------------------------------------------- integer primitives
-
-
-def shl(x: Tensor, s) -> Tensor:
-    return torch.bitwise_left_shift(x, s)
-
-
-def shr(x: Tensor, s) -> Tensor:
-    return torch.bitwise_right_shift(x, s)
 
 
 def iabs(x: Tensor) -> Tensor:
@@ -180,7 +172,7 @@ class Spec:
     logit_frac: int = 8
     approx: dict = field(default_factory=dict)  # func -> Approx
     norm: tuple = ()          # (recip, lshift, eps_int) of the residual RMSNorm
-    gnorm: dict = field(default_factory=dict)   # layer -> (recip, lshift, eps_int) (mamba2)
+    gnorm: tuple = ()         # (recip, lshift) of the gated RMSNorm (mamba2; eps is a parameter)
     dt_limit: tuple | None = None               # (lo, hi) in softplus-output units (mamba2)
     fast_gemm: bool = False
 
@@ -375,17 +367,17 @@ def k_gated_norm(spec: Spec, layer: int):
     silu: Approx = spec.approx["silu"]
     rs: RsqrtApprox = spec.approx["rsqrt"]
     E, G = spec.d_inner, spec.ngroups
-    recip, lshift, eps_int = spec.gnorm[layer]
+    recip, lshift = spec.gnorm
     gbits = 24
 
-    def gated_norm(y, z, sh_g, *tabs):
+    def gated_norm(y, z, sh_g, eps, *tabs):
         stabs, rtabs = _split_tabs(spec, "silu", tabs)
         s = silu.apply(z, *stabs)
         g = requant(y.to(i64) * s, sh_g, -(1 << (gbits - 1)) + 1, (1 << (gbits - 1)) - 1)
         Bt = g.shape[0]
-        gn = norm_int(g.reshape(Bt, G, E // G), rs, rtabs, recip, lshift, eps_int, spec.norm_frac)
+        gn = norm_int(g.reshape(Bt, G, E // G), rs, rtabs, recip, lshift, eps.to(i64), spec.norm_frac)
         return (sat(gn.reshape(Bt, E), 32).to(i32),)
-    ins = ("y", "z", "p:gnorm.sh_g", *_approx_tabs(spec, "silu"), *_approx_tabs(spec, "rsqrt"))
+    ins = ("y", "z", "p:gnorm.sh_g", "p:gnorm.eps", *_approx_tabs(spec, "silu"), *_approx_tabs(spec, "rsqrt"))
     return QKernel("gated_norm", gated_norm, ins, ("g",))
 
 
