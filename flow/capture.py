@@ -67,6 +67,10 @@ class Design:
     T: int
     ports: list[TopPort]
     kernels: list[str] = field(default_factory=list)
+    # verify only: layers that leave their SSM inputs instead of every node's state (for
+    # replay), and the depth of the FIFO tree buffer holding the live states (None: all T)
+    replay_layers: tuple[int, ...] = ()
+    fifo_depth: int | None = None
 
     @property
     def top(self) -> str:
@@ -114,7 +118,8 @@ def _mlir_type(shape: Iterable[int], dtype: torch.dtype) -> ir.MemRefType:
     return ir.MemRefType.get(list(shape), el)
 
 
-def _template(kernel: K.Kernel, T: int, tree: bool, ctx: ir.Context) -> ir.Module:
+def _template(kernel: K.Kernel, T: int, tree: bool, ctx: ir.Context, fifo_depth: int | None = None,
+              write_states: bool = True) -> ir.Module:
     """Capture one kernel as a module holding a single func named after its kind."""
     if not kernel.scan:
         mod = capture_function(kernel.fn, [_example(p) for p in kernel.inputs], kernel.kind, ctx)
@@ -126,7 +131,7 @@ def _template(kernel: K.Kernel, T: int, tree: bool, ctx: ir.Context) -> ir.Modul
     with ctx, ir.Location.unknown():
         step.attributes["sym_visibility"] = ir.StringAttr.get("private")
         per_token = [p.shape[0] == 1 and p.weight is None for p in kernel.inputs[1:]]
-        build_scan(mod, step, kernel.kind, per_token, T, tree)
+        build_scan(mod, step, kernel.kind, per_token, T, tree, fifo_depth, write_states)
     _finish(mod, kernel.kind)
     return mod
 
@@ -135,10 +140,10 @@ def _chain_windows(T: int, k: int) -> np.ndarray:
     return np.arange(T)[:, None] + np.arange(k)[None, :]
 
 
-def _cache_path(cfg: MambaConfig, phase: str, T: int) -> Path:
+def _cache_path(cfg: MambaConfig, phase: str, T: int, opts: tuple = ()) -> Path:
     """Where a capture is cached: keyed by the config, the phase, T and everything that
     shapes the IR (this package's flow sources and the torch / torch-mlir versions)."""
-    h = hashlib.sha256(repr((cfg, phase, T)).encode())
+    h = hashlib.sha256(repr((cfg, phase, T, *opts)).encode())
     for src in sorted(Path(__file__).parent.glob("*.py")):
         h.update(src.read_bytes())
     for dist in ("torch", "torch-mlir"):
@@ -148,7 +153,7 @@ def _cache_path(cfg: MambaConfig, phase: str, T: int) -> Path:
     return cache_dir() / "designs" / f"{h.hexdigest()[:32]}.mlir"
 
 
-def _load_cached(path: Path, cfg: MambaConfig, phase: str, T: int) -> Design | None:
+def _load_cached(path: Path, cfg: MambaConfig, phase: str, T: int, opts: dict) -> Design | None:
     meta = path.with_suffix(".json")
     if not (path.exists() and meta.exists()):
         return None
@@ -160,7 +165,7 @@ def _load_cached(path: Path, cfg: MambaConfig, phase: str, T: int) -> Design | N
     except (OSError, ValueError, ir.MLIRError):
         return None  # unreadable cache entries are recaptured
     ports = [TopPort(n, tuple(s), getattr(torch, d), r) for n, s, d, r in info["ports"]]
-    return Design(module=module, cfg=cfg, phase=phase, T=T, ports=ports, kernels=info["kernels"])
+    return Design(module=module, cfg=cfg, phase=phase, T=T, ports=ports, kernels=info["kernels"], **opts)
 
 
 def _store_cached(path: Path, design: Design) -> None:
@@ -176,12 +181,21 @@ def _store_cached(path: Path, design: Design) -> None:
 
 
 def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress: bool = True,
-            cache: bool = True) -> Design:
+            cache: bool = True, replay_layers=(), fifo_depth: int | None = None) -> Design:
     """Capture `phase` of a Mamba model (or config) for T tokens as a named affine design.
 
     decode: T = 1; prefill: T prompt tokens (default 16); verify: a tree of T nodes
     (default 8) given at run time by its parent indices. With `cache`, a capture made
     before by the same flow for the same config is read back from disk (a fresh module).
+
+    Verify options (speculative decoding, see runtime.backtrack):
+    - `fifo_depth` S: each layer's tree scan keeps its live states in a FIFO tree buffer
+      of S slots (`state_fifo`) instead of reading parents back from the (T, ...) output;
+      the tree must then have t - parents[t] < S for every node (BFS order keeps that
+      below twice the tree's width).
+    - `replay_layers`: these layers write no per-node SSM state; they output their SSM
+      inputs instead (mamba1: `xc`, `delta`, `B`; mamba2: `xc`, `dt`), from which the
+      accepted path is replayed. They need the FIFO (S defaults to T).
     """
     if phase not in PHASES:
         raise MambaflowError(f"unknown phase '{phase}': choose one of {', '.join(PHASES)}")
@@ -192,25 +206,31 @@ def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress:
     if phase == "decode" and T != 1:
         raise MambaflowError("the decode phase is one token: leave T unset")
     tree = phase == "verify"
-    path = _cache_path(cfg, phase, T)
-    if cache and (hit := _load_cached(path, cfg, phase, T)) is not None:
+    replay = _check_verify_options(cfg, phase, T, replay_layers, fifo_depth)
+    if replay and fifo_depth is None:
+        fifo_depth = T
+    opts = dict(replay_layers=replay, fifo_depth=fifo_depth)
+    path = _cache_path(cfg, phase, T, (replay, fifo_depth) if (replay or fifo_depth) else ())
+    if cache and (hit := _load_cached(path, cfg, phase, T, opts)) is not None:
         return hit
 
     ctx = new_context()
     layer = K.layer_kernels(cfg, T)
     embed, norm_f, head = K.model_kernels(cfg, T)
-    todo = [embed, *layer, norm_f, head]
+    todo = [(kern, kern.kind, True) for kern in (embed, *layer, norm_f, head)]
+    if tree and replay:  # the SSM scan of a replaying layer keeps no per-node states
+        todo += [(kern, kern.kind + "/replay", False) for kern in layer if kern.scan]
     bar = tqdm(todo, desc=f"capture {phase}", unit="kernel", disable=not progress, leave=False)
     templates = {}
     keep = []  # the template modules own the funcs: keep them alive while cloning
-    for kern in bar:
+    for kern, key, write in bar:
         bar.set_postfix_str(kern.kind)
-        mod = _template(kern, T, tree, ctx)
+        mod = _template(kern, T, tree, ctx, fifo_depth if kern.scan else None, write)
         keep.append(mod)
         fn = funcs(mod)[kern.kind]
         with ctx:
             name_loops(fn)
-        templates[kern.kind] = fn
+        templates[key] = fn
 
     with ctx, ir.Location.unknown():
         module = ir.Module.create()
@@ -224,22 +244,41 @@ def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress:
         place("embed", "embed")
         for i in range(cfg.n_layer):
             for kern in layer:
-                place(kern.kind, f"layer{i}_{kern.kind}")
+                key = kern.kind + "/replay" if (kern.scan and i in replay) else kern.kind
+                place(key, f"layer{i}_{kern.kind}")
         place("norm_f", "norm_f")
         place("lm_head", "lm_head")
-        ports = _build_top(module, cfg, phase, T, layer, (embed, norm_f, head))
+        ports = _build_top(module, cfg, phase, T, layer, (embed, norm_f, head), replay)
         try:
             module.operation.verify()
         except ir.MLIRError as e:
             diags = "; ".join(f"{d.location}: {d.message}" for d in e.error_diagnostics)
             raise MambaflowError(f"internal error: captured {phase} module does not verify: {diags}") from None
-    design = Design(module=module, cfg=cfg, phase=phase, T=T, ports=ports, kernels=names)
+    design = Design(module=module, cfg=cfg, phase=phase, T=T, ports=ports, kernels=names, **opts)
     if cache:
         _store_cached(path, design)
     return design
 
 
-def _build_top(module, cfg, phase, T, layer, outer) -> list[TopPort]:
+#: what a replaying layer of the verify phase leaves per node: the SSM inputs (the conv
+#: inputs `conv_in` leave every layer). C and z do not change the state.
+REPLAY_ACTIVATIONS = {"mamba1": ("xc", "delta", "B"), "mamba2": ("xc", "dt")}
+
+
+def _check_verify_options(cfg: MambaConfig, phase: str, T: int, replay_layers, fifo_depth) -> tuple[int, ...]:
+    """Validated replay layers (sorted tuple) for the verify-only capture options."""
+    replay = tuple(sorted({int(i) for i in replay_layers}))
+    if phase != "verify" and (replay or fifo_depth is not None):
+        raise MambaflowError(f"replay_layers and fifo_depth are options of the verify phase, not of '{phase}'")
+    bad = [i for i in replay if not 0 <= i < cfg.n_layer]
+    if bad:
+        raise MambaflowError(f"replay_layers {bad} out of range: the model has layers 0..{cfg.n_layer - 1}")
+    if fifo_depth is not None and not (isinstance(fifo_depth, int) and 1 <= fifo_depth <= T):
+        raise MambaflowError(f"fifo_depth must be an integer in [1, T={T}], got {fifo_depth!r}")
+    return replay
+
+
+def _build_top(module, cfg, phase, T, layer, outer, replay=()) -> list[TopPort]:
     """The top function: calls every kernel in order, wiring activations through buffers."""
     embed, norm_f, head = outer
     tree = phase == "verify"
@@ -273,11 +312,16 @@ def _build_top(module, cfg, phase, T, layer, outer) -> list[TopPort]:
     ports += weights
     V = cfg.vocab_size
     outputs = [TopPort("logits", (T, V), torch.float32, "output")]
+    produced = {p.name: p for k in layer for p in k.outputs}
     for i in range(cfg.n_layer):
         if tree:
             conv_in = next(p for p in layer if p.kind == "conv").inputs[0]
             outputs.append(TopPort(f"layer{i}.conv_in", conv_in.shape, torch.float32, "output"))
-            outputs.append(TopPort(f"layer{i}.ssm_states", (T, *ssm_state_shape), torch.float32, "output"))
+            if i in replay:
+                for a in REPLAY_ACTIVATIONS[cfg.arch]:
+                    outputs.append(TopPort(f"layer{i}.{a}", produced[a].shape, torch.float32, "output"))
+            else:
+                outputs.append(TopPort(f"layer{i}.ssm_states", (T, *ssm_state_shape), torch.float32, "output"))
         else:
             outputs.append(TopPort(f"layer{i}.conv_state_out", conv_state_shape, torch.float32, "output"))
             outputs.append(TopPort(f"layer{i}.ssm_state_out", ssm_state_shape, torch.float32, "output"))
@@ -306,7 +350,7 @@ def _build_top(module, cfg, phase, T, layer, outer) -> list[TopPort]:
         if tree:
             env["parents"] = by_name["parents"][1]
 
-        def call(kern: K.Kernel, name: str, i: int | None, outs: dict[str, ir.Value]):
+        def call(kern: K.Kernel, name: str, i: int | None, outs: dict[str, ir.Value], skip=()):
             args = []
             for p in kern.inputs:
                 if p.weight:
@@ -319,6 +363,8 @@ def _build_top(module, cfg, phase, T, layer, outer) -> list[TopPort]:
                 args.append(env["parents"])
             results = []
             for p in kern.outputs:
+                if p.name in skip:
+                    continue
                 if p.name in outs:
                     v = outs[p.name]
                 else:
@@ -331,7 +377,10 @@ def _build_top(module, cfg, phase, T, layer, outer) -> list[TopPort]:
         call(embed, "embed", None, {})
         for i in range(cfg.n_layer):
             outs = {}
-            if tree:
+            if tree and i in replay:
+                for a in REPLAY_ACTIVATIONS[cfg.arch]:
+                    outs[a] = by_name[f"layer{i}.{a}"][1]
+            elif tree:
                 outs["ssm_state_out"] = by_name[f"layer{i}.ssm_states"][1]
             else:
                 outs["conv_state_out"] = by_name[f"layer{i}.conv_state_out"][1]
@@ -341,7 +390,8 @@ def _build_top(module, cfg, phase, T, layer, outer) -> list[TopPort]:
                     # the conv inputs leave the design: speculative decoding rebuilds the
                     # accepted node's conv state from them
                     outs["x"] = by_name[f"layer{i}.conv_in"][1]
-                call(kern, f"layer{i}_{kern.kind}", i, outs)
+                skip = ("ssm_state_out",) if (kern.scan and tree and i in replay) else ()
+                call(kern, f"layer{i}_{kern.kind}", i, outs, skip)
             env["resid"] = env["resid_out"]
         call(norm_f, "norm_f", None, {})
         call(head, "lm_head", None, {"logits": by_name["logits"][1]})

@@ -9,6 +9,14 @@ Two shapes of scan:
 - chain (decode, prefill): one state, updated in place token after token;
 - tree (verify): node t reads the state of `parents[t]` (the committed state for -1) and
   writes its own slot of a (T, ...) state buffer, nodes in topological order.
+
+The tree scan can also keep its live states in a FIFO tree buffer (`fifo_depth` S): a
+ring of S state slots named `state_fifo`, node t written to slot t mod S and its parent
+read from slot parents[t] mod S. In breadth-first order a parent is never far behind its
+children, so S is bounded by the tree's width, not its size: the buffer is valid for any
+tree with t - parents[t] < S for every node (see `runtime.trees.fifo_depth`). Writing
+every node's state out (`write_states`) is then a separate stream to the (T, ...)
+output, which a replaying layer leaves out altogether.
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ def build_scan(
     per_token_in: list[bool],
     T: int,
     tree: bool,
+    fifo_depth: int | None = None,
+    write_states: bool = True,
 ) -> ir.Operation:
     """Build `func @name` looping `step` over T tokens; returns the new func op.
 
@@ -58,7 +68,12 @@ def build_scan(
     layouts; `per_token_in[k]` says whether input k (after the state) is a (1, X) row of
     a (T, X) buffer. The built function takes (state, inputs..., [parents],
     outputs..., state_out) with identity layouts; state_out is (T, ...) for a tree.
+    A tree scan with `fifo_depth` keeps its live states in a ring of that many slots;
+    without `write_states` it then has no state_out argument at all.
     """
+    fifo = tree and fifo_depth is not None
+    if not fifo:
+        write_states = True
     ftype = ir.FunctionType(ir.TypeAttr(step.attributes["function_type"]).value)
     ins = [ir.MemRefType(t) for t in ftype.inputs]
     n_in = len(per_token_in) + 1
@@ -71,7 +86,8 @@ def build_scan(
     if tree:
         sig.append(ir.MemRefType.get([T], ir.IntegerType.get_signless(64)))
     sig += [plain(t, T) for t in out_ts]
-    sig.append(ir.MemRefType.get([T] + list(state_t.shape), state_t.element_type) if tree else plain(state_t))
+    if write_states:
+        sig.append(ir.MemRefType.get([T] + list(state_t.shape), state_t.element_type) if tree else plain(state_t))
 
     with ir.InsertionPoint(module.body):
         fn = func.FuncOp(name, ir.FunctionType.get(sig, []))
@@ -79,12 +95,17 @@ def build_scan(
     a = list(entry.arguments)
     h0, args = a[0], a[1:n_in]
     parents = a[n_in] if tree else None
-    outs = a[n_in + tree : -1]
-    state_out = a[-1]
+    outs = a[n_in + tree : -1] if write_states else a[n_in + tree :]
+    state_out = a[-1] if write_states else None
     with ir.InsertionPoint(entry), ir.Location.unknown():
         if not tree:
             memref.copy(h0, state_out)
             tmp = memref.alloc(plain(state_t), [], [])
+        ring = state_out
+        if fifo:
+            alloc = memref.alloc(ir.MemRefType.get([fifo_depth] + list(state_t.shape), state_t.element_type), [], [])
+            alloc.owner.attributes["buffer_name"] = ir.StringAttr.get("state_fifo")
+            ring = alloc
         loop = affine.AffineForOp(0, T, 1)
         loop.operation.attributes[LOOP_ATTR] = ir.StringAttr.get("t")
         with ir.InsertionPoint(loop.body):
@@ -99,7 +120,9 @@ def build_scan(
                 with ir.InsertionPoint(pick.then_block):
                     scf.yield_([_cast(h0, state_t)])
                 with ir.InsertionPoint(pick.else_block):
-                    scf.yield_([_cast(_row(state_out, p, list(state_t.shape)), state_t)])
+                    if fifo:  # the parent's slot of the ring
+                        p = arith.remsi(p, arith.constant(ir.IndexType.get(), fifo_depth))
+                    scf.yield_([_cast(_row(ring, p, list(state_t.shape)), state_t)])
                 call_args.append(pick.result)
             else:
                 call_args.append(_cast(state_out, state_t))
@@ -107,7 +130,11 @@ def build_scan(
                 call_args.append(_cast(_row(buf, t, list(want.shape)) if tok else buf, want))
             for buf, want in zip(outs, out_ts):
                 call_args.append(_cast(_row(buf, t, list(want.shape)), want))
-            if tree:
+            if fifo:
+                slot_map = ir.AffineMap.get(1, 0, [ir.AffineDimExpr.get(0) % fifo_depth])
+                slot = affine.AffineApplyOp(slot_map, [t]).result
+                call_args.append(_cast(_row(ring, slot, list(state_t.shape)), state_t))
+            elif tree:
                 call_args.append(_cast(_row(state_out, t, list(state_t.shape)), state_t))
             else:
                 call_args.append(_cast(tmp, state_t))
@@ -116,6 +143,9 @@ def build_scan(
         with ir.InsertionPoint(loop.body.operations[len(loop.body.operations) - 1]):
             if not tree:
                 memref.copy(tmp, state_out)
+            elif fifo and write_states:  # stream the node's state out of the ring
+                shape = list(state_t.shape)
+                memref.copy(_row(ring, slot, shape), _row(state_out, t, shape))
         func.ReturnOp([])
     step.erase()
     return fn.operation

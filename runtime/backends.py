@@ -38,6 +38,28 @@ class Backend:
         """tree tokens (T,), parents (T,) -> logits (T, V), NodeStates (batch 1)."""
         raise NotImplementedError
 
+    def verify_tree(self, tokens, parents, state: MambaState, replay_layers=(), fifo_depth: int | None = None):
+        """Verify for speculative decoding: logits (T, V) and a `TreeCache` from which
+        `state_at` backtracks to any node. Layers in `replay_layers` keep their nodes' SSM
+        inputs instead of their states; `fifo_depth` bounds the live states of the tree
+        scan (the FIFO tree buffer; the tree must have t - parents[t] < fifo_depth)."""
+        from .backtrack import TreeCache
+
+        if replay_layers:
+            raise MambaflowError(f"the {self.name} backend cannot keep replay activations")
+        logits, nodes = self.verify(tokens, parents, state)
+        conv_in = nodes.conv[:, 0, :, :, -1]  # a node's window ends with its own input
+        ssm = [nodes.ssm[i, 0] for i in range(self.cfg.n_layer)]
+        return logits, TreeCache(state, [int(p) for p in parents], tree_conv_windows(parents, self.cfg.d_conv),
+                                 conv_in, ssm, [None] * self.cfg.n_layer, fifo_depth)
+
+    def state_at(self, cache, node: int) -> MambaState:
+        """The state after tree node `node` of a `verify_tree` result (replaying the
+        accepted path through the layers that kept activations)."""
+        from .backtrack import state_at
+
+        return state_at(self.model, cache, node)
+
 
 class TorchBackend(Backend):
     """PyTorch eager: the numerical oracle."""
@@ -58,6 +80,29 @@ class TorchBackend(Backend):
     def verify(self, tokens, parents, state):
         logits, nodes = self.model.verify(torch.as_tensor(tokens)[None], parents, state, return_states=True)
         return logits[0], nodes
+
+    @torch.no_grad()
+    def verify_tree(self, tokens, parents, state, replay_layers=(), fifo_depth=None):
+        from .backtrack import TreeCache, torch_replay_activations
+
+        replay = sorted(set(int(i) for i in replay_layers))
+        grab = torch_replay_activations(self.model, replay)
+        try:
+            logits, nodes = self.model.verify(torch.as_tensor(tokens)[None], parents, state, return_states=True)
+        finally:
+            acts = grab.close()
+        cfg = self.cfg
+        windows = tree_conv_windows(parents, cfg.d_conv)
+        conv_in = nodes.conv[:, 0, :, :, -1].contiguous()
+        ssm, kept = [], []
+        for i in range(cfg.n_layer):
+            if i in replay:
+                ssm.append(None)
+                kept.append(acts[i])
+            else:
+                ssm.append(nodes.ssm[i, 0])
+                kept.append(None)
+        return logits[0], TreeCache(state, [int(p) for p in parents], windows, conv_in, ssm, kept, fifo_depth)
 
 
 class LLVMBackend(Backend):
@@ -95,20 +140,22 @@ class LLVMBackend(Backend):
         weights = design.weights(self.model)  # kept alive: the descriptors point into them
         self._designs[key] = (design, fn, weights, fn.prepare(weights))
 
-    def _compile(self, phase: str, T: int):
-        key = (phase, T)
+    def _compile(self, phase: str, T: int, **opts):
+        # verify designs for speculative decoding also differ by replay layers / FIFO depth
+        key = (phase, T, *opts.values()) if any(opts.values()) else (phase, T)
         if key not in self._designs:
             from ..flow.capture import capture
             from ..targets.llvm.jit import JitFunction
 
-            design = capture(self.model, phase, T=T, progress=self.progress)
+            design = capture(self.model, phase, T=T, progress=self.progress, **opts)
             if self.schedule is not None:
                 design = self.schedule(design)
             self._bind(key, design, JitFunction(design.module, design.top))
         return self._designs[key]
 
-    def _run(self, phase: str, T: int, inputs: list[np.ndarray], state: MambaState, outs: list[np.ndarray]):
-        design, fn, _weights, wdesc = self._compile(phase, T)
+    def _run(self, phase: str, T: int, inputs: list[np.ndarray], state: MambaState, outs: list[np.ndarray],
+             **opts):
+        design, fn, _weights, wdesc = self._compile(phase, T, **opts)
         L = self.cfg.n_layer
         states = []
         for i in range(L):
@@ -164,6 +211,45 @@ class LLVMBackend(Backend):
         conv = seq[:, :, windows]  # (L, C, T, K)
         nodes = NodeStates(conv.permute(0, 2, 1, 3)[:, None].contiguous(), torch.from_numpy(ssm)[:, None])
         return torch.from_numpy(logits), nodes
+
+    def verify_tree(self, tokens, parents, state, replay_layers=(), fifo_depth=None):
+        """Verify through a design compiled for these replay layers and FIFO depth (one per
+        combination and tree size, on first use): checkpointing layers write every node's
+        SSM state, replaying ones their SSM inputs; conv inputs leave every layer."""
+        from .backtrack import REPLAY_ACTIVATIONS, TreeCache, fifo_ok
+
+        cfg = self.cfg
+        tokens = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64))
+        T = len(tokens)
+        parents = [int(p) for p in parents]
+        replay = tuple(sorted(set(int(i) for i in replay_layers)))
+        if fifo_depth is not None and not fifo_ok(parents, fifo_depth):
+            raise MambaflowError(f"verify_tree: the tree does not fit a FIFO tree buffer of depth {fifo_depth}; "
+                                 "order its nodes breadth-first or give a deeper buffer")
+        windows = tree_conv_windows(parents, cfg.d_conv)
+        logits = np.zeros((T, cfg.vocab_size), np.float32)
+        conv_in = np.zeros((cfg.n_layer, T, cfg.conv_dim), np.float32)
+        ssm_shape = cfg.ssm_state_shape(1)[1:]
+        widths = {"xc": cfg.d_inner if cfg.arch == "mamba1" else cfg.conv_dim, "delta": cfg.d_inner,
+                  "B": cfg.d_state, "dt": cfg.nheads}
+        ssm, acts, outs = [], [], [logits]
+        for i in range(cfg.n_layer):
+            outs.append(conv_in[i])
+            if i in replay:
+                a = {n: np.zeros((T, widths[n]), np.float32) for n in REPLAY_ACTIVATIONS[cfg.arch]}
+                outs += list(a.values())
+                ssm.append(None)
+                acts.append({n: torch.from_numpy(v) for n, v in a.items()})
+            else:
+                s = np.zeros((T, *ssm_shape), np.float32)
+                outs.append(s)
+                ssm.append(torch.from_numpy(s))
+                acts.append(None)
+        par = np.asarray(parents, np.int64)
+        self._run("verify", T, [tokens, windows.numpy().astype(np.int64), par], state, outs,
+                  replay_layers=replay, fifo_depth=fifo_depth)
+        cache = TreeCache(state, parents, windows, torch.from_numpy(conv_in), ssm, acts, fifo_depth)
+        return torch.from_numpy(logits), cache
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

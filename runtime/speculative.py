@@ -1,0 +1,291 @@
+"""Speculative decoding with a draft and a target Mamba (SpecMamba's algorithm).
+
+Each round:
+1. the draft grows a token tree under the pending token (runtime.trees): a chain, a
+   static tree (widths per depth) or a dynamic tree grown by confidence;
+2. the target verifies the whole tree in one pass (`Backend.verify_tree`: each node's
+   conv window gathered from its ancestors, its SSM state computed from its parent's in
+   breadth-first order through the FIFO tree buffer);
+3. acceptance walks the tree from the root: greedy takes the longest path on which every
+   token is the target's argmax; sampling uses multi-candidate recursive rejection
+   sampling (SpecInfer / Sequoia), which keeps the target's distribution exactly;
+4. both models' states are backtracked to the last accepted node (runtime.backtrack:
+   checkpoint, replay or the memory-aware hybrid), and the target's own next token
+   (the "bonus": its correction, or the token after a fully accepted path) becomes the
+   next round's root.
+
+Every round emits at least one token, so a target pass never yields fewer tokens than
+plain decoding; greedy output is token for token the target's own greedy output.
+
+    from mambaflow.runtime.generate import generate
+    g = generate(target_backend, prompt, 64, draft=draft_backend, tree="4,2,1,1", backtrack="hybrid")
+    g.tokens, g.tokens_per_target_pass, g.peak_state_bytes
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..errors import MambaflowError
+from .backends import Backend
+from .backtrack import STRATEGIES, Backtrack, draft_peak_bytes, fifo_need, verify_bytes
+from .generate import Generation, Sampling, choose, filter_logits
+from .trees import DraftTree, draft_tree, parse_shape
+
+
+@dataclass
+class SpeculativeGeneration(Generation):
+    """A Generation plus what speculation did: one entry per target verify pass."""
+
+    accepted: list[int] = field(default_factory=list)  # draft tokens accepted per pass
+    draft_calls: int = 0
+    tree: str = ""
+    tree_nodes: int = 0  # verify size T (root included, after padding)
+    fifo_depth: int | None = None
+    backtrack: str = ""
+    replay_layers: tuple[int, ...] = ()
+    draft_checkpoint: bool = True
+    peak_state_bytes: dict[str, int] = field(default_factory=dict)  # target, draft, total
+    times: dict[str, float] = field(default_factory=dict)  # draft, verify, accept, backtrack seconds
+
+    @property
+    def target_passes(self) -> int:
+        return len(self.accepted)
+
+    @property
+    def mean_accepted(self) -> float:
+        return sum(self.accepted) / len(self.accepted) if self.accepted else float("nan")
+
+    @property
+    def tokens_per_target_pass(self) -> float:
+        """Tokens emitted per verify pass (accepted drafts + the target's own token); the
+        first token, which comes from the prompt's prefill, is not counted."""
+        n = len(self.tokens) - 1
+        return n / len(self.accepted) if self.accepted else float("nan")
+
+    @property
+    def target_passes_per_token(self) -> float:
+        return 1.0 / self.tokens_per_target_pass
+
+    def summary(self) -> dict:
+        return dict(tree=self.tree, tree_nodes=self.tree_nodes, backtrack=self.backtrack,
+                    new_tokens=len(self.tokens), target_passes=self.target_passes,
+                    mean_accepted=self.mean_accepted, tokens_per_target_pass=self.tokens_per_target_pass,
+                    target_passes_per_token=self.target_passes_per_token, draft_calls=self.draft_calls,
+                    decode_s=self.decode_s, decode_tokens_per_s=self.decode_tokens_per_s,
+                    fifo_depth=self.fifo_depth, replay_layers=list(self.replay_layers),
+                    draft_checkpoint=self.draft_checkpoint, peak_state_bytes=dict(self.peak_state_bytes),
+                    times=dict(self.times))
+
+
+# ---------------------------------------------------------------- acceptance
+
+
+def _children(tree: DraftTree) -> list[list[int]]:
+    kids: list[list[int]] = [[] for _ in tree.tokens]
+    for i, p in enumerate(tree.parents):
+        if p >= 0:
+            kids[p].append(i)
+    return kids
+
+
+def accept_greedy(tree: DraftTree, logits: Tensor, sampling: Sampling) -> tuple[list[int], int]:
+    """The longest root path whose every token is the target's argmax at its parent.
+    Returns the path (node ids, root first) and the target's argmax after it."""
+    kids = _children(tree)
+    node, path = 0, [0]
+    while True:
+        best = int(torch.argmax(filter_logits(logits[node], sampling)))
+        nxt = next((c for c in kids[node] if tree.tokens[c] == best), None)
+        if nxt is None:
+            return path, best
+        path.append(nxt)
+        node = nxt
+
+
+def accept_sampling(tree: DraftTree, logits: Tensor, sampling: Sampling,
+                    gen: torch.Generator) -> tuple[list[int], int]:
+    """Multi-candidate recursive rejection sampling down the tree (SpecInfer; without
+    replacement as in Sequoia). At a node with target distribution p, its children
+    x_1..x_k are tried in draft order: x_i is accepted with probability
+    min(1, p(x_i) / q_i(x_i)); on rejection p <- norm(max(p - q_i, 0)) and
+    q_{i+1} = q_i with x_i removed (children drawn without replacement from the draft's q),
+    or, for children chosen deterministically, q_i is the point mass on x_i (so p loses
+    x_i). If no child is accepted the token is drawn from what is left of p. Each step
+    leaves the output distributed exactly as p, whatever the proposals, so the emitted
+    sequence has the target's distribution."""
+    kids = _children(tree)
+    node, path = 0, [0]
+    while True:
+        p = torch.softmax(filter_logits(logits[node], sampling), dim=-1).double()
+        q = tree.q[node].double().clone() if tree.q[node] is not None else None
+        accepted = None
+        for c in kids[node]:
+            x = tree.tokens[c]
+            r = float(torch.rand((), generator=gen, dtype=torch.float64))
+            if q is not None:
+                ratio = float(p[x] / q[x]) if q[x] > 0 else 0.0
+            else:
+                ratio = float(p[x])
+            if r < min(1.0, ratio):
+                accepted = c
+                break
+            if q is not None:
+                resid = (p - q).clamp_min(0)
+                q[x] = 0
+                q = q / q.sum() if q.sum() > 0 else q
+            else:
+                resid = p.clone()
+                resid[x] = 0
+            if resid.sum() > 0:  # (zero only through float rounding on an event of probability 0)
+                p = resid / resid.sum()
+        if accepted is None:
+            return path, int(torch.multinomial(p.float(), 1, generator=gen))
+        path.append(accepted)
+        node = accepted
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def _run_pending(draft: Backend, tokens: list[int], state):
+    """Feed the draft the tokens it has not seen yet: logits after the last, state."""
+    if len(tokens) == 1:
+        return draft.decode(tokens[0], state)
+    logits, st = draft.prefill(torch.tensor(tokens, dtype=torch.long), state)
+    return logits[-1], st
+
+
+def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max_new_tokens: int,
+                         sampling: Sampling = Sampling(), tree="chain:4", backtrack: str = "hybrid",
+                         budget_bytes: int | None = None, verify_size: int | None = None,
+                         fifo_depth: int | None = None) -> SpeculativeGeneration:
+    """Generate `max_new_tokens` after `prompt` with `target`, drafting with `draft`.
+
+    tree: a shape (runtime.trees: Chain / Static / Dynamic) or its spec ('chain:4',
+    '4,2,1,1', 'dyn:16'). backtrack: 'checkpoint', 'replay' or 'hybrid' (with
+    `budget_bytes`; None = draft checkpoints, target replays). verify_size: pad every
+    tree to this many nodes (default: the shape's size), so the llvm backend compiles one
+    verify design. fifo_depth: the FIFO tree buffer depth (default: the shape's bound).
+    """
+    if not prompt:
+        raise MambaflowError("speculative_generate: the prompt is empty; give at least one token")
+    if max_new_tokens < 1:
+        raise MambaflowError(f"speculative_generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+    if target.cfg.vocab_size != draft.cfg.vocab_size:
+        raise MambaflowError(
+            f"draft and target must share a vocabulary: the target has {target.cfg.vocab_size} "
+            f"rows, the draft {draft.cfg.vocab_size}; pick a draft trained with the target's tokenizer")
+    if backtrack not in STRATEGIES:
+        raise MambaflowError(f"unknown backtracking strategy '{backtrack}': use one of {', '.join(STRATEGIES)}")
+    shape = parse_shape(tree)
+    T = verify_size or shape.nodes
+    if T < shape.nodes:
+        raise MambaflowError(f"verify_size {T} is smaller than the tree {shape} ({shape.nodes} nodes)")
+    fifo = fifo_depth or min(shape.fifo_depth(), T)
+    strategy = Backtrack(backtrack, budget_bytes)
+    plan = strategy.plan(target.cfg, draft.cfg, T, shape.nodes, fifo)
+    gen = torch.Generator().manual_seed(sampling.seed)
+    times = dict(draft=0.0, verify=0.0, accept=0.0, backtrack=0.0)
+
+    t0 = time.perf_counter()
+    prompt_t = torch.tensor(prompt, dtype=torch.long)
+    t_logits, t_state = target.prefill(prompt_t)
+    _, d_state = draft.prefill(prompt_t)
+    t1 = time.perf_counter()
+
+    first = choose(t_logits[-1], sampling, gen)
+    out, seen = [first], [t_logits[-1]]
+    accepted, draft_calls = [], 0
+    d_pending = [first]
+    while len(out) < max_new_tokens:
+        remaining = max_new_tokens - len(out)
+        root = out[-1]
+        ta = time.perf_counter()
+        root_logits, root_state = _run_pending(draft, d_pending, d_state)
+        draft_calls += 1
+        dtree, dstates = draft_tree(draft, shape, root, root_logits, root_state, sampling, gen,
+                                    keep_states=plan.draft_checkpoint, max_depth=remaining - 1)
+        draft_calls += dtree.draft_calls
+        tb = time.perf_counter()
+        toks, pars = dtree.padded(T)
+        if fifo_need(pars) > fifo:
+            raise MambaflowError(f"internal: tree {shape} needs a FIFO of {fifo_need(pars)} > {fifo}")
+        logits, cache = target.verify_tree(toks, pars, t_state, plan.replay_layers, fifo)
+        tc = time.perf_counter()
+        if sampling.temperature == 0:
+            path, bonus = accept_greedy(dtree, logits, sampling)
+        else:
+            path, bonus = accept_sampling(dtree, logits, sampling, gen)
+        td = time.perf_counter()
+        t_state = target.state_at(cache, path[-1])
+        # the draft resumes from its deepest decoded node on the path (checkpoint) or from
+        # the root (replay), and first runs the accepted tokens it has not seen
+        keep = max(i for i, n in enumerate(path) if n in dstates)
+        d_state = dstates[path[keep]]
+        d_pending = [dtree.tokens[n] for n in path[keep + 1 :]] + [bonus]
+        te = time.perf_counter()
+
+        new = [dtree.tokens[n] for n in path[1:]] + [bonus]
+        out += new
+        seen += [logits[n] for n in path]
+        accepted.append(len(path) - 1)
+        times["draft"] += tb - ta
+        times["verify"] += tc - tb
+        times["accept"] += td - tc
+        times["backtrack"] += te - td
+        strategy.record("target", verify_bytes(target.cfg, T, plan.replay_layers, fifo))
+        live = (1 + dtree.draft_calls) if plan.draft_checkpoint else dtree.peak_live_states
+        strategy.record("draft", draft_peak_bytes(draft.cfg, True, live))
+    t2 = time.perf_counter()
+    out, seen = out[:max_new_tokens], seen[:max_new_tokens]
+    peak = dict(strategy.peak)
+    peak["total"] = peak["target"] + peak["draft"]
+    return SpeculativeGeneration(
+        out, seen, prefill_s=t1 - t0, decode_s=t2 - t1, accepted=accepted, draft_calls=draft_calls,
+        tree=str(shape), tree_nodes=T, fifo_depth=fifo, backtrack=backtrack,
+        replay_layers=tuple(plan.replay_layers), draft_checkpoint=plan.draft_checkpoint,
+        peak_state_bytes=peak, times=times)
+
+
+# --------------------------------------------------------------- entry point
+
+
+def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: int, tree="chain:4",
+                    backend_name: str = "llvm", sampling: Sampling = Sampling(), backtrack: str = "hybrid",
+                    budget_bytes: int | None = None, progress: bool = True, prefill_chunk: int = 16) -> dict:
+    """What `mambaflow run --speculative` shows: plain target decoding and speculative
+    decoding on one backend, their tokens, whether they agree (greedy) and the speed.
+
+    Returns {"plain": Generation, "speculative": SpeculativeGeneration, "same_tokens": bool,
+    "speedup": plain decode s / speculative decode s, "summary": dict}.
+    """
+    from .backends import make_backend
+    from .generate import generate
+
+    kw = dict(prefill_chunk=prefill_chunk, progress=progress) if backend_name == "llvm" else {}
+    target = make_backend(backend_name, target_model, **kw)
+    draft = make_backend(backend_name, draft_model, **kw)
+    shape = parse_shape(tree)
+    # compile / warm everything once so neither timing pays for it
+    speculative_generate(target, draft, prompt_ids, min(n_tokens, shape.depth + 2), sampling, shape, backtrack,
+                         budget_bytes)
+    generate(target, prompt_ids, 2, sampling)
+    plain = generate(target, prompt_ids, n_tokens, sampling)
+    spec = speculative_generate(target, draft, prompt_ids, n_tokens, sampling, shape, backtrack, budget_bytes)
+    per_plain = plain.decode_s / max(len(plain.tokens) - 1, 1)
+    per_spec = spec.decode_s / max(len(spec.tokens) - 1, 1)
+    summary = spec.summary()
+    summary.update(backend=backend_name, plain_decode_tokens_per_s=plain.decode_tokens_per_s,
+                   speedup=per_plain / per_spec if per_spec > 0 else float("nan"),
+                   same_tokens=plain.tokens == spec.tokens)
+    return {"plain": plain, "speculative": spec, "same_tokens": plain.tokens == spec.tokens,
+            "speedup": summary["speedup"], "summary": summary}
+
+
+__all__ = ["SpeculativeGeneration", "accept_greedy", "accept_sampling", "run_speculative",
+           "speculative_generate"]

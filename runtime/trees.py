@@ -1,0 +1,325 @@
+"""Draft token trees for speculative decoding: shapes, drafting, breadth-first order.
+
+A tree's node 0 is the root: the last emitted token, which neither model has processed
+yet. Its descendants are draft tokens. Nodes are numbered breadth-first with each
+node's children together and in their draft order, which is what the target's verify
+pass needs (a parent before its children) and what keeps the FIFO tree buffer shallow
+(a parent is never more than about two tree widths behind its children).
+
+Shapes:
+- `Chain(k)`: k draft tokens in a row (classic speculative decoding);
+- `Static(widths)`: every node at depth d gets widths[d] children, e.g. (4, 2, 1, 1);
+- `Dynamic(budget, max_depth, max_width)`: grown best-first by the draft's confidence
+  (the product of its probabilities along the path) until `budget` draft nodes.
+
+Children are the draft's top-k (greedy decoding, and the dynamic tree always). When
+sampling, chain and static trees draw each node's children without replacement from the
+draft's distribution q (Gumbel top-k), which the acceptance test needs to know (`q`).
+The draft runs one decode per node whose children are wanted (per-node decode is exact
+for any tree and needs nothing but the backend's decode).
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..errors import MambaflowError
+from .generate import Sampling, filter_logits
+
+
+# ---------------------------------------------------------------- shapes
+
+
+@dataclass(frozen=True)
+class Chain:
+    k: int
+
+    def __post_init__(self):
+        if not isinstance(self.k, int) or self.k < 1:
+            raise MambaflowError(f"a chain tree needs k >= 1 draft tokens, got {self.k!r}")
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return (1,) * self.k
+
+    @property
+    def nodes(self) -> int:
+        """Tree size T for the verify pass (root included)."""
+        return self.k + 1
+
+    @property
+    def depth(self) -> int:
+        return self.k
+
+    def fifo_depth(self) -> int:
+        return fifo_bound(self.widths)
+
+    def __str__(self) -> str:
+        return f"chain{self.k}"
+
+
+@dataclass(frozen=True)
+class Static:
+    widths: tuple[int, ...]
+
+    def __post_init__(self):
+        w = tuple(int(x) for x in self.widths)
+        if not w or any(x < 1 for x in w):
+            raise MambaflowError(f"a static tree needs widths >= 1 per depth, e.g. (4, 2, 1, 1); got {self.widths!r}")
+        object.__setattr__(self, "widths", w)
+
+    @property
+    def nodes(self) -> int:
+        n, level = 1, 1
+        for w in self.widths:
+            level *= w
+            n += level
+        return n
+
+    @property
+    def depth(self) -> int:
+        return len(self.widths)
+
+    def fifo_depth(self) -> int:
+        return fifo_bound(self.widths)
+
+    def __str__(self) -> str:
+        return "tree" + "x".join(map(str, self.widths))
+
+
+@dataclass(frozen=True)
+class Dynamic:
+    budget: int  # draft nodes (the root is extra)
+    max_depth: int = 8
+    max_width: int = 4  # children considered per node
+    level_width: int | None = None  # nodes per depth at most (bounds the FIFO tree buffer)
+
+    def __post_init__(self):
+        if self.budget < 1 or self.max_depth < 1 or self.max_width < 1 or (
+                self.level_width is not None and self.level_width < 1):
+            raise MambaflowError(f"a dynamic tree needs budget, max_depth, max_width, level_width >= 1, got {self}")
+
+    @property
+    def nodes(self) -> int:
+        return self.budget + 1
+
+    @property
+    def depth(self) -> int:
+        return self.max_depth
+
+    def fifo_depth(self) -> int:
+        # a parent is at most the rest of its own level plus the start of the next one
+        # behind its child: two levels of at most level_width nodes (or the whole tree)
+        return self.nodes if self.level_width is None else min(self.nodes, 2 * self.level_width)
+
+    def __str__(self) -> str:
+        return f"dyn{self.budget}" + (f"w{self.level_width}" if self.level_width else "")
+
+
+Shape = Chain | Static | Dynamic
+
+
+def parse_shape(spec) -> Shape:
+    """'chain:4' | 'chain4' | '4,2,1,1' | 'tree4x2x1x1' | 'static:4,2,1,1' | 'dyn:16' |
+    'dyn16w4' (at most 4 nodes per depth) | 'dynamic:16:6:4' (budget, max depth, children
+    per node), or a shape object."""
+    if isinstance(spec, (Chain, Static, Dynamic)):
+        return spec
+    s = str(spec).strip().lower()
+    m = re.fullmatch(r"chain:?(\d+)", s)
+    if m:
+        return Chain(int(m.group(1)))
+    m = re.fullmatch(r"(?:dyn|dynamic):?(\d+)(?:w(\d+))?(?::(\d+))?(?::(\d+))?", s)
+    if m:
+        b, lw, d, w = m.groups()
+        return Dynamic(int(b), int(d) if d else 8, int(w) if w else 4, int(lw) if lw else None)
+    m = re.fullmatch(r"(?:static:|tree)?(\d+(?:[x,]\d+)*)", s)
+    if m:
+        return Static(tuple(int(x) for x in re.split(r"[x,]", m.group(1))))
+    raise MambaflowError(f"unknown tree shape {spec!r}: use e.g. chain:4, 4,2,1,1 (static widths) or dyn:16")
+
+
+def static_parents(widths) -> list[int]:
+    """Parents of the full breadth-first tree with `widths` children per node per depth."""
+    parents, level = [-1], [0]
+    for w in widths:
+        nxt = []
+        for n in level:
+            for _ in range(w):
+                nxt.append(len(parents))
+                parents.append(n)
+        level = nxt
+    return parents
+
+
+def fifo_bound(widths) -> int:
+    """FIFO tree buffer depth enough for every breadth-first tree with at most these
+    widths: a node is computed (rest of its parent's level) + (start of its own level)
+    nodes after its parent, which only shrinks when nodes are missing, so the full tree
+    needs the most."""
+    from .backtrack import fifo_need
+
+    return fifo_need(static_parents(widths))
+
+
+# ----------------------------------------------------------------- trees
+
+
+@dataclass
+class DraftTree:
+    """tokens[0] is the root (the pending token); parents[0] = -1; BFS order.
+
+    q[i]: the distribution node i's children were drawn from without replacement (when
+    sampling chain/static trees), or None: children chosen deterministically.
+    """
+
+    tokens: list[int]
+    parents: list[int]
+    depth: list[int]
+    q: list[Tensor | None] = field(default_factory=list)
+    draft_calls: int = 0
+    peak_live_states: int = 0  # draft states held at once while drafting
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def children(self, node: int) -> list[int]:
+        return [i for i, p in enumerate(self.parents) if p == node]
+
+    def padded(self, T: int) -> tuple[list[int], list[int]]:
+        """Tokens and parents padded to T nodes with dummy children of the committed state
+        (they change nothing else and keep one compiled verify design per tree size)."""
+        n = len(self.tokens)
+        if n > T:
+            raise MambaflowError(f"a tree of {n} nodes does not fit a verify pass of {T}")
+        return self.tokens + [0] * (T - n), self.parents + [-1] * (T - n)
+
+
+def _children(logits: Tensor, width: int, sampling: Sampling, gen: torch.Generator | None,
+              sample: bool) -> tuple[list[int], Tensor | None]:
+    """A node's children: the top `width` tokens, or `width` draws without replacement
+    from q = softmax(filtered logits) (Gumbel top-k); returns them and q (None when top-k)."""
+    f = filter_logits(logits, sampling)
+    if not sample:
+        k = min(width, int(torch.isfinite(f).sum()))
+        return torch.topk(f, k).indices.tolist(), None
+    q = torch.softmax(f, dim=-1)
+    support = int((q > 0).sum())
+    u = torch.rand(q.shape, generator=gen).clamp_min(1e-20)
+    keys = torch.log(q) - torch.log(-torch.log(u))
+    keys[q == 0] = float("-inf")
+    return torch.topk(keys, min(width, support)).indices.tolist(), q
+
+
+def draft_tree(draft, shape: Shape, root: int, root_logits: Tensor, root_state, sampling: Sampling,
+               gen: torch.Generator | None, keep_states: bool, max_depth: int | None = None):
+    """Grow a draft tree under the pending token `root`, whose draft logits and state (the
+    draft's state after it) are given. Returns the tree and {node: draft state} for the
+    nodes the draft decoded (all of them with `keep_states`, else only the root's).
+
+    `max_depth` clips the tree (near the end of generation)."""
+    depth_cap = shape.depth if max_depth is None else min(shape.depth, max_depth)
+    if depth_cap < 1:  # nothing to draft: the tree is the root alone
+        return DraftTree([root], [-1], [0], [None], 0, 1), {0: root_state}
+    if isinstance(shape, Dynamic):
+        return _draft_dynamic(draft, shape, root, root_logits, root_state, sampling, depth_cap, keep_states)
+    sample = sampling.temperature > 0
+    widths = shape.widths[:depth_cap]
+    tokens, parents, depth, q = [root], [-1], [0], [None]
+    logits = {0: root_logits}
+    states = {0: root_state}
+    live, peak, calls = 1, 1, 0
+    level = [0]
+    for d, w in enumerate(widths):
+        nxt = []
+        for n in level:
+            kids, qn = _children(logits.pop(n), w, sampling, gen, sample)
+            q[n] = qn
+            for tok in kids:
+                c = len(tokens)
+                tokens.append(tok)
+                parents.append(n)
+                depth.append(d + 1)
+                q.append(None)
+                nxt.append(c)
+                if d + 1 < len(widths):  # its children are wanted: run the draft on it
+                    logits[c], states[c] = draft.decode(tok, states[n])
+                    calls += 1
+                    live += 1
+                    peak = max(peak, live)
+            if not keep_states and n != 0:
+                del states[n]  # fully expanded: its state is no longer needed
+                live -= 1
+        level = nxt
+    tree = DraftTree(tokens, parents, depth, q, calls, peak)
+    return tree, states
+
+
+def _draft_dynamic(draft, shape: Dynamic, root, root_logits, root_state, sampling, depth_cap, keep_states):
+    """Best-first growth: a candidate child's score is the product of the draft's
+    probabilities along its path. A node is decoded (to score its children) only when its
+    best child could be the next one picked (lazy expansion)."""
+    tokens, parents, depth = [root], [-1], [0]
+    states = {0: root_state}
+    calls, live, peak = 0, 1, 1
+    heap: list = []  # (-score, tiebreak, kind, payload)
+    order = 0
+
+    def push_children(node: int, logits: Tensor, score: float):
+        nonlocal order
+        probs = torch.softmax(filter_logits(logits, Sampling(vocab_limit=sampling.vocab_limit)), -1)
+        top = torch.topk(probs, min(shape.max_width, probs.shape[-1]))
+        for rank, (p, t) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+            if p > 0:
+                heapq.heappush(heap, (-score * p, order, "node", (node, t, score * p)))
+                order += 1
+
+    per_level: dict[int, int] = {}
+    full = lambda d: shape.level_width is not None and per_level.get(d, 0) >= shape.level_width  # noqa: E731
+    push_children(0, root_logits, 1.0)
+    while heap and len(tokens) - 1 < shape.budget:
+        neg, _, kind, payload = heapq.heappop(heap)
+        if kind == "expand":  # decode the node now: its children may be picked next
+            node, score = payload
+            if full(depth[node] + 1):
+                continue
+            logits, st = draft.decode(tokens[node], states[parents[node]])
+            calls += 1
+            states[node] = st
+            live += 1
+            peak = max(peak, live)
+            push_children(node, logits, score)
+            continue
+        parent, tok, score = payload
+        if full(depth[parent] + 1):
+            continue
+        per_level[depth[parent] + 1] = per_level.get(depth[parent] + 1, 0) + 1
+        c = len(tokens)
+        tokens.append(tok)
+        parents.append(parent)
+        depth.append(depth[parent] + 1)
+        if depth[c] < depth_cap:
+            # an upper bound of its children's scores: expand it when that bound is the best
+            heapq.heappush(heap, (-score, order, "expand", (c, score)))
+            order += 1
+    # BFS renumbering, level by level: children grouped under their parent's new index,
+    # in the order they were picked (best first)
+    ranked: list[int] = []
+    new: dict[int, int] = {}
+    for d in range(max(depth) + 1):
+        level = [i for i in range(len(tokens)) if depth[i] == d]
+        level.sort(key=lambda i: (new.get(parents[i], -1), i))
+        for i in level:
+            new[i] = len(ranked)
+            ranked.append(i)
+    tree = DraftTree([tokens[o] for o in ranked], [new[parents[o]] if parents[o] >= 0 else -1 for o in ranked],
+                     [depth[o] for o in ranked], [None] * len(ranked), calls, peak)
+    kept = {new[o]: s for o, s in states.items()}
+    if not keep_states:
+        kept = {0: kept[0]}
+    return tree, kept
