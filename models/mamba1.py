@@ -1,8 +1,9 @@
 """Mamba1 (mamba_ssm ``modules/mamba_simple.py``; HF ``modeling_mamba.py``).
 
 Every phase runs the selective-scan recurrence one token at a time (selective_scan_ref),
-vectorized over batch and channels; there is no parallel scan, so ``forward`` (training)
-costs L small steps per layer. The float32 oracle is the point here, not speed."""
+vectorized over batch and channels; the float32 oracle is the point here, not speed.
+Training uses ``prefill(tokens, scan="fused")`` (models/scan.py): the same recurrence with
+a hand-written backward, agreeing with the reference to float32 rounding."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 
 from .common import MambaLMBase, causal_conv_silu, inverse_softplus_dt, ssm_scan
 from .config import MambaConfig
+from .scan import fused_selective_scan
 
 
 class Mamba1Mixer(nn.Module):
@@ -40,8 +42,11 @@ class Mamba1Mixer(nn.Module):
         dt, B, C = self.x_proj(x).split([r, n, n], dim=-1)
         dt = F.softplus(self.dt_proj(dt))
         A = -torch.exp(self.A_log)
-        y, ssm = ssm_scan(dt, A, x, B[:, :, None], C[:, :, None], ssm_state,
-                          tree.parents if tree is not None else None)
+        if scan == "fused" and tree is None:
+            y, ssm = fused_selective_scan(dt, A, x, B, C, ssm_state)
+        else:
+            y, ssm = ssm_scan(dt, A, x, B[:, :, None], C[:, :, None], ssm_state,
+                              tree.parents if tree is not None else None)
         y = (y + self.D * x) * F.silu(z)
         return self.out_proj(y), conv, ssm
 
@@ -50,4 +55,6 @@ class Mamba1LM(MambaLMBase):
     """Mamba1 language model; see MambaLMBase for prefill / decode / verify."""
 
     mixer_cls = Mamba1Mixer
-    scans = ("sequential",)
+    # "fused" (models/scan.py) is the same recurrence with a hand-written backward: the
+    # fast one for training; decode and verify always use the reference loop.
+    scans = ("sequential", "fused")
