@@ -152,10 +152,11 @@ def orthonormal(n: int, dtype=torch.float64) -> Tensor:
     return hadamard_matrix(n).to(dtype) / math.sqrt(n)
 
 
-def fwht(x: Tensor, n: int | None = None) -> Tensor:
+def fwht(x: Tensor, n: int | None = None, sign: Tensor | None = None) -> Tensor:
     """x @ H_nᵀ (= H_n x per row; H_n is symmetric only for powers of two) along the last
     dim, unnormalized, with O(n log n) additions for the 2^k part and an m×m ±1 mixing
-    for the small factor. Exact for integer tensors; use int64 (it grows by log2(n) bits).
+    for the small factor (`sign`: H_m as a tensor, default the built-in one). Exact for
+    integer tensors; use int64 (it grows by log2(n) bits).
     """
     n = x.shape[-1] if n is None else n
     if x.shape[-1] != n:
@@ -171,8 +172,9 @@ def fwht(x: Tensor, n: int | None = None) -> Tensor:
         y = torch.stack([a + b, a - b], dim=-2).reshape(*lead, m, p)
         h *= 2
     if m > 1:
-        # out[i] = sum_j H_m[i, j] * y[j]: a signed sum, written as a select of ±y
-        sign = small_matrix(m) > 0  # (m, m) bool
+        # out[i] = sum_j H_m[i, j] * y[j]: a signed sum, written as a select of ±y; `sign`
+        # (H_m itself) may come in as a tensor so captured code reads it from a port
+        sign = (small_matrix(m) if sign is None else sign) > 0  # (m, m) bool
         yy = y[..., None, :, :]  # (.., 1, m, p)
         neg = torch.zeros_like(yy) - yy
         y = torch.where(sign[:, :, None], yy, neg).sum(-2)

@@ -76,7 +76,10 @@ def dynquant(v: Tensor, bits: int, group: int) -> tuple[Tensor, Tensor]:
     K = v.shape[-1]
     lead = v.shape[:-1]
     m = iabs(v).reshape(*lead, K // group, group).amax(-1)             # (.., nG)
-    thr = torch.tensor(dyn_thresholds(bits), dtype=i64)
+    # thresholds dyn_thresholds(bits), generated from an index (no constant table)
+    k = torch.arange(DYN_IN_BITS, dtype=i64)
+    thr = torch.where(k == 0, torch.full_like(k, qmax + 1),
+                      shl(torch.full_like(k, 2 * qmax + 1), torch.clamp(k - 1, min=0)))
     s = (m[..., None] >= thr).to(i64).sum(-1)                           # (.., nG)
     se = s[..., None].expand(*lead, K // group, group).reshape(*lead, K)
     rnd = shr(shl(torch.ones_like(se), se), 1)
@@ -387,16 +390,22 @@ def k_out_proj(spec: Spec):
     rb = spec.resid_bits
     rot = spec.rotation
 
-    def out_proj(g, resid, sh, w, wsh1, wsh2=None):
+    m_small = hadamard.factor(E)[0] if rot else 1
+
+    def out_proj(g, resid, sh, w, wsh1, wsh2=None, sign=None):
         v = g.to(i64)
         if rot:
-            v = hadamard.fwht(v, E)
+            v = hadamard.fwht(v, E, sign)
         q, s = dynquant(v, a_bits, ag)
         acc = gq(q, s, w, wsh1, wsh2, ag)
         o = requant(acc, sh, -(1 << 40), 1 << 40)
         return (sat(resid.to(i64) + o, rb).to(i32),)
-    return QKernel("out_proj", out_proj, ("g", "resid", "p:out_proj.sh", *_lin_inputs("out_proj", spec, spec.sum2pot)),
-                   ("resid_out",))
+    ins = ("g", "resid", "p:out_proj.sh", *_lin_inputs("out_proj", spec, spec.sum2pot))
+    if m_small > 1:
+        # the small Hadamard factor's signs are a ROM port (H_m, m x m, +1 / -1)
+        fn = out_proj if spec.sum2pot else (lambda g, resid, sh, w, wsh1, sign: out_proj(g, resid, sh, w, wsh1, None, sign))
+        return QKernel("out_proj", fn, ins + ("p:hadamard.sign",), ("resid_out",))
+    return QKernel("out_proj", out_proj, ins, ("resid_out",))
 
 
 def k_head(spec: Spec):

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from mambaflow.errors import MambaflowError
 
-from . import calibrate, float_sim
+from . import calibrate, float_sim, hadamard
 from .approx import Fmt, build, norm_consts
 from .integer_ref import (Spec, i8, i16, i32, i64, layer_kernels, model_kernels, run_kernel)
 from .schemes import PRESETS, QuantConfig, QuantError
@@ -247,6 +247,8 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
             params[prefix + ".wsh2"] = _blocks(sh2, wg, g0)
         return e_in + e_base
 
+    if qc.rotation and hadamard.factor(E)[0] > 1:
+        params["hadamard.sign"] = hadamard.small_matrix(hadamard.factor(E)[0]).to(i8)
     rmax = (1 << (qc.resid_bits - 1)) - 1
     params["embed"] = torch.clamp(_round(P.emb * 2.0 ** qc.resid_frac), -rmax, rmax).to(i32)
     for i, W in enumerate(P.layers):
