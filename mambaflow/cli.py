@@ -1,6 +1,7 @@
 """The `mambaflow` command line.
 
     mambaflow run      capture, lower and JIT a model; generate on llvm and on torch; check
+    mambaflow build    one shot to a Versal project: HLS C++, csim, Vitis project, reports
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _default_model_name() -> str:
     try:
         from .models import zoo
 
-        return zoo.DEFAULT
+        return zoo.DEFAULT_MODEL
     except (ImportError, AttributeError):
         return "tiny-mamba1"
 
@@ -108,6 +109,14 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    from .targets.versal import build_main
+
+    name = args.model or _default_model_name()
+    model, _ = _load_model(name, args.seed)
+    return build_main(model, args.board, args.schedule, args.mode, args.out, steps=args.steps)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mambaflow", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,6 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--prefill-chunk", type=int, default=16, help="tokens per compiled prefill call")
     run.add_argument("--threads", type=int, default=1, help="torch threads (the llvm build is single-threaded)")
     run.set_defaults(fn=cmd_run)
+
+    from .targets.versal import MODES
+    from .targets.versal.boards import BOARDS
+
+    build = sub.add_parser("build", help="emit Vitis HLS C++, run csim, write the Versal project and run the vendor steps it can")
+    build.add_argument("--model", help="shipped model, preset name or checkpoint directory (default: the shipped Mamba1 target)")
+    build.add_argument("--board", choices=sorted(BOARDS), default="vck190")
+    build.add_argument("--schedule", help="a recipe name, a FILE.py defining schedule(s), or a saved schedule .json")
+    build.add_argument("--mode", choices=MODES, default="csim")
+    build.add_argument("--out", default="build", help="project directory")
+    build.add_argument("--steps", type=int, default=2, help="decode steps the testbench checks")
+    build.add_argument("--seed", type=int, default=0)
+    build.set_defaults(fn=cmd_build)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
