@@ -270,32 +270,36 @@ def ilog2(v: Tensor, max_bits: int = 62) -> Tensor:
     return (v[..., None] >= thr).to(torch.int64).sum(-1)
 
 
-def norm_int(v: Tensor, rs: RsqrtApprox, tables: tuple[Tensor, ...], recip: int, lshift: int,
+NORM_CFRAC = 14  # fraction bits of the sqrt(L) constant of norm_int
+
+
+def norm_int(v: Tensor, rs: RsqrtApprox, tables: tuple[Tensor, ...], c_sqrt_l: int,
              eps_int, out_frac: int) -> Tensor:
     """Integer RMS normalization of the last dim: v (int, exponent e) -> v / rms(v) with
-    `out_frac` fraction bits (int64). The mean is ((Σv² >> lshift) · recip) >> 14 with
-    recip = round(2^(14+lshift) / L); eps_int (int or int64 tensor) is eps in v's squared
-    units (>= 1)."""
+    `out_frac` fraction bits (int64).
+
+    1/rms = √L · 1/√(Σv² + L·eps): V = Σv² + eps_int (eps_int = L·eps in v's squared
+    units, >= 1) is split as m · 2^e2 (e2 even, m in [1, 4) on M bits: a priority encoder
+    and a shift), the table gives g = 2^F/√m, one multiply per row folds in √L
+    (c_sqrt_l = round(√L · 2^14)), and each element costs one multiply and a rounding
+    shift by F + e2/2 - out_frac."""
     v = v.to(torch.int64)
-    ss = (v * v).sum(-1, keepdim=True)
-    ms = shr(shr(ss, lshift) * recip, 14) + eps_int
-    e = ilog2(ms)
-    e2 = e - torch.bitwise_and(e, 1)                      # even exponent: ms = m · 2^e2, m in [1,4)
+    V = (v * v).sum(-1, keepdim=True) + eps_int
+    e = ilog2(V)
+    e2 = e - torch.bitwise_and(e, 1)                      # V = m · 2^e2, m in [1, 4)
     M = rs.M
     up = torch.clamp(M - e2, 0, 62)
     down = torch.clamp(e2 - M, 0, 62)
-    mant = shr(shl(ms, up), down)  # m · 2^M
+    mant = shr(shl(V, up), down)                          # m · 2^M (truncated)
     g = rs.apply(mant, *tables)                           # 2^F / √m
-    # v · g · 2^-F · 2^-(e2/2) in out_frac units: shift right by F + e2/2 - out_frac
+    G = shr(g * c_sqrt_l + (1 << (NORM_CFRAC - 1)), NORM_CFRAC)   # 2^F · √L / √m
     sh = rs.fout.frac + shr(e2, 1) - out_frac
-    prod = v * g
     rnd = shr(shl(torch.ones_like(sh), sh), 1)
-    return shr(prod + rnd, sh)
+    return shr(v * G + rnd, sh)
 
 
-def norm_consts(L: int, eps: float, exponent: int) -> tuple[int, int, int]:
-    """(recip, lshift, eps_int) of norm_int for rows of L values with exponent e."""
-    lshift = max(0, (L - 1).bit_length())
-    recip = int(round(2.0 ** (14 + lshift) / L))
-    eps_int = max(1, int(round(eps / 2.0 ** (2 * exponent))))
-    return recip, lshift, eps_int
+def norm_consts(L: int, eps: float, exponent: int) -> tuple[int, int]:
+    """(c_sqrt_l, eps_int) of norm_int for rows of L values with exponent `exponent`."""
+    c = int(round(math.sqrt(L) * 2**NORM_CFRAC))
+    eps_int = max(1, int(round(L * eps / 2.0 ** (2 * exponent))))
+    return c, eps_int

@@ -31,12 +31,7 @@ def calibration_tokens(n_seq: int = 8, seq_len: int = 256, split: str = "train")
 
 
 def _split_tokens(data, split: str) -> Tensor:
-    for name in ("split_tokens", "load_split", "get_split", "tokens"):
-        fn = getattr(data, name, None)
-        if callable(fn):
-            t = fn(split)
-            return torch.as_tensor(t if not hasattr(t, "tokens") else t.tokens).reshape(-1)
-    raise MambaflowError("mambaflow.data has no split accessor that calibration knows; pass tokens explicitly")
+    return data.load_corpus().tokens(split).reshape(-1)
 
 
 @torch.no_grad()

@@ -174,8 +174,8 @@ class Spec:
     norm_frac: int = 12
     logit_frac: int = 8
     approx: dict = field(default_factory=dict)  # func -> Approx
-    norm: tuple = ()          # (recip, lshift, eps_int) of the residual RMSNorm
-    gnorm: tuple = ()         # (recip, lshift) of the gated RMSNorm (mamba2; eps is a parameter)
+    norm: tuple = ()          # (c_sqrt_l, eps_int) of the residual RMSNorm
+    gnorm: tuple = ()         # (c_sqrt_l,) of the gated RMSNorm (mamba2; eps is a parameter)
     dt_limit: tuple | None = None               # (lo, hi) in softplus-output units (mamba2)
     fast_gemm: bool = False
 
@@ -211,11 +211,11 @@ def k_embed(spec: Spec):
 
 def k_norm(spec: Spec, kind: str, src: str, dst: str, prefix: str):
     rs: RsqrtApprox = spec.approx["rsqrt"]
-    recip, lshift, eps_int = spec.norm
+    c_sqrt_l, eps_int = spec.norm
 
     def norm(resid, c0, c1=None):
         tabs = (c0,) if c1 is None else (c0, c1)
-        xn = norm_int(resid, rs, tabs, recip, lshift, eps_int, spec.norm_frac)
+        xn = norm_int(resid, rs, tabs, c_sqrt_l, eps_int, spec.norm_frac)
         return (sat(xn, 32).to(i32),)
     tabs = ("p:rsqrt.c0", "p:rsqrt.c1") if rs.kind == "pwl" else ("p:rsqrt.c0",)
     return QKernel(kind, norm, (src, *tabs), (dst,))
@@ -370,7 +370,7 @@ def k_gated_norm(spec: Spec, layer: int):
     silu: Approx = spec.approx["silu"]
     rs: RsqrtApprox = spec.approx["rsqrt"]
     E, G = spec.d_inner, spec.ngroups
-    recip, lshift = spec.gnorm
+    (c_sqrt_l,) = spec.gnorm
     gbits = 24
 
     def gated_norm(y, z, sh_g, eps, *tabs):
@@ -378,7 +378,7 @@ def k_gated_norm(spec: Spec, layer: int):
         s = silu.apply(z, *stabs)
         g = requant(y.to(i64) * s, sh_g, -(1 << (gbits - 1)) + 1, (1 << (gbits - 1)) - 1)
         Bt = g.shape[0]
-        gn = norm_int(g.reshape(Bt, G, E // G), rs, rtabs, recip, lshift, eps.to(i64), spec.norm_frac)
+        gn = norm_int(g.reshape(Bt, G, E // G), rs, rtabs, c_sqrt_l, eps.to(i64), spec.norm_frac)
         return (sat(gn.reshape(Bt, E), 32).to(i32),)
     ins = ("y", "z", "p:gnorm.sh_g", "p:gnorm.eps", *_approx_tabs(spec, "silu"), *_approx_tabs(spec, "rsqrt"))
     return QKernel("gated_norm", gated_norm, ins, ("g",))

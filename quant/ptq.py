@@ -217,10 +217,8 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
     }
     silu_frac = approx["silu"].fout.frac
     sp_frac = approx["softplus"].fout.frac
-    ag_in = min(qc.a_group or D, D)
-    ag_out = min(qc.a_group or E, E)
-    wg_in = min(qc.w_group or D, D)
-    wg_out = min(qc.w_group or E, E)
+    ag_in, ag_out = qc.group("a", D), qc.group("a", E)
+    wg_in, wg_out = qc.group("w", D), qc.group("w", E)
     spec = Spec(arch=cfg.arch, d_model=D, d_inner=E, d_state=N, d_conv=K, n_layer=cfg.n_layer,
                 vocab=cfg.vocab_size, dt_rank=cfg.dt_rank if cfg.arch == "mamba1" else 0,
                 nheads=cfg.nheads if cfg.arch == "mamba2" else 0,
@@ -345,8 +343,8 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
             gmax = float(st.get(i, "g_pre"))
             e_g = int(math.ceil(math.log2(max(gmax, 1e-30) / 2.0 ** 22)))
             params[pre + "gnorm.sh_g"] = _i8(e_g - (e_yf - silu_frac), "gnorm.sh_g")
-            recip, lshift, eps_int = norm_consts(E // cfg.ngroups, cfg.rms_eps, e_g)
-            spec.gnorm = (recip, lshift)
+            c_sqrt_l, eps_int = norm_consts(E // cfg.ngroups, cfg.rms_eps, e_g)
+            spec.gnorm = (c_sqrt_l,)
             params[pre + "gnorm.eps"] = torch.tensor([eps_int], dtype=i64)
             e_out_in = torch.tensor(-nf)
         e_o = linear(pre + "out_proj", W["out_proj"], qc.w_bits, wg_out, ag_out, spec.sum2pot, e_out_in)

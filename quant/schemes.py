@@ -71,7 +71,8 @@ class QuantConfig:
     Linear layers in_proj / out_proj: `w_bits` / `a_bits` (8 or 4), weight groups of
     `w_group` input channels (None: one group per output row) with `w_scale` "pot"
     (power of two) or "sum2pot" (2^a + 2^b, LightMamba); activations quantized per token
-    in groups of `a_group` (None: the whole row) with a dynamic power-of-two scale.
+    in groups of `a_group` (None: the whole row) with a dynamic power-of-two scale. A group
+    larger than the largest power of two dividing the input width is capped to it.
     x_proj / dt_proj (Mamba1) and the LM head use `other_bits` for weights and
     activations. SSM block and conv: power-of-two, per-channel static exponents from
     calibration, widths in `ssm_bits` (8 by default; "dA" is exp(ΔA), unsigned).
@@ -128,6 +129,12 @@ class QuantConfig:
         if not isinstance(self.approx, ApproxConfig):
             raise QuantError("QuantConfig.approx must be an ApproxConfig.")
 
+    def group(self, which: str, K: int) -> int:
+        """The group size used for an input width K: the configured one (None: K), capped
+        at the largest power of two dividing K (e.g. 128 -> 64 for K = 192)."""
+        g = getattr(self, which + "_group")
+        return K if g is None else min(g, K & -K)
+
     def bits(self, tensor: str) -> int:
         return self.ssm_bits.get(tensor, 8)
 
@@ -138,14 +145,7 @@ class QuantConfig:
         """Raise QuantError unless this configuration applies to the model config."""
         from . import hadamard
 
-        def group_ok(g, k, what):
-            if g is not None and g < k and k % g:
-                raise QuantError(f"{self.name}: {what} group {g} does not divide the input width {k}.")
-
         D, E = cfg.d_model, cfg.d_inner
-        for g, what in ((self.w_group, "weight"), (self.a_group, "activation")):
-            group_ok(g, D, what + " (in_proj)")
-            group_ok(g, E, what + " (out_proj)")
         if self.rotation:
             for n, what in ((D, "d_model"), (E, "d_inner")):
                 if not hadamard.is_supported(n):
