@@ -175,7 +175,8 @@ def int_literal(value: int, t: ir.Type) -> str:
         value -= 1 << w
     if w is not None and w not in (1, 8, 16, 32, 64) and not isinstance(t, ir.IndexType):
         return f"{scalar_type(t)}({value})"
-    if w == 64 and not -(2**31) <= value < 2**31:
+    if w == 64:
+        # always typed: `mf_max(int64_t, 0)` would not deduce one template type
         return f"INT64_C({value})"
     return str(value)
 
