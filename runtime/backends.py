@@ -137,8 +137,10 @@ class LLVMBackend(Backend):
         return self
 
     def _bind(self, key, design, fn):
+        from ..targets.llvm.jit import descriptors
+
         weights = design.weights(self.model)  # kept alive: the descriptors point into them
-        self._designs[key] = (design, fn, weights, fn.prepare(weights))
+        self._designs[key] = (design, fn, (weights, *descriptors(weights)))
 
     def _compile(self, phase: str, T: int, **opts):
         # verify designs for speculative decoding also differ by replay layers / FIFO depth
@@ -155,14 +157,17 @@ class LLVMBackend(Backend):
 
     def _run(self, phase: str, T: int, inputs: list[np.ndarray], state: MambaState, outs: list[np.ndarray],
              **opts):
-        design, fn, _weights, wdesc = self._compile(phase, T, **opts)
+        from ..targets.llvm.jit import descriptors
+
+        design, fn, (_weights, _wblock, waddrs) = self._compile(phase, T, **opts)
         L = self.cfg.n_layer
         states = []
         for i in range(L):
             states += [_np(state.conv[i, 0]), _np(state.ssm[i, 0])]
         # states are only read (outputs go to fresh buffers), so in-place is never aliased
-        args = fn.prepare(inputs + states) + wdesc + fn.prepare(outs)
-        fn.invoke_prepared(args)
+        n_in = len(inputs) + len(states)
+        block, addrs = descriptors(inputs + states + outs)  # one block: cheap small calls
+        fn.invoke_prepared(addrs[:n_in] + waddrs + addrs[n_in:])
 
     def _step(self, phase: str, tokens: np.ndarray, state: MambaState):
         T = len(tokens)

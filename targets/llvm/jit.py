@@ -65,6 +65,34 @@ def _strip_directives(module: ir.Module) -> None:
     strip_directives(module)
 
 
+def _descriptor(a: np.ndarray) -> np.ndarray:
+    """A ranked memref descriptor of a C-contiguous array as int64 words: allocated and
+    aligned pointers, offset, sizes, strides in elements (MLIR's struct layout on 64-bit
+    hosts, the same bytes `get_ranked_memref_descriptor` builds, without defining a
+    ctypes class per call, which dominated the time of small calls)."""
+    if ctypes.sizeof(ctypes.c_void_p) != 8:  # pragma: no cover - 32-bit hosts
+        return get_ranked_memref_descriptor(a)
+    p = a.__array_interface__["data"][0]
+    return np.array((p, p, 0, *a.shape, *(s // a.itemsize for s in a.strides)), dtype=np.int64)
+
+
+def descriptors(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """The descriptors of many arrays in one int64 block: returns the block (keep it and
+    the arrays alive until the call returns) and each descriptor's address, which
+    `invoke_prepared` takes in place of a descriptor."""
+    words: list[int] = []
+    offsets = []
+    for a in arrays:
+        if not (isinstance(a, np.ndarray) and a.flags["C_CONTIGUOUS"]):
+            raise MambaflowError("llvm target: arguments must be C-contiguous numpy arrays")
+        offsets.append(len(words))
+        p = a.__array_interface__["data"][0]
+        words += (p, p, 0, *a.shape, *(s // a.itemsize for s in a.strides))
+    block = np.array(words, dtype=np.int64)
+    base = block.__array_interface__["data"][0]
+    return block, [base + 8 * o for o in offsets]
+
+
 class JitFunction:
     """A compiled top function; call it with numpy arrays in the design's port order."""
 
@@ -138,17 +166,21 @@ class JitFunction:
         for a in arrays:
             if not (isinstance(a, np.ndarray) and a.flags["C_CONTIGUOUS"]):
                 raise MambaflowError("llvm target: arguments must be C-contiguous numpy arrays")
-            out.append(get_ranked_memref_descriptor(a))
+            out.append(_descriptor(a))
         return out
 
     def invoke_prepared(self, descs: list) -> None:
+        """Run with descriptors from `prepare` (or their addresses, see `descriptors`)."""
         if len(descs) != self.nargs:
             raise MambaflowError(f"llvm target: '{self.name}' takes {self.nargs} arguments, got {len(descs)}")
-        ptrs = [ctypes.pointer(d) for d in descs]
+        addrs = [d if isinstance(d, int) else d.__array_interface__["data"][0] if isinstance(d, np.ndarray)
+                 else ctypes.addressof(d) for d in descs]
         if self._packed is None:
-            self._entry(*[ctypes.addressof(d) for d in descs])
-        else:
-            slots = (ctypes.c_void_p * len(ptrs))(*[ctypes.addressof(p) for p in ptrs])
+            self._entry(*addrs)
+        else:  # the packed wrapper takes void** args: args[i] points at a pointer to descriptor i
+            ptrs = (ctypes.c_void_p * len(addrs))(*addrs)
+            step = ctypes.sizeof(ctypes.c_void_p)
+            slots = (ctypes.c_void_p * len(addrs))(*[ctypes.addressof(ptrs) + step * i for i in range(len(addrs))])
             self._packed(ctypes.addressof(slots))
 
     def __call__(self, *arrays: np.ndarray) -> None:
