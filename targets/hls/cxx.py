@@ -176,7 +176,10 @@ def int_literal(value: int, t: ir.Type) -> str:
     if w is not None and w not in (1, 8, 16, 32, 64) and not isinstance(t, ir.IndexType):
         return f"{scalar_type(t)}({value})"
     if w == 64:
-        # always typed: `mf_max(int64_t, 0)` would not deduce one template type
+        # always typed: `mf_max(int64_t, 0)` would not deduce one template type; INT64_MIN
+        # has no literal (9223372036854775808 does not fit before the minus applies)
+        if value == -(2**63):
+            return "(-INT64_C(9223372036854775807) - 1)"
         return f"INT64_C({value})"
     return str(value)
 
