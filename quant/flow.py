@@ -507,20 +507,16 @@ int main() {{
 """
 
 
-def _ctype_of(elem: str) -> str:
-    return elem
-
-
 def csim(code, design: QDesign, values: dict, workdir=None) -> dict[str, np.ndarray]:
-    """Compile the emitted C++ + a testbench with g++ and the project's header shims."""
-    import shutil
+    """Write the emitted C++ and a testbench, build them with the HLS target's csim
+    compiler step (g++ -Wall -Werror with the project's ap_int / ap_fixed shims, or the
+    Vitis headers when installed), run, and return the output ports.
 
-    from mambaflow.targets.hls import emitter as E
+    The HLS target's own testbench (`targets.hls.testbench`) reads raw arrays straight
+    into the port type, which does not work for `ap_int<W>` ports (e.g. 4-bit weights):
+    this one reads each port in its storage type and converts element by element."""
+    from mambaflow.targets.hls.csim import compile_csim, run_program
 
-    gxx = shutil.which("g++")
-    if gxx is None:
-        raise MambaflowError("csim needs g++ on PATH")
-    include = Path(E.__file__).parent / "include"
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     d = Path(workdir or tmp.name)
     d.mkdir(parents=True, exist_ok=True)
@@ -546,13 +542,11 @@ def csim(code, design: QDesign, values: dict, workdir=None) -> dict[str, np.ndar
     tb = _TB.format(header="kernels.h", decls="\n".join(decls), reads="\n".join(reads),
                     writes="\n".join(writes), top=code.top, args=", ".join(args))
     (d / "tb.cpp").write_text(tb)
-    exe = d / "csim"
-    cmd = [gxx, "-std=c++17", "-O1", "-Wno-unknown-pragmas", "-I", str(include), "-I", str(d),
-           str(d / "kernels.cpp"), str(d / "tb.cpp"), "-o", str(exe)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode:
-        raise MambaflowError(f"csim: g++ failed on the emitted design:\n{r.stderr[-4000:]}")
-    r = subprocess.run([str(exe)], capture_output=True, text=True, cwd=d)
+    try:
+        exe, _, _ = compile_csim(d)
+    except MambaflowError as e:
+        raise MambaflowError(f"csim: the emitted integer design does not compile:\n{str(e)[-4000:]}") from None
+    r, _ = run_program(exe, d)
     if r.returncode:
         raise MambaflowError(f"csim: the testbench failed ({r.returncode}):\n{r.stderr[-2000:]}")
     out = {}
