@@ -215,6 +215,10 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
         "silu": build("silu", A.silu, A.n_segments("silu"), af),
         "rsqrt": build("rsqrt", A.rsqrt, A.n_segments("rsqrt")),
     }
+    rf = qc.resid_frac
+    if rf is None:  # calibrated: the largest residual seen fills half the signed range
+        rmax_seen = max(float(st.get(i, "resid")) for i in list(range(cfg.n_layer)) + [-1])
+        rf = int(min(max(qc.resid_bits - 2 - math.ceil(math.log2(max(rmax_seen, 1e-30))), 0), qc.resid_bits - 3))
     silu_frac = approx["silu"].fout.frac
     sp_frac = approx["softplus"].fout.frac
     ag_in, ag_out = qc.group("a", D), qc.group("a", E)
@@ -227,9 +231,9 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
                 w_bits=qc.w_bits, a_bits=qc.a_bits, a_group=ag_in, a_group_out=ag_out,
                 other_bits=qc.other_bits, sum2pot=qc.w_scale == "sum2pot", rotation=qc.rotation,
                 bits={k: qc.bits(k) for k in ("x", "delta", "dA", "B", "C", "h", "y")},
-                resid_bits=qc.resid_bits, resid_frac=qc.resid_frac, act_frac=af, norm_frac=nf,
+                resid_bits=qc.resid_bits, resid_frac=rf, act_frac=af, norm_frac=nf,
                 logit_frac=qc.logit_frac, approx=approx,
-                norm=norm_consts(D, cfg.rms_eps, -qc.resid_frac))
+                norm=norm_consts(D, cfg.rms_eps, -rf))
     params: dict[str, Tensor] = {}
     for f, a in approx.items():
         for j, t in enumerate(a.tables()):
@@ -248,7 +252,7 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
     if qc.rotation and hadamard.factor(E)[0] > 1:
         params["hadamard.sign"] = hadamard.small_matrix(hadamard.factor(E)[0]).to(i8)
     rmax = (1 << (qc.resid_bits - 1)) - 1
-    params["embed"] = torch.clamp(_round(P.emb * 2.0 ** qc.resid_frac), -rmax, rmax).to(i32)
+    params["embed"] = torch.clamp(_round(P.emb * 2.0 ** rf), -rmax, rmax).to(i32)
     for i, W in enumerate(P.layers):
         pre = f"layers.{i}."
         qx = spec.qmax("x")
@@ -348,7 +352,7 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
             params[pre + "gnorm.eps"] = torch.tensor([eps_int], dtype=i64)
             e_out_in = torch.tensor(-nf)
         e_o = linear(pre + "out_proj", W["out_proj"], qc.w_bits, wg_out, ag_out, spec.sum2pot, e_out_in)
-        params[pre + "out_proj.sh"] = _i8(-qc.resid_frac - e_o, "out_proj.sh")
+        params[pre + "out_proj.sh"] = _i8(-rf - e_o, "out_proj.sh")
     e_hd = linear("head", P.head, qc.other_bits, D, D, False, torch.tensor(-nf))
     params["head.sh"] = _i8(-qc.logit_frac - e_hd, "head.sh")
     return QuantizedMamba(cfg, qc, spec, params)

@@ -79,8 +79,9 @@ class QuantConfig:
     `rotation`: Hadamard rotation of the residual stream (fused offline into the
     embedding, in_proj, out_proj and the head) and of out_proj's input (online FWHT).
     Fixed-point formats: residual stream `resid_bits` signed with `resid_frac`
-    fraction bits (LightMamba: 32-bit words, 10 fraction bits); nonlinearity inputs
-    `act_frac` fraction bits in 16-bit words.
+    fraction bits (None: chosen by calibration so the largest residual seen uses half the
+    range; LightMamba fixes 10); nonlinearity inputs `act_frac` fraction bits in 16-bit
+    words; normalized activations `norm_frac`; logits `logit_frac`.
     """
 
     name: str = "custom"
@@ -94,7 +95,7 @@ class QuantConfig:
     rotation: bool = True
     approx: ApproxConfig = field(default_factory=ApproxConfig)
     resid_bits: int = 24
-    resid_frac: int = 10
+    resid_frac: int | None = None
     act_frac: int = 10
     norm_frac: int = 12
     logit_frac: int = 8
@@ -120,7 +121,7 @@ class QuantConfig:
                 raise QuantError(f"QuantConfig.ssm_bits[{k!r}]={v!r}: widths from 2 to 16 bits are supported.")
         if not 12 <= self.resid_bits <= 28:
             raise QuantError(f"QuantConfig.resid_bits={self.resid_bits}: use 12..28 (int64 sums of squares must not overflow).")
-        if not 0 <= self.resid_frac < self.resid_bits - 2:
+        if self.resid_frac is not None and not 0 <= self.resid_frac < self.resid_bits - 2:
             raise QuantError(f"QuantConfig.resid_frac={self.resid_frac} leaves no integer bits in {self.resid_bits}.")
         if not 4 <= self.act_frac <= 12:
             raise QuantError(f"QuantConfig.act_frac={self.act_frac}: use 4..12 (16-bit words).")
