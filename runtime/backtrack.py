@@ -123,16 +123,45 @@ def replay_ssm(model, base_ssm: Tensor, layer: int, acts: dict[str, Tensor], pat
 
 def state_at(model, cache: TreeCache, node: int) -> MambaState:
     """The model's state after `node` of a verified tree: conv from the node's window,
-    SSM picked (checkpointed layers) or replayed along the path (replaying layers)."""
-    ssm = []
-    path = None
-    for layer, (s, a) in enumerate(zip(cache.ssm, cache.acts)):
-        if s is not None:
-            ssm.append(s[node][None])
-        else:
-            path = cache.path_to(node) if path is None else path
-            ssm.append(replay_ssm(model, cache.base.ssm[layer], layer, a, path))
+    SSM picked (checkpointed layers) or replayed along the path (replaying layers, all
+    of them at once)."""
+    replay = cache.replay_layers
+    ssm = [None if s is None else s[node][None] for s in cache.ssm]
+    if replay:
+        path = cache.path_to(node)
+        for layer, h in zip(replay, replay_layers_ssm(model, cache, replay, path)):
+            ssm[layer] = h[None]
     return MambaState(cache.conv_at(node), torch.stack(ssm).contiguous())
+
+
+def replay_layers_ssm(model, cache: TreeCache, layers: tuple[int, ...], path: list[int]) -> Tensor:
+    """`replay_ssm` for several layers in one batch (same shapes in every layer):
+    returns (len(layers), *ssm state)."""
+    cfg: MambaConfig = model.config
+    idx = torch.as_tensor(path, dtype=torch.long)
+    mixers = [model.backbone.layers[i].mixer for i in layers]
+    h = cache.base.ssm[list(layers), 0]
+    with torch.no_grad():
+        A = -torch.exp(torch.stack([m.A_log.detach().float() for m in mixers]))
+        acts = {k: torch.stack([cache.acts[i][k][idx] for i in layers], dim=1) for k in cache.acts[layers[0]]}
+        if cfg.arch == "mamba1":  # acts (n, layers, width); A (layers, E, N); h (layers, E, N)
+            x, dt, B = acts["xc"], acts["delta"], acts["B"]
+            dA = torch.exp(dt[..., None] * A)
+            dBx = (dt * x)[..., None] * B[:, :, None, :]
+        else:  # A (layers, H); h (layers, H, P, N)
+            E, G, N, H, P = cfg.d_inner, cfg.ngroups, cfg.d_state, cfg.nheads, cfg.headdim
+            xbc = acts["xc"]
+            x = xbc[..., :E].unflatten(-1, (H, P))
+            B = xbc[..., E : E + G * N].unflatten(-1, (G, N)).repeat_interleave(H // G, dim=-2)
+            bias = torch.stack([m.dt_bias.detach().float() for m in mixers])
+            dt = F.softplus(acts["dt"] + bias)
+            if cfg.time_step_limit != (0.0, float("inf")):
+                dt = dt.clamp(*cfg.time_step_limit)
+            dA = torch.exp(dt * A)[..., None, None]
+            dBx = (dt[..., None] * x)[..., None] * B[..., None, :]
+        for k in range(len(path)):
+            h = dA[k] * h + dBx[k]
+    return h
 
 
 class torch_replay_activations:
