@@ -115,3 +115,36 @@ def test_sampled_speculative_runs_on_llvm(llvm_pair):
     a = speculative_generate(target, draft, PROMPT, 12, s, tree="2,2", verify_size=T, fifo_depth=FIFO)
     b = speculative_generate(target, draft, PROMPT, 12, s, tree="2,2", verify_size=T, fifo_depth=FIFO)
     assert a.tokens == b.tokens and len(a.tokens) == 12  # seeded: reproducible
+
+
+def test_tree_buffer_schedule_keeps_the_numbers_and_emits_fifo_pragmas(llvm_pair):
+    """schedules/tree_buffer.py: the FIFO rings bound to on-chip RAM, partitioned and
+    their state loops pipelined; on llvm the scheduled design equals PyTorch, and the
+    HLS C++ carries the ring as a partitioned ram_2p array indexed modulo its depth."""
+    from types import SimpleNamespace
+
+    from mambaflow.errors import ScheduleError
+    from mambaflow.schedules.tree_buffer import tree_buffer, tree_buffer_schedule
+    from mambaflow.targets.hls import emit_design
+
+    target, _, ref_backend = llvm_pair
+    scheduled = LLVMBackend(target.model, prefill_chunk=1, progress=False, schedule=tree_buffer)
+    _, state = ref_backend.prefill(torch.tensor(PROMPT))
+    toks = torch.tensor([4, 8, 15, 16, 23, 42, 5])
+    parents = [-1, 0, 0, 1, 1, 2, 2]
+    replay = tuple(range(target.cfg.n_layer))
+    logits, cache = scheduled.verify_tree(toks, parents, state, replay, FIFO)
+    ref_logits, ref_cache = ref_backend.verify_tree(toks, parents, state)
+    torch.testing.assert_close(logits, ref_logits, atol=2e-5, rtol=1e-5)
+    last = scheduled.state_at(cache, T - 1)
+    torch.testing.assert_close(last.ssm, ref_backend.state_at(ref_cache, T - 1).ssm, atol=2e-5, rtol=1e-5)
+    design = scheduled._designs[("verify", T, replay, FIFO)][0]
+    code = emit_design(design)
+    for i in range(target.cfg.n_layer):
+        pragmas = code.pragmas[f"layer{i}_ssm"]
+        assert any(p.startswith("bind_storage") and "ram_2p" in p for p in pragmas)
+        assert any(p.startswith("array_partition") and "cyclic" in p for p in pragmas)
+        assert any(p.startswith("pipeline") for p in pragmas)
+    assert f"% {FIFO}" in code.source  # the ring is indexed modulo its depth
+    with pytest.raises(ScheduleError, match="fifo_depth"):
+        tree_buffer_schedule(SimpleNamespace(phase="decode"))
