@@ -24,6 +24,7 @@ plain decoding; greedy output is token for token the target's own greedy output.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -287,5 +288,41 @@ def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: 
             "speedup": summary["speedup"], "summary": summary}
 
 
-__all__ = ["SpeculativeGeneration", "accept_greedy", "accept_sampling", "run_speculative",
-           "speculative_generate"]
+
+def print_speculative_run(target_model, draft_model, names: tuple[str, str], prompt_ids: list[int], n_tokens: int,
+                          sampling: Sampling, tree="chain:4", backtrack: str = "hybrid", prefill_chunk: int = 16,
+                          show=None) -> int:
+    """`mambaflow run --speculative`: plain and speculative decoding on llvm and torch,
+    printed; returns the exit status (1 when greedy speculative output differs from the
+    target's own). `show` turns token ids into text (None: print the ids)."""
+    runs = {}
+    for backend in ("llvm", "torch"):
+        t0 = time.perf_counter()
+        runs[backend] = run_speculative(target_model, draft_model, prompt_ids, n_tokens, tree, backend, sampling,
+                                        backtrack, progress=backend == "llvm", prefill_chunk=prefill_chunk)
+        print(f"[{backend}] built, warmed and ran in {time.perf_counter() - t0:.1f} s")
+    spec = runs["llvm"]["speculative"]
+    print(f"\ntarget {names[0]}, draft {names[1]}, tree {spec.tree} ({spec.tree_nodes} nodes, FIFO tree buffer "
+          f"{spec.fifo_depth}), backtracking {backtrack}: draft {'checkpoints' if spec.draft_checkpoint else 'replays'}, "
+          f"target replays layers {list(spec.replay_layers)}")
+    for nm, r in runs.items():
+        ids = r["speculative"].tokens
+        print(f"[{nm:5}] {show(ids) if show else ' '.join(map(str, ids))!r}")
+    print(f"\n{'backend':8} {'plain tok/s':>11} {'spec tok/s':>10} {'speedup':>8} {'tok/pass':>8} {'accepted':>8}")
+    for nm, r in runs.items():
+        s = r["speculative"]
+        print(f"{nm:8} {r['plain'].decode_tokens_per_s:11.1f} {s.decode_tokens_per_s:10.1f} {r['speedup']:8.2f} "
+              f"{s.tokens_per_target_pass:8.2f} {s.mean_accepted:8.2f}")
+    peak = spec.peak_state_bytes
+    print(f"peak state memory: target {peak['target'] / 1024:.1f} KiB, draft {peak['draft'] / 1024:.1f} KiB")
+    if sampling.temperature == 0:
+        same = all(r["same_tokens"] for r in runs.values())
+        print(f"\ncheck: greedy speculative tokens identical to the target's own greedy tokens: {same}")
+        if not same:
+            print("MISMATCH: speculative decoding changed the output", file=sys.stderr)
+            return 1
+    return 0
+
+
+__all__ = ["SpeculativeGeneration", "accept_greedy", "accept_sampling", "print_speculative_run",
+           "run_speculative", "speculative_generate"]
