@@ -83,6 +83,18 @@ def cmd_run(args) -> int:
     sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                         vocab_limit=256 if text_model else None)
     print(f"model {name}: {cfg.arch}, d_model {cfg.d_model}, {cfg.n_layer} layers, vocab {cfg.vocab_size}")
+    if args.speculative:  # draft + target: runtime.speculative prints and checks the run
+        from .runtime.speculative import print_speculative_run
+
+        if args.draft is None:
+            from .models import zoo
+
+            if name not in getattr(zoo, "PAIRS", {}):
+                raise MambaflowError(f"'{name}' has no shipped draft: give one with --draft")
+            args.draft = zoo.draft_for(name)
+        draft, _ = _load_model(args.draft, args.seed + 1)
+        return print_speculative_run(model, draft, (name, args.draft), prompt, args.tokens, sampling, args.tree,
+                                     args.backtrack, args.prefill_chunk, _decode if text_model else None)
     t0 = time.perf_counter()
     llvm = LLVMBackend(model, prefill_chunk=args.prefill_chunk, progress=True)
     build_s = time.perf_counter() - t0
@@ -131,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--prefill-chunk", type=int, default=16, help="tokens per compiled prefill call")
     run.add_argument("--threads", type=int, default=1, help="torch threads (the llvm build is single-threaded)")
+    run.add_argument("--speculative", action="store_true",
+                     help="speculative decoding: a draft proposes a token tree, the target verifies it in one pass")
+    run.add_argument("--draft", help="draft model (default: the shipped draft of the shipped target)")
+    run.add_argument("--tree", default="chain:4", help="draft tree: chain:K, widths per depth (4,2,1,1) or dynNwW")
+    run.add_argument("--backtrack", default="hybrid", choices=["checkpoint", "replay", "hybrid"],
+                     help="how states return to the accepted node")
     run.set_defaults(fn=cmd_run)
 
     from .targets.versal import MODES
