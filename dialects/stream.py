@@ -201,21 +201,33 @@ def loop_range(loop: ir.Operation, env: dict) -> range:
     return range(lb, ub, step)
 
 
+def _ancestors(root: ir.Operation, targets) -> set:
+    out = set()
+    for t in targets:
+        p = t.parent
+        while p is not None and p != root:
+            out.add(p)
+            p = p.parent
+    return out
+
+
 def enumerate_ops(block_owner: ir.Operation, wanted, visit, env=None, limit: int = 4_000_000) -> None:
     """Call visit(op, env) for every op with `wanted(op)` under `block_owner`, in execution
     order, iterating affine.for loops (only those that contain wanted ops)."""
     env = dict(env or {})
+    targets = {o for o in _walk(block_owner) if wanted(o)}
+    holders = _ancestors(block_owner, targets)
     count = [0]
 
     def run_block(block, env):
         for op in block.operations:
             op = op.operation
-            if wanted(op):
+            if op in targets:
                 count[0] += 1
                 if count[0] > limit:
                     raise NotStatic("too many events to enumerate")
                 visit(op, env)
-            elif op.regions and any(wanted(o) for o in _walk(op)):
+            elif op in holders:
                 if op.name != "affine.for":
                     raise NotStatic(f"'{op.name}' around a stream access is not static control flow")
                 iv = op.regions[0].blocks[0].arguments[0]
@@ -229,21 +241,71 @@ def enumerate_ops(block_owner: ir.Operation, wanted, visit, env=None, limit: int
             run_block(block, env)
 
 
-def stream_trace(fn: ir.Operation) -> list[list]:
-    """Run-length stream events of kernel `fn`: [[arg_index, 'r'|'w', count], ...]."""
-    args = list(fn.regions[0].blocks[0].arguments)
-    runs: list[list] = []
-
-    def visit(op, env):
-        s = op.operands[0]
-        idx = next(k for k, a in enumerate(args) if a == s)
-        kind = "w" if op.name == WRITE else "r"
-        if runs and runs[-1][0] == idx and runs[-1][1] == kind:
-            runs[-1][2] += 1
+def _merge(runs: list, more: list) -> None:
+    for r in more:
+        if runs and runs[-1][0] == r[0] and runs[-1][1] == r[1]:
+            runs[-1][2] += r[2]
         else:
-            runs.append([idx, kind, 1])
+            runs.append(list(r))
 
-    enumerate_ops(fn, lambda o: o.name in (WRITE, READ), visit)
+
+_TRACE_CACHE: dict[str, list] = {}
+
+
+def stream_trace(fn: ir.Operation) -> list[list]:
+    """Run-length stream events of kernel `fn`: [[arg_index, 'r'|'w', count], ...].
+
+    Loops whose inner bounds do not depend on their IV repeat one body trace (computed
+    once), so the cost is the size of the loop structure, not the iteration count."""
+    key = str(fn)
+    if key in _TRACE_CACHE:
+        return [list(r) for r in _TRACE_CACHE[key]]
+    args = list(fn.regions[0].blocks[0].arguments)
+    targets = {o for o in _walk(fn) if o.name in (WRITE, READ)}
+    holders = _ancestors(fn, targets)
+
+    def uses_iv(loop, iv) -> bool:
+        for o in _walk(loop):
+            if o.name == "affine.for" and o in holders and any(x == iv for x in o.operands):
+                return True
+        return False
+
+    def block_trace(block, env) -> list:
+        runs: list = []
+        for op in block.operations:
+            op = op.operation
+            if op in targets:
+                idx = next(k for k, a in enumerate(args) if a == op.operands[0])
+                _merge(runs, [[idx, "w" if op.name == WRITE else "r", 1]])
+            elif op in holders:
+                if op.name != "affine.for":
+                    raise NotStatic(f"'{op.name}' around a stream access is not static control flow")
+                iv = op.regions[0].blocks[0].arguments[0]
+                rng = loop_range(op, env)
+                if not uses_iv(op, iv):
+                    env[iv] = rng.start
+                    body = block_trace(op.regions[0].blocks[0], env)
+                    env.pop(iv, None)
+                    n = len(rng)
+                    if n and len(body) == 1:
+                        _merge(runs, [[body[0][0], body[0][1], body[0][2] * n]])
+                    elif n:
+                        if len(body) * n > 4_000_000:
+                            raise NotStatic("too many stream events to simulate")
+                        for _ in range(n):
+                            _merge(runs, body)
+                else:
+                    for i in rng:
+                        env[iv] = i
+                        _merge(runs, block_trace(op.regions[0].blocks[0], env))
+                    env.pop(iv, None)
+        return runs
+
+    runs = []
+    for region in fn.regions:
+        for block in region.blocks:
+            _merge(runs, block_trace(block, {}))
+    _TRACE_CACHE[key] = [list(r) for r in runs]
     return runs
 
 

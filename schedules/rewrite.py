@@ -235,3 +235,45 @@ def fuse_siblings(a: ir.Operation, b: ir.Operation) -> ir.Operation:
         loop_iv(b).replace_all_uses_with(loop_iv(a))
         b.erase()
     return a
+
+
+_UNROLL_MARK = "mf.unroll_target"
+_UNROLL_SCRIPT = """
+module attributes {transform.with_named_sequence} {
+  transform.named_sequence @__transform_main(%root: !transform.any_op {transform.readonly}) {
+    %l = transform.structured.match attributes {MARK} in %root : (!transform.any_op) -> !transform.any_op
+    transform.loop.unroll %l {factor = FACTOR} : !transform.any_op
+    transform.yield
+  }
+}
+"""
+
+
+def unroll(module: ir.Module, loop: ir.Operation, factor: int) -> None:
+    """Unroll `loop` by `factor` with MLIR's unroller (transform.loop.unroll).
+
+    The unroller clones the body, so the names of loops inside are duplicated; the
+    caller's name_loops makes them unique again. A partial unroll keeps the loop (its
+    name stays); a full one (factor = trip count) removes it.
+    """
+    from torch_mlir.dialects.transform import interpreter
+
+    with module.context:
+        loop.attributes[_UNROLL_MARK] = ir.UnitAttr.get()
+        script = ir.Module.parse(_UNROLL_SCRIPT.replace("MARK", _UNROLL_MARK).replace("FACTOR", str(int(factor))))
+        parent = loop.parent
+        while parent is not None and parent.name != "func.func":
+            parent = parent.parent
+        interpreter.apply_named_sequence(parent, script.body.operations[0], script)
+        for op in _walk_all(parent):
+            if _UNROLL_MARK in op.attributes:
+                del op.attributes[_UNROLL_MARK]
+
+
+def _walk_all(op):
+    for region in op.regions:
+        for block in region.blocks:
+            for child in block.operations:
+                child = child.operation
+                yield child
+                yield from _walk_all(child)

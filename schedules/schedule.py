@@ -526,8 +526,12 @@ class Schedule:
         b.move_after(a)
 
     @_primitive
-    def unroll(self, loop: LoopLike, factor: int = 0) -> None:
-        """Annotate `loop` to unroll by `factor` (0 = fully): `#pragma HLS unroll`."""
+    def unroll(self, loop: LoopLike, factor: int = 0, materialize: bool = False) -> None:
+        """Annotate `loop` to unroll by `factor` (0 = fully): `#pragma HLS unroll`.
+
+        With `materialize=True` the IR itself is unrolled (upstream `transform.loop.unroll`,
+        MLIR's loop unroller, through the transform interpreter), so every target, the CPU
+        included, executes the unrolled code; a full unroll removes the loop."""
         h, L = self._resolve(loop, "unroll")
         if not isinstance(factor, int) or isinstance(factor, bool) or factor < 0:
             raise ScheduleError(f"unroll of {h.path}: factor must be an integer >= 0 (0 = full), got {factor!r}")
@@ -536,8 +540,25 @@ class Schedule:
             raise ScheduleError(f"unroll of {h.path}: factor {factor} exceeds the trip count {tc}")
         if factor == 0 and tc is None:
             raise ScheduleError(f"unroll of {h.path}: a full unroll needs a constant trip count")
-        self._transact("unroll", h.path, [h.kernel], {"op": "unroll", "loop": h.path, "factor": factor},
-                       lambda: D.set_unroll(self._loop_op(h, "unroll"), factor))
+        if not materialize:
+            self._transact("unroll", h.path, [h.kernel], {"op": "unroll", "loop": h.path, "factor": factor},
+                           lambda: D.set_unroll(self._loop_op(h, "unroll"), factor))
+            return
+        exact = dp.trip_count(L)
+        if exact is None:
+            raise ScheduleError(f"unroll of {h.path}: materializing needs a constant trip count")
+        if len(L.results):
+            raise ScheduleError(f"unroll of {h.path}: loops with iter_args are not supported")
+        f = exact if factor == 0 else factor
+        if f <= 1:
+            self.log.append({"op": "unroll", "loop": h.path, "factor": factor, "materialize": True})
+            return
+
+        def work():
+            rw.unroll(self.module, self._loop_op(h, "unroll"), f)
+
+        self._transact("unroll", h.path, [h.kernel],
+                       {"op": "unroll", "loop": h.path, "factor": factor, "materialize": True}, work)
 
     @_primitive
     def pipeline(self, loop: LoopLike, ii: int = 1, rewind: bool = False) -> None:
@@ -647,6 +668,35 @@ class Schedule:
         self._fuse_siblings(hs, target, None, depth=fn_depth, prim="compute_at",
                             entry={"op": "compute_at", "producer": hp.path, "consumer": hc.path})
         return LoopHandle(self, hp.kernel, pband, _lname(C))
+
+    @_primitive
+    def vectorize(self, target: str | LoopHandle) -> int:
+        """CPU: make a kernel's (or one loop's) arithmetic vectorizable by LLVM's loop
+        vectorizer. The llvm target has no vector math library, so each `math.exp`
+        becomes a libm call that blocks vectorization; it is expanded into inline arith
+        ops (`schedules.cpu.expand_exp`, within 2 ulp of expf). Returns how many ops
+        were expanded. Meant for the CPU build; an HLS build gets correct, slower code."""
+        from .cpu import expand_exp
+
+        if isinstance(target, LoopHandle) or (isinstance(target, str) and ":" in target):
+            h, L = self._resolve(target, "vectorize")
+            kernel, path = h.kernel, h.path
+            root = lambda: self._loop_op(h, "vectorize")  # noqa: E731
+        else:
+            self._func(target, "vectorize")
+            kernel, path = target, target
+            root = lambda: funcs(self.module)[target]  # noqa: E731
+        todo = [o for o in walk(root()) if o.name == "math.exp" and str(o.operands[0].type) == "f32"]
+        if not todo:
+            raise ScheduleError(f"vectorize of {path}: nothing to expand (no f32 math.exp)")
+
+        def work():
+            with self.module.context:
+                for o in [o for o in walk(root()) if o.name == "math.exp" and str(o.operands[0].type) == "f32"]:
+                    expand_exp(o)
+
+        self._transact("vectorize", path, [kernel], {"op": "vectorize", "target": path}, work)
+        return len(todo)
 
     @_primitive
     def buffer_at(self, buffer: BufferLike, loop: LoopLike) -> BufferHandle:
@@ -861,7 +911,7 @@ _REPLAY: dict[str, Callable[[Schedule, dict], Any]] = {
     "split": lambda s, e: s.split(e["loop"], e["factor"]),
     "reorder": lambda s, e: s.reorder(*e["loops"]),
     "fuse": lambda s, e: s.fuse(*e["loops"]),
-    "unroll": lambda s, e: s.unroll(e["loop"], e["factor"]),
+    "unroll": lambda s, e: s.unroll(e["loop"], e["factor"], e.get("materialize", False)),
     "pipeline": lambda s, e: s.pipeline(e["loop"], e["ii"], e.get("rewind", False)),
     "parallel": lambda s, e: s.parallel(e["loop"]),
     "partition": lambda s, e: s.partition(e["buffer"], e["kind"], e["dim"], e["factor"]),
@@ -869,6 +919,7 @@ _REPLAY: dict[str, Callable[[Schedule, dict], Any]] = {
     "dataflow": lambda s, e: s.dataflow(e["target"]),
     "inline": lambda s, e: s.inline(e["kernel"]),
     "compute_at": lambda s, e: s.compute_at(e["producer"], e["consumer"]),
+    "vectorize": lambda s, e: s.vectorize(e["target"]),
     "buffer_at": lambda s, e: s.buffer_at(e["buffer"], e["loop"]),
     "reuse_at": lambda s, e: s.reuse_at(e["buffer"], e["loop"]),
     "to": lambda s, e: s.to(e["buffer"], e["dst"], e["depth"], e.get("adapt", True)),

@@ -55,25 +55,56 @@ def _callee(c: ir.Operation) -> str:
     return ir.FlatSymbolRefAttr(c.attributes["callee"]).value
 
 
-def _order(fn: ir.Operation, arg: ir.Value, opname: str, memref_pos: int):
+def _order(fn: ir.Operation, arg: ir.Value, opname: str, memref_pos: int, expect: int):
     """Element order of `opname` accesses to `arg` (None if not FIFO-exact-able)."""
     uses = [_user_op(u) for u in arg.uses]
     if not uses or any(u.name != opname for u in uses):
         return None
     if opname == "affine.store" and any(u.operands[1] != arg for u in uses):
         return None
+    # cheap count first: each access must run exactly N times in total
+    total = 0
+    for u in uses:
+        n = 1
+        for L in _loops_around(u):
+            tc = _trip(L)
+            if tc is None:
+                return None
+            n *= tc
+        total += n
+    if total != expect:
+        return None
     order = []
+    maps = {}
 
     def visit(op, env):
-        m = ir.AffineMapAttr(op.attributes["map"]).value
-        idx = list(op.operands)[memref_pos + 1:]
-        order.append(tuple(S.eval_map(m, idx, env)))
+        m = maps.get(op)
+        if m is None:
+            m = maps[op] = (ir.AffineMapAttr(op.attributes["map"]).value, list(op.operands)[memref_pos + 1:])
+        order.append(tuple(S.eval_map(m[0], m[1], env)))
 
+    targets = set(uses)
     try:
-        S.enumerate_ops(fn, lambda o: o.name == opname and any(x == arg for x in o.operands), visit)
+        S.enumerate_ops(fn, lambda o: o in targets, visit, limit=expect)
     except S.NotStatic:
         return None
     return order
+
+
+def _loops_around(op):
+    out = []
+    p = op.parent
+    while p is not None and p.name != "func.func":
+        if p.name == "affine.for":
+            out.append(p)
+        p = p.parent
+    return out
+
+
+def _trip(L):
+    from .deps import trip_count
+
+    return trip_count(L, bound=False)
 
 
 def _set_arg_type(fn: ir.Operation, k: int, t: ir.Type) -> None:
@@ -193,13 +224,13 @@ def apply_to(s, buffer, dst: str, depth: int = 2, adapt: bool = True):
     pfn, dfn = all_funcs[h.kernel], all_funcs[dst]
     parg = pfn.regions[0].blocks[0].arguments[ref.arg]
     darg = dfn.regions[0].blocks[0].arguments[dpos]
-    porder = _order(pfn, parg, "affine.store", 1)
+    porder = _order(pfn, parg, "affine.store", 1, N)
     p_direct = porder is not None and len(porder) == N and len(set(porder)) == N
     if not p_direct:
         import itertools
 
         porder = list(itertools.product(*[range(d) for d in shape]))
-    dorder = _order(dfn, darg, "affine.load", 0)
+    dorder = _order(dfn, darg, "affine.load", 0, N)
     d_direct = dorder is not None and dorder == porder
     if not adapt and not (p_direct and d_direct):
         side = h.kernel if not p_direct else dst

@@ -1,0 +1,375 @@
+"""Schedule recipes: parameterized schedules for any captured Mamba1/Mamba2 design.
+
+Every recipe is written with the public primitives only, so its log replays on a fresh
+capture and every step is checked. Each takes a Design (and parameters) and returns
+the same Design, scheduled (the `benchmarks/decode_cpu.py --schedule NAME` contract);
+`*_schedule` variants return the Schedule to inspect its log.
+
+- `cpu`: the llvm backend. Linear layers: rows unrolled-and-jammed by `rows` (split,
+  reorder, materialized unroll) with register accumulators (buffer_at), so several
+  weight rows stream per pass; other reductions get register accumulators too; the
+  SSM state update is fused into the y = h.C reduction (compute_at); `vectorize`
+  expands exp so LLVM vectorizes the SSM, conv and softplus loops.
+- `linear_parallel`: in_proj / x_proj (+dt_proj) / out_proj / lm_head as MAC arrays:
+  the reduction loop split by `tile`, the tile unrolled, the weight partitioned
+  cyclically along the reduction dim by `tile`, the row loop pipelined at `ii`.
+- `ssm_serial`: the conv and the SSM update pipelined in series (state loop pipelined
+  at II `ii`, its inner state dimension unrolled).
+- `layer_pipeline`: every layer's kernels become dataflow stages connected by
+  streams where the dataflow is single-producer/single-consumer (in_proj -> conv,
+  in_proj -> ssm (z), ssm -> out_proj, x_proj -> ssm (B, C, delta) when legal), with
+  FIFO depths from `depth` (and the full width where the producer's write order
+  demands it; the Kahn check proves each choice).
+- `accelerator`: linear_parallel + ssm_serial + layer_pipeline, the LightMamba /
+  SpecMamba structure (linear layers parallel, SSM serial, layers as a dataflow
+  pipeline).
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch_mlir import ir
+
+from ..errors import ScheduleError
+from ..flow.mlir import funcs, str_attr, walk
+from . import deps as dp
+from .schedule import Schedule, customize
+
+LINEAR_KINDS = ("in_proj", "x_proj", "out_proj", "lm_head")
+
+
+def _kind(kernel: str) -> str:
+    m = re.match(r"layer\d+_(.+)$", kernel)
+    return m.group(1) if m else kernel
+
+
+def _layers(s: Schedule) -> list[int]:
+    out = set()
+    for k in s.kernels():
+        m = re.match(r"layer(\d+)_", k)
+        if m:
+            out.add(int(m.group(1)))
+    return sorted(out)
+
+
+def _path(s: Schedule, kernel: str, loop_op: ir.Operation) -> str:
+    """The 'kernel:band.loop' address of an affine.for op."""
+    outer = (dp._iv_loops(loop_op) + [loop_op])[0]
+    return f"{kernel}:{str_attr(outer, 'op_name')}.{str_attr(loop_op, 'loop_name')}"
+
+
+def _buffer_name(s: Schedule, kernel: str, value: ir.Value) -> str | None:
+    fn = funcs(s.module)[kernel]
+    for name, ref in s._buffers(fn, kernel).items():
+        if ref.value == value and not name.startswith("arg"):
+            return name
+    for name, ref in s._buffers(fn, kernel).items():
+        if ref.value == value:
+            return name
+    return None
+
+
+def accumulators(s: Schedule, kernel: str) -> list[tuple[str, str]]:
+    """(buffer, loop) pairs where `loop`'s body reduces into one element of `buffer`
+    across an inner loop: the candidates for a register accumulator (buffer_at)."""
+    fn = funcs(s.module)[kernel]
+    out = []
+    seen = set()
+    for L in [o for o in walk(fn) if o.name == "affine.for"]:
+        P = L.parent
+        if P is None or P.name != "affine.for":
+            continue
+        iv = dp.loop_iv(L)
+        body = [o.operation for o in L.regions[0].blocks[0].operations]
+        for st in body:
+            if st.name != "affine.store":
+                continue
+            idx = list(st.operands)[2:]
+            if any(v == iv for v in idx):
+                continue
+            mem = st.operands[1]
+            same = [o for o in body if o.name == "affine.load" and o.operands[0] == mem
+                    and str(o.attributes["map"]) == str(st.attributes["map"])
+                    and all(a == b for a, b in zip(list(o.operands)[1:], idx))]
+            if not same:
+                continue
+            name = _buffer_name(s, kernel, mem)
+            key = (name, _path(s, kernel, P))
+            if name and key not in seen:
+                seen.add(key)
+                out.append(key)
+    return out
+
+
+def _row_loop(s: Schedule, kernel: str):
+    """(band, row loop, reduction loop) of a kernel's matvec band: a 2-deep perfect
+    nest whose inner loop accumulates into an element indexed by the outer loop."""
+    for buf, loop in accumulators(s, kernel):
+        band, ln = loop.split(":", 1)[1].split(".", 1)
+        loops = s.get_loops(kernel)[band]
+        names = list(loops)
+        if names[0] == ln and len(names) == 2:
+            return band, ln, names[1], buf
+    return None
+
+
+def _shape(s: Schedule, kernel: str, band: str):
+    """Constant (lb, ub, step) of each loop down the band's first-child chain."""
+    root = next(iter(s.get_loops(kernel)[band].values())).op
+    out, L = [], root
+    while L is not None:
+        cb = dp.const_bounds(L)
+        if cb is None:
+            return None
+        out.append(cb)
+        kids = [o.operation for o in L.regions[0].blocks[0].operations if o.operation.name == "affine.for"]
+        L = kids[0] if len(kids) == 1 else None
+    return tuple(out)
+
+
+def fuse_bands(s: Schedule, kernel: str, max_rounds: int = 32) -> int:
+    """Greedily fuse later bands into earlier ones of the same loop shape (compute_at
+    down to the innermost level) wherever the dependence check allows; returns how
+    many fusions were applied. Saves passes over the state-sized arrays."""
+    n = 0
+    for _ in range(max_rounds):
+        bands = list(s.get_loops(kernel))
+        shapes = {b: _shape(s, kernel, b) for b in bands}
+        hit = False
+        for ai, a in enumerate(bands):
+            for b in bands[ai + 1:]:
+                if shapes[a] is None or shapes[a] != shapes[b] or len(shapes[a]) < 1:
+                    continue
+                a_root = next(iter(s.get_loops(kernel)[a]))
+                b_inner = list(s.get_loops(kernel)[b])[len(shapes[b]) - 1]
+                try:
+                    s.compute_at(f"{kernel}:{a}.{a_root}", f"{kernel}:{b}.{b_inner}")
+                except ScheduleError:
+                    continue
+                n += 1
+                hit = True
+                break
+            if hit:
+                break
+        if not hit:
+            return n
+    return n
+
+
+def cpu_schedule(design, rows: int = 4, fuse: bool = True, vectorize: bool = True) -> Schedule:
+    s = customize(design)
+    for k in s.kernels():
+        done = set()
+        if _kind(k) in LINEAR_KINDS and rows > 1:
+            rl = _row_loop(s, k)
+            if rl is not None:
+                band, i, j, buf = rl
+                tc = dp.trip_count(s.loop(f"{k}:{band}.{i}").op)
+                if tc and tc % rows == 0:
+                    # unroll-and-jam the rows: `rows` weight rows stream per pass over x,
+                    # each with its own register accumulator
+                    o, inner = s.split(f"{k}:{band}.{i}", rows)
+                    s.reorder(o, f"{k}:{band}.{j}", inner)
+                    s.unroll(inner, 0, materialize=True)
+                    s.buffer_at(f"{k}:{buf}", o)
+                    done.add(band)
+        if fuse and _kind(k) in ("ssm", "conv"):
+            fuse_bands(s, k)
+        if vectorize and _kind(k) in ("ssm", "conv", "x_proj") and any(
+                o.name == "math.exp" for o in walk(funcs(s.module)[k])):
+            s.vectorize(k)
+        for buf, loop in accumulators(s, k):
+            if loop.split(":", 1)[1].split(".", 1)[0] in done:
+                continue
+            try:
+                s.buffer_at(f"{k}:{buf}", loop)
+            except ScheduleError:
+                pass  # not every candidate has a box footprint; the rest still applies
+    return s
+
+
+def cpu(design):
+    """The CPU recipe (see module doc); returns the design, scheduled."""
+    cpu_schedule(design)
+    return design
+
+
+# --------------------------------------------------------------- HLS recipes
+
+
+def _divisor_at_most(n: int, cap: int) -> int:
+    for d in range(min(n, cap), 0, -1):
+        if n % d == 0:
+            return d
+    return 1
+
+
+def _matvec_bands(s: Schedule, kernel: str):
+    """(band, row loop, reduction loop, accumulator buffer, weight arg) of each matvec
+    band: a 2-deep nest reducing into an element indexed by the row loop."""
+    out = []
+    fn = funcs(s.module)[kernel]
+    args = list(fn.regions[0].blocks[0].arguments)
+    for buf, loop in accumulators(s, kernel):
+        band, ln = loop.split(":", 1)[1].split(".", 1)
+        names = list(s.get_loops(kernel)[band])
+        if len(names) != 2 or names[0] != ln:
+            continue
+        j = s.loop(f"{kernel}:{band}.{names[1]}").op
+        weight = None
+        for o in walk(j):
+            if o.name == "affine.load":
+                m = ir.AffineMapAttr(o.attributes["map"]).value
+                if m.n_dims == 2 and len(m.results) == 2 and any(o.operands[0] == a for a in args):
+                    weight = next(f"arg{k}" for k, a in enumerate(args) if a == o.operands[0])
+        out.append((band, names[0], names[1], buf, weight))
+    return out
+
+
+def linear_parallel_schedule(design, tile: int = 16, ii: int = 1, s: Schedule | None = None) -> Schedule:
+    """Linear layers as MAC arrays: reduction split by `tile` (the largest divisor of the
+    reduction length not above it), the tile unrolled (`tile` parallel MACs), the weight
+    partitioned cyclically along the reduction by the same factor, the accumulator a
+    register (buffer_at), the tile loop pipelined at `ii`."""
+    s = s or customize(design)
+    for k in s.kernels():
+        if _kind(k) not in LINEAR_KINDS:
+            continue
+        for band, i, j, buf, weight in _matvec_bands(s, k):
+            n = dp.trip_count(s.loop(f"{k}:{band}.{j}").op)
+            t = _divisor_at_most(n or 1, tile)
+            s.buffer_at(f"{k}:{buf}", f"{k}:{band}.{i}")
+            if t > 1:
+                jo, ji = s.split(f"{k}:{band}.{j}", t)
+                s.unroll(ji, 0)
+                s.pipeline(jo, ii=ii)
+                if weight is not None:
+                    s.partition(f"{k}:{weight}", "cyclic", dim=2, factor=t)
+            else:
+                s.pipeline(f"{k}:{band}.{j}", ii=ii)
+    return s
+
+
+def ssm_serial_schedule(design, ii: int = 1, lanes: int = 16, s: Schedule | None = None) -> Schedule:
+    """The conv and the SSM update as serial pipelines: in every band of the conv and
+    SSM kernels the loop above the innermost is pipelined at `ii` with the innermost
+    unrolled by up to `lanes` (the state dimension N of Mamba1, the taps of the conv),
+    state and A arrays partitioned to feed the lanes."""
+    s = s or customize(design)
+    for k in s.kernels():
+        if _kind(k) not in ("conv", "ssm"):
+            continue
+        for band, loops in s.get_loops(k).items():
+            names = list(loops)
+            chain = [loops[n].op for n in names]
+            depth = len(chain)
+            inner = chain[-1]
+            if inner.parent not in chain and depth > 1:
+                continue  # not a simple nest (e.g. the prefill token loop's body)
+            tc = dp.trip_count(inner)
+            if depth == 1:
+                s.pipeline(loops[names[0]], ii=ii)
+                continue
+            lanes_here = _divisor_at_most(tc or 1, lanes)
+            if lanes_here == tc:
+                s.unroll(loops[names[-1]], 0)
+            elif lanes_here > 1:
+                _, ji = s.split(loops[names[-1]], lanes_here)
+                s.unroll(ji, 0)
+            s.pipeline(s.loop(f"{k}:{band}.{names[-2]}"), ii=ii)
+        bufs = s.get_buffers(k)
+        for port in ("ssm_state", "ssm_state_out", "A_log"):
+            if port in bufs:
+                ref = s._buffer(bufs[port], "partition")[1]
+                shape = ref.type.shape
+                if len(shape) >= 2:
+                    f = _divisor_at_most(shape[-1], lanes)
+                    if f > 1:
+                        s.partition(bufs[port], "cyclic", dim=len(shape), factor=f)
+    return s
+
+
+def layer_pipeline_schedule(design, depth: int = 2, s: Schedule | None = None) -> Schedule:
+    """Layers as dataflow pipelines: the top becomes a dataflow region, and every buffer
+    passed from one kernel to exactly one other kernel of the same layer becomes a
+    stream of `depth`; where the producer's write order needs more (the Kahn check
+    says deadlock), the stream gets the buffer's full size. Buffers with several
+    readers (the residual) stay ping-pong buffers."""
+    from ..dialects.stream import DeadlockError
+
+    s = s or customize(design)
+    top = s.top
+    if top is None:
+        raise ScheduleError("layer_pipeline: the design has no top function")
+    s.dataflow(top)
+    topfn = funcs(s.module)[top]
+    calls = [o for o in walk(topfn) if o.name == "func.call"]
+    pairs = []
+    for c in calls:
+        callee = ir.FlatSymbolRefAttr(c.attributes["callee"]).value
+        m = re.match(r"layer(\d+)_", callee)
+        if not m:
+            continue
+        for pos, v in enumerate(c.operands):
+            owner = v.owner
+            if isinstance(owner, ir.Block):
+                continue
+            op = owner.operation if hasattr(owner, "operation") else owner
+            if op.name != "memref.alloc":
+                continue
+            users = {ir.FlatSymbolRefAttr(_user(u).attributes["callee"]).value for u in v.uses
+                     if _user(u).name == "func.call"}
+            if len(users) == 2 and all(u.startswith(f"layer{m.group(1)}_") for u in users):
+                first = next(u for u in calls if any(x == v for x in u.operands))
+                if first == c:
+                    dst = next(iter(users - {callee}), None)
+                    if dst:
+                        n = 1
+                        for d in ir.MemRefType(v.type).shape:
+                            n *= d
+                        pairs.append((callee, f"arg{pos}", dst, n))
+    for producer, arg, dst, n in pairs:
+        for dep in (depth, n):
+            try:
+                s.to(f"{producer}:{arg}", dst, depth=dep)
+                break
+            except DeadlockError:
+                continue
+            except ScheduleError:
+                break
+    return s
+
+
+def _user(u):
+    return u.owner.operation if hasattr(u.owner, "operation") else u.owner
+
+
+def accelerator_schedule(design, tile: int = 16, ii: int = 1, lanes: int = 16, depth: int = 2) -> Schedule:
+    """LightMamba / SpecMamba structure: linear layers parallel (MAC arrays), the conv
+    and SSM serial (pipelined), the layers a dataflow pipeline over streams."""
+    s = customize(design)
+    linear_parallel_schedule(design, tile=tile, ii=ii, s=s)
+    ssm_serial_schedule(design, ii=ii, lanes=lanes, s=s)
+    layer_pipeline_schedule(design, depth=depth, s=s)
+    return s
+
+
+def linear_parallel(design, **kw):
+    linear_parallel_schedule(design, **kw)
+    return design
+
+
+def ssm_serial(design, **kw):
+    ssm_serial_schedule(design, **kw)
+    return design
+
+
+def layer_pipeline(design, **kw):
+    layer_pipeline_schedule(design, **kw)
+    return design
+
+
+def accelerator(design, **kw):
+    accelerator_schedule(design, **kw)
+    return design
