@@ -114,30 +114,47 @@ def gemm(q: Tensor, s: Tensor | None, w: Tensor, wsh1: Tensor, wsh2: Tensor | No
     return acc
 
 
-def exact_gemm_fast(q, s, w, wsh1, wsh2, a_group):
-    """The same integers as `gemm`, with the MACs done by a float64 matmul (exact: every
-    partial sum is an integer below 2^53). Used only to speed up accuracy runs; tests
-    check it is identical to `gemm`."""
+def _expanded_weight(w, wsh1, wsh2, g0):
+    """w · (2^sh1 + [sh2 >= 0] 2^sh2) per input channel, as float64 (exact integers)."""
+    sh1 = wsh1.to(i64).repeat_interleave(g0, dim=1)
+    W = shl(w.to(i64), sh1)
+    if wsh2 is not None:
+        sh2 = wsh2.to(i64).repeat_interleave(g0, dim=1)
+        W = W + torch.where(sh2 >= 0, shl(w.to(i64), torch.clamp(sh2, min=0)), torch.zeros_like(W))
+    return W.double()
+
+
+_CACHE_LIMIT = 1 << 24  # elements of expanded weights kept per model (float64)
+
+
+def exact_gemm_fast(q, s, w, wsh1, wsh2, a_group, cache: dict | None = None):
+    """The same integers as `gemm`, computed as X @ W'ᵀ with X = q·2^s and W' the
+    weights times their group scales: float64 matmuls on exact integers whose partial
+    sums stay below 2^53 (X is split into 16-bit halves), so the result is exact and
+    equal to `gemm`'s (tests check it). Used only to speed up accuracy runs."""
     T, K = q.shape
     N, nb = wsh1.shape
     g0 = K // nb
-    P = torch.einsum("tbk,nbk->tnb", q.double().reshape(T, nb, g0), w.double().reshape(N, nb, g0))
-    P = P.round().to(i64)
-    sh1 = wsh1.to(i64)[None]
+    key = (id(w), id(wsh1), id(wsh2))
+    hit = cache.get(key) if cache is not None else None
+    if hit is None:
+        Wd = _expanded_weight(w, wsh1, wsh2, g0)
+        wmax = float(Wd.abs().max())
+        hit = (w, wsh1, wsh2, Wd.T.contiguous(), wmax)  # keep the tensors alive: ids stay valid
+        if cache is not None and cache.setdefault("_n", 0) + Wd.numel() <= _CACHE_LIMIT:
+            cache[key] = hit
+            cache["_n"] += Wd.numel()
+    _, _, _, WdT, wmax = hit
+    X = q.to(i64)
     if s is not None:
-        sa = s.to(i64)
-        if a_group > g0:
-            sa = sa.repeat_interleave(a_group // g0, dim=1)
-        sa = sa[:, None, :]
-        sh1 = sh1 + sa
-    acc = shl(P, sh1).sum(-1)
-    if wsh2 is not None:
-        sh2 = wsh2.to(i64)[None]
-        on = sh2 >= 0
-        sh2 = torch.clamp(sh2, min=0)
-        if s is not None:
-            sh2 = sh2 + sa
-        acc = acc + torch.where(on, shl(P, sh2), torch.zeros_like(P)).sum(-1)
+        sa = s.to(i64).repeat_interleave(a_group, dim=1)
+        X = shl(X, sa)
+    lo = torch.bitwise_and(X, 0xFFFF)
+    hi = shr(X, 16)
+    hmax = float(hi.abs().max()) if hi.numel() else 0.0
+    if max(hmax, 65535.0) * wmax * K >= 2.0 ** 52:
+        return X @ WdT.to(i64)  # exact int64 matmul (slow path)
+    acc = shl((hi.double() @ WdT).to(i64), 16) + (lo.double() @ WdT).to(i64)
     return acc
 
 
@@ -187,7 +204,10 @@ class Spec:
 
 
 def _gemm(spec: Spec) -> Callable:
-    return exact_gemm_fast if spec.fast_gemm else gemm
+    if not spec.fast_gemm:
+        return gemm
+    cache = spec.__dict__.setdefault("_fast_cache", {})
+    return lambda *a: exact_gemm_fast(*a, cache=cache)
 
 
 # ----------------------------------------------------------------------- kernels
