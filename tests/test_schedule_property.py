@@ -40,8 +40,10 @@ def _loops(s, kernel):
 
 def _step(s, kernel, data):
     loops = _loops(s, kernel)
+    if not loops:  # a full materialized unroll can remove every loop of a small kernel
+        return None
     prim = data.draw(st.sampled_from(["split", "split", "reorder", "reorder", "fuse", "unroll", "pipeline",
-                                      "partition", "compute_at"]))
+                                      "partition", "compute_at", "buffer_at", "unroll_now", "vectorize"]))
     if prim == "split":
         _, _, h = data.draw(st.sampled_from(loops))
         tc = trip_count(h.op, bound=True) or 4
@@ -64,6 +66,16 @@ def _step(s, kernel, data):
     if prim == "unroll":
         _, _, h = data.draw(st.sampled_from(loops))
         return lambda: s.unroll(h, data.draw(st.integers(0, 8)))
+    if prim == "unroll_now":
+        _, _, h = data.draw(st.sampled_from(loops))
+        return lambda: s.unroll(h, data.draw(st.integers(0, 4)), materialize=True)
+    if prim == "vectorize":
+        return lambda: s.vectorize(kernel)
+    if prim == "buffer_at":
+        bufs = list(s.get_buffers(kernel).values())
+        b = data.draw(st.sampled_from(bufs))
+        _, _, h = data.draw(st.sampled_from(loops))
+        return lambda: s.buffer_at(b, h)
     if prim == "pipeline":
         _, _, h = data.draw(st.sampled_from(loops))
         return lambda: s.pipeline(h, ii=data.draw(st.integers(1, 3)))
