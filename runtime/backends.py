@@ -160,10 +160,10 @@ class LLVMBackend(Backend):
         from ..targets.llvm.jit import descriptors
 
         design, fn, (_weights, _wblock, waddrs) = self._compile(phase, T, **opts)
-        L = self.cfg.n_layer
+        conv, ssm = _np(state.conv), _np(state.ssm)  # numpy views: slicing them is cheap
         states = []
-        for i in range(L):
-            states += [_np(state.conv[i, 0]), _np(state.ssm[i, 0])]
+        for i in range(self.cfg.n_layer):
+            states += [conv[i, 0], ssm[i, 0]]
         # states are only read (outputs go to fresh buffers), so in-place is never aliased
         n_in = len(inputs) + len(states)
         block, addrs = descriptors(inputs + states + outs)  # one block: cheap small calls
@@ -171,13 +171,15 @@ class LLVMBackend(Backend):
 
     def _step(self, phase: str, tokens: np.ndarray, state: MambaState):
         T = len(tokens)
-        logits = np.zeros((T, self.cfg.vocab_size), np.float32)
-        new = MambaState.zeros(self.cfg, 1)
+        cfg = self.cfg
+        logits = np.zeros((T, cfg.vocab_size), np.float32)
+        conv = np.zeros((cfg.n_layer, 1, cfg.conv_dim, cfg.d_conv), np.float32)
+        ssm = np.zeros((cfg.n_layer, *cfg.ssm_state_shape(1)), np.float32)
         outs = [logits]
-        for i in range(self.cfg.n_layer):
-            outs += [_np(new.conv[i, 0]), _np(new.ssm[i, 0])]
+        for i in range(cfg.n_layer):
+            outs += [conv[i, 0], ssm[i, 0]]
         self._run(phase, T, [tokens], state, outs)
-        return torch.from_numpy(logits), new
+        return torch.from_numpy(logits), MambaState(torch.from_numpy(conv), torch.from_numpy(ssm))
 
     def prefill(self, tokens, state=None):
         tokens = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64))
@@ -258,10 +260,9 @@ class LLVMBackend(Backend):
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    """A numpy view of a contiguous float32 CPU tensor (no copy)."""
-    if not t.is_contiguous():
-        raise MambaflowError("internal: state slices must be contiguous")
-    return t.detach().numpy()
+    """A numpy view of a float32 CPU tensor (a contiguous copy if it is strided)."""
+    a = t.detach().numpy()
+    return a if a.flags["C_CONTIGUOUS"] else np.ascontiguousarray(a)
 
 
 def make_backend(name: str, model, **kw) -> Backend:
