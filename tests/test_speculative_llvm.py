@@ -148,3 +148,27 @@ def test_tree_buffer_schedule_keeps_the_numbers_and_emits_fifo_pragmas(llvm_pair
     assert f"% {FIFO}" in code.source  # the ring is indexed modulo its depth
     with pytest.raises(ScheduleError, match="fifo_depth"):
         tree_buffer_schedule(SimpleNamespace(phase="decode"))
+
+
+def test_verify_cpu_schedule_keeps_the_numbers(llvm_pair):
+    """schedules/verify_cpu.py (node unroll-and-jam of the verify linear layers + the CPU
+    recipe): greedy speculative decoding through the scheduled designs still gives the
+    target's own tokens, and the scheduled verify equals PyTorch."""
+    from mambaflow.schedules.verify_cpu import jam_factor, verify_cpu
+
+    target, draft, ref_backend = llvm_pair
+    assert jam_factor(T) == 7 and jam_factor(8) == 8 and jam_factor(29) == 1
+    st = LLVMBackend(target.model, prefill_chunk=1, progress=False, schedule=verify_cpu)
+    _, state = ref_backend.prefill(torch.tensor(PROMPT))
+    toks = torch.tensor([4, 8, 15, 16, 23, 42, 5])
+    parents = [-1, 0, 0, 1, 1, 2, 2]
+    logits, cache = st.verify_tree(toks, parents, state, (), FIFO)
+    ref_logits, ref_cache = ref_backend.verify_tree(toks, parents, state)
+    torch.testing.assert_close(logits, ref_logits, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(st.state_at(cache, 6).ssm, ref_backend.state_at(ref_cache, 6).ssm,
+                               atol=2e-5, rtol=1e-5)
+    design = st._designs[("verify", T, (), FIFO)][0]
+    assert "layer0_in_proj" in str(design.module) and "alloc0.buf" in str(design.module)  # jammed accumulators
+    got = speculative_generate(st, draft, PROMPT, 16, tree="2,2", backtrack="checkpoint", verify_size=T,
+                               fifo_depth=FIFO)
+    assert got.tokens == generate(ref_backend, PROMPT, 16).tokens
