@@ -23,7 +23,10 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import json
 import math
+import os
+import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,14 +194,53 @@ def _clean(text: str) -> str:
 
 @functools.lru_cache(maxsize=2)
 def load_corpus(sources: tuple[str, ...] = ("topics", "stdlib")) -> Corpus:
-    """The corpus from ``sources`` ("topics", "stdlib"); cached per process (building it
-    parses ~560 stdlib files, a few seconds)."""
+    """The corpus from ``sources`` ("topics", "stdlib"). Building it parses ~560 stdlib
+    files (seconds), so it is cached per process and on disk under
+    ``$MAMBAFLOW_CACHE_DIR/corpus`` (default ~/.cache/mambaflow/corpus), keyed by the
+    builder version, the Python version and every source file's path, size and mtime."""
     builders = {"topics": topic_documents, "stdlib": stdlib_documents}
     unknown = [s for s in sources if s not in builders]
     if unknown:
         raise MambaflowError(f"unknown corpus source(s) {unknown}; use 'topics' and/or 'stdlib'.")
-    docs = [d for s in sources for d in builders[s]()]
-    return Corpus(tuple(sorted(docs, key=lambda d: d.name)))
+    cache = _cache_file(sources)
+    if cache is not None and cache.is_file():
+        try:
+            docs = [Document(n, t) for n, t in json.loads(cache.read_text("utf-8"))]
+            return Corpus(tuple(docs))
+        except (OSError, ValueError, TypeError):
+            pass  # unreadable or damaged: rebuild below
+    docs = sorted((d for s in sources for d in builders[s]()), key=lambda d: d.name)
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps([[d.name, d.text] for d in docs]), "utf-8")
+            tmp.replace(cache)
+        except OSError:
+            pass  # a read-only home is fine: the corpus is just rebuilt next time
+    return Corpus(tuple(docs))
+
+
+_BUILDER_VERSION = 1  # bump when the corpus builder's output changes
+
+
+def _cache_file(sources) -> Path | None:
+    root = os.environ.get("MAMBAFLOW_CACHE_DIR") or Path.home() / ".cache" / "mambaflow"
+    h = hashlib.sha256(repr((_BUILDER_VERSION, sys.version, tuple(sources))).encode())
+    if "topics" in sources:
+        import pydoc_data.topics as topics_module
+
+        _stat_into(h, Path(topics_module.__file__))
+    if "stdlib" in sources:
+        stdlib = Path(sysconfig.get_paths()["stdlib"])
+        for path in sorted(_py_files(stdlib)):
+            _stat_into(h, path)
+    return Path(root) / "corpus" / f"corpus-{h.hexdigest()[:16]}.json"
+
+
+def _stat_into(h, path: Path):
+    st = path.stat()
+    h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
 
 
 def unigram_bits_per_byte(corpus: Corpus | None = None) -> float:

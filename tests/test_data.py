@@ -120,3 +120,22 @@ def test_unigram_baseline(corpus):
     tiny = Corpus((Document("x", "aaaa"),))
     with pytest.raises(MambaflowError, match="both the train and the held-out"):
         unigram_bits_per_byte(tiny)
+
+
+def test_corpus_disk_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMBAFLOW_CACHE_DIR", str(tmp_path))
+    load_corpus.cache_clear()
+    try:
+        built = load_corpus(("topics",))
+        files = list((tmp_path / "corpus").glob("corpus-*.json"))
+        assert len(files) == 1
+        load_corpus.cache_clear()
+        assert load_corpus(("topics",)).fingerprint == built.fingerprint  # read back
+        files[0].write_text("{not json")                                  # damaged: rebuilt
+        load_corpus.cache_clear()
+        assert load_corpus(("topics",)).fingerprint == built.fingerprint
+        assert built.fingerprint == Corpus(tuple(topic_documents())).fingerprint
+        with pytest.raises(MambaflowError, match="unknown corpus source"):
+            load_corpus(("wikipedia",))
+    finally:
+        load_corpus.cache_clear()
