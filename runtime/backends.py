@@ -234,13 +234,15 @@ class LLVMBackend(Backend):
             raise MambaflowError(f"verify_tree: the tree does not fit a FIFO tree buffer of depth {fifo_depth}; "
                                  "order its nodes breadth-first or give a deeper buffer")
         windows = tree_conv_windows(parents, cfg.d_conv)
+        if not hasattr(self, "_tree_shapes"):  # config properties are slow to call per step
+            self._tree_shapes = (cfg.n_layer, cfg.conv_dim, tuple(cfg.ssm_state_shape(1)[1:]), {
+                "xc": cfg.d_inner if cfg.arch == "mamba1" else cfg.conv_dim, "delta": cfg.d_inner,
+                "B": cfg.d_state, "dt": cfg.nheads})
+        n_layer, conv_dim, ssm_shape, widths = self._tree_shapes
         logits = np.zeros((T, cfg.vocab_size), np.float32)
-        conv_in = np.zeros((cfg.n_layer, T, cfg.conv_dim), np.float32)
-        ssm_shape = cfg.ssm_state_shape(1)[1:]
-        widths = {"xc": cfg.d_inner if cfg.arch == "mamba1" else cfg.conv_dim, "delta": cfg.d_inner,
-                  "B": cfg.d_state, "dt": cfg.nheads}
+        conv_in = np.zeros((n_layer, T, conv_dim), np.float32)
         ssm, acts, outs = [], [], [logits]
-        for i in range(cfg.n_layer):
+        for i in range(n_layer):
             outs.append(conv_in[i])
             if i in replay:
                 a = {n: np.zeros((T, widths[n]), np.float32) for n in REPLAY_ACTIVATIONS[cfg.arch]}

@@ -99,8 +99,9 @@ def accept_greedy(tree: DraftTree, logits: Tensor, sampling: Sampling) -> tuple[
     Returns the path (node ids, root first) and the target's argmax after it."""
     kids = _children(tree)
     node, path = 0, [0]
+    limit = sampling.vocab_limit
     while True:
-        best = int(torch.argmax(filter_logits(logits[node], sampling)))
+        best = int(torch.argmax(logits[node] if limit is None else logits[node, :limit]))
         nxt = next((c for c in kids[node] if tree.tokens[c] == best), None)
         if nxt is None:
             return path, best
@@ -201,7 +202,7 @@ def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max
 
     first = choose(t_logits[-1], sampling, gen)
     out, seen = [first], [t_logits[-1]]
-    accepted, draft_calls = [], 0
+    accepted, draft_calls, peak_live = [], 0, 1
     d_pending = [first]
     while len(out) < max_new_tokens:
         remaining = max_new_tokens - len(out)
@@ -239,10 +240,11 @@ def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max
         times["verify"] += tc - tb
         times["accept"] += td - tc
         times["backtrack"] += te - td
-        strategy.record("target", verify_bytes(target.cfg, T, plan.replay_layers, fifo))
         live = (1 + dtree.draft_calls) if plan.draft_checkpoint else dtree.peak_live_states
-        strategy.record("draft", draft_peak_bytes(draft.cfg, True, live))
+        peak_live = max(peak_live, live)
     t2 = time.perf_counter()
+    strategy.record("target", verify_bytes(target.cfg, T, plan.replay_layers, fifo))
+    strategy.record("draft", draft_peak_bytes(draft.cfg, True, peak_live))
     out, seen = out[:max_new_tokens], seen[:max_new_tokens]
     peak = dict(strategy.peak)
     peak["total"] = peak["target"] + peak["draft"]

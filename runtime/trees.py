@@ -204,10 +204,10 @@ def _children(logits: Tensor, width: int, sampling: Sampling, gen: torch.Generat
               sample: bool) -> tuple[list[int], Tensor | None]:
     """A node's children: the top `width` tokens, or `width` draws without replacement
     from q = softmax(filtered logits) (Gumbel top-k); returns them and q (None when top-k)."""
+    if not sample:  # greedy: the top tokens below the vocabulary limit (no copy needed)
+        f = logits if sampling.vocab_limit is None else logits[: sampling.vocab_limit]
+        return torch.topk(f, min(width, f.shape[-1])).indices.tolist(), None
     f = filter_logits(logits, sampling)
-    if not sample:
-        k = min(width, int(torch.isfinite(f).sum()))
-        return torch.topk(f, k).indices.tolist(), None
     q = torch.softmax(f, dim=-1)
     support = int((q > 0).sum())
     u = torch.rand(q.shape, generator=gen).clamp_min(1e-20)
