@@ -266,9 +266,10 @@ def _build_top(module, qm, top, scope, n_layers, layers, outer, batch, st) -> li
     else:
         ports.append(QPort("resid", (batch, cfg.d_model), torch.int32, "input", 32))
     cs, ss = tuple(st.conv.shape[1:]), tuple(st.ssm.shape[1:])
+    cd, sd = st.conv.dtype, st.ssm.dtype
     for i in n_layers:
-        ports.append(QPort(f"layer{i}.conv_state", cs, torch.int8, "state", 8))
-        ports.append(QPort(f"layer{i}.ssm_state", ss, torch.int8, "state", 8))
+        ports.append(QPort(f"layer{i}.conv_state", cs, cd, "state", _EL_BITS[cd]))
+        ports.append(QPort(f"layer{i}.ssm_state", ss, sd, "state", _EL_BITS[sd]))
     plan = ([(emb, None)] if scope == "model" else []) + [(k, i) for i in n_layers for k in layers[i]]
     if scope == "model":
         plan += [(norm_f, None), (head, None)]
@@ -286,8 +287,8 @@ def _build_top(module, qm, top, scope, n_layers, layers, outer, batch, st) -> li
     else:
         ports.append(QPort("resid_out", (batch, cfg.d_model), torch.int32, "output", 32))
     for i in n_layers:
-        ports.append(QPort(f"layer{i}.conv_state_out", cs, torch.int8, "output", 8))
-        ports.append(QPort(f"layer{i}.ssm_state_out", ss, torch.int8, "output", 8))
+        ports.append(QPort(f"layer{i}.conv_state_out", cs, cd, "output", _EL_BITS[cd]))
+        ports.append(QPort(f"layer{i}.ssm_state_out", ss, sd, "output", _EL_BITS[sd]))
 
     types = [_mlir_type(p.shape, p.dtype) for p in ports]
     fn = func.FuncOp(top, ir.FunctionType.get(types, []), ip=ir.InsertionPoint(module.body))

@@ -202,6 +202,13 @@ class Spec:
     def umax(self, name: str) -> int:
         return (1 << self.bits.get(name, 8)) - 1
 
+    def dtype(self, name: str, signed: bool = True) -> torch.dtype:
+        """The narrowest torch integer type that stores tensor `name` at its width."""
+        b = self.bits.get(name, 8)
+        if signed:
+            return i8 if b <= 8 else (i16 if b <= 16 else i32)
+        return u8 if b <= 8 else (i16 if b <= 15 else i32)
+
 
 def _gemm(spec: Spec) -> Callable:
     if not spec.fast_gemm:
@@ -249,13 +256,13 @@ def _lin_inputs(prefix: str, spec: Spec, second: bool):
 def k_in_proj(spec: Spec):
     E, gq = spec.d_inner, _gemm(spec)
     a_bits, ag = spec.a_bits, spec.a_group
-    x8 = spec.qmax("x")
+    x8, xd = spec.qmax("x"), spec.dtype("x")
 
     if spec.arch == "mamba1":
         def in_proj(xn, sh, w, wsh1, wsh2=None):
             q, s = dynquant(xn, a_bits, ag)
             acc = gq(q, s, w, wsh1, wsh2, ag)
-            x = requant(acc[:, :E], sh[:E], -x8, x8).to(i8)
+            x = requant(acc[:, :E], sh[:E], -x8, x8).to(xd)
             z = requant(acc[:, E:], sh[E:], -32768, 32767).to(i16)
             return x, z
         outs = ("x_pre", "z")
@@ -266,7 +273,7 @@ def k_in_proj(spec: Spec):
             q, s = dynquant(xn, a_bits, ag)
             acc = gq(q, s, w, wsh1, wsh2, ag)
             z = requant(acc[:, :E], sh[:E], -32768, 32767).to(i16)
-            x = requant(acc[:, E:E + CD], sh[E:E + CD], -x8, x8).to(i8)
+            x = requant(acc[:, E:E + CD], sh[E:E + CD], -x8, x8).to(xd)
             dt = requant(acc[:, E + CD:], sh[E + CD:], -32768, 32767).to(i16)
             return z, x, dt
         outs = ("z", "x_pre", "dt")
@@ -292,7 +299,7 @@ def k_conv(spec: Spec):
         acc = (win.to(i32) * w.to(i32)[None]).sum(-1, dtype=i32).to(i64) + b.to(i64)[None]
         a = requant(acc, sh_in, -32768, 32767)
         y = silu.apply(a, *tabs)                                               # s20.12
-        xc = requant(y, sh_out, -x8, x8).to(i8)
+        xc = requant(y, sh_out, -x8, x8).to(spec.dtype("x"))
         return xc, win
     ins = ("x_pre", "conv_state", "p:conv.w", "p:conv.b", "p:conv.sh_in", "p:conv.sh_out", *_approx_tabs(spec, "silu"))
     return QKernel("conv", conv, ins, ("xc", "conv_state_out"))
@@ -307,12 +314,12 @@ def k_x_proj(spec: Spec):
     def x_proj(xc, wx, wxsh, xsh, wdt, wdtsh, bdt, dtsh, dsh, *tabs):
         acc = gq(xc, None, wx, wxsh, None, 0)
         dtl = requant(acc[:, :R], xsh[:R], -127, 127).to(i8)
-        Bq = requant(acc[:, R:R + N], xsh[R:R + N], -bmax, bmax).to(i8)
-        Cq = requant(acc[:, R + N:], xsh[R + N:], -cmax, cmax).to(i8)
+        Bq = requant(acc[:, R:R + N], xsh[R:R + N], -bmax, bmax).to(spec.dtype("B"))
+        Cq = requant(acc[:, R + N:], xsh[R + N:], -cmax, cmax).to(spec.dtype("C"))
         acc2 = gq(dtl, None, wdt, wdtsh, None, 0) + bdt.to(i64)[None]
         a = requant(acc2, dtsh, -32768, 32767)
         d = sp.apply(a, *tabs)                                                 # u24.16
-        delta = requant(d, dsh, 0, dmax).to(u8)
+        delta = requant(d, dsh, 0, dmax).to(spec.dtype("delta", signed=False))
         return delta, Bq, Cq
     ins = ("xc", "p:x_proj.w", "p:x_proj.wsh1", "p:x_proj.sh", "p:dt_proj.w", "p:dt_proj.wsh1",
            "p:dt_proj.b", "p:dt_proj.sh", "p:delta.sh", *_approx_tabs(spec, "softplus"))
@@ -346,7 +353,7 @@ def k_m1_ssm(spec: Spec):
         y = requant(acc, sh_y, -ymax, ymax)                                     # int8 (B, E)
         s = silu.apply(z, *stabs)                                               # s20.12
         g = requant(y * s, sh_g, -(1 << (gbits - 1)) + 1, (1 << (gbits - 1)) - 1)
-        return g.to(i32), hn.to(i8)
+        return g.to(i32), hn.to(spec.dtype("h"))
     ins = ("ssm_state", "xc", "delta", "B", "C", "z", "p:ssm.A", "p:ssm.sh_dA", "p:ssm.l1", "p:ssm.l2",
            "p:ssm.sh_h", "p:ssm.ly", "p:ssm.D", "p:ssm.lD", "p:ssm.sh_y", "p:ssm.sh_g",
            *_approx_tabs(spec, "exp"), *_approx_tabs(spec, "silu"))
@@ -379,7 +386,7 @@ def k_m2_ssm(spec: Spec):
         p = hn * Cg[:, :, None, :]
         acc = shl(p, ly.to(i64)).sum(-1) + shl(Dq.to(i64)[None, :, None] * x, lD.to(i64))
         y = requant(acc, sh_y, -ymax, ymax).reshape(Bt, E)
-        return y.to(i8), hn.to(i8)
+        return y.to(spec.dtype("y")), hn.to(spec.dtype("h"))
     ins = ("ssm_state", "xc", "dt", "p:ssm.dt_bias", "p:delta.sh", "p:ssm.A", "p:ssm.sh_dA",
            "p:ssm.l1", "p:ssm.l2", "p:ssm.sh_h", "p:ssm.ly", "p:ssm.D", "p:ssm.lD", "p:ssm.sh_y",
            *_approx_tabs(spec, "softplus"), *_approx_tabs(spec, "exp"))

@@ -99,7 +99,8 @@ def _i8(t: Tensor, what: str) -> Tensor:
 
 @dataclass
 class QState:
-    """Integer decode state: conv (n_layer, B, C, K) int8, ssm (n_layer, B, ...) int8."""
+    """Integer decode state: conv (n_layer, B, C, K), ssm (n_layer, B, ...); int8 at the
+    default 8-bit widths (int16 for wider x / h)."""
 
     conv: Tensor
     ssm: Tensor
@@ -118,8 +119,8 @@ class QuantizedMamba:
 
     def init_state(self, batch: int) -> QState:
         cfg = self.config
-        return QState(torch.zeros(cfg.n_layer, batch, cfg.conv_dim, cfg.d_conv, dtype=i8),
-                      torch.zeros(cfg.n_layer, *cfg.ssm_state_shape(batch), dtype=i8))
+        return QState(torch.zeros(cfg.n_layer, batch, cfg.conv_dim, cfg.d_conv, dtype=self.spec.dtype("x")),
+                      torch.zeros(cfg.n_layer, *cfg.ssm_state_shape(batch), dtype=self.spec.dtype("h")))
 
     def kernels(self):
         return [layer_kernels(self.spec, i) for i in range(self.config.n_layer)], model_kernels(self.spec)
