@@ -178,7 +178,7 @@ def main(argv=None):
     ap.add_argument("--models", nargs="*", default=["mamba1-target", "mamba2-target"])
     ap.add_argument("--random", nargs="*", default=["mamba-130m", "mamba2-130m"])
     ap.add_argument("--skip-random", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
