@@ -2,6 +2,7 @@
 
     mambaflow run      capture, lower and JIT a model; generate on llvm and on torch; check
     mambaflow build    one shot to a Versal project: HLS C++, csim, Vitis project, reports
+    mambaflow train    train a byte-level Mamba on the CPython text corpus
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--speculative", action="store_true",
                      help="speculative decoding: a draft proposes a token tree, the target verifies it in one pass")
     run.add_argument("--draft", help="draft model (default: the shipped draft of the shipped target)")
-    run.add_argument("--tree", default="chain:4", help="draft tree: chain:K, widths per depth (4,2,1,1) or dynNwW")
+    run.add_argument("--tree", default="chain:3", help="draft tree: chain:K, widths per depth (4,2,1,1) or dynNwW")
     run.add_argument("--backtrack", default="hybrid", choices=["checkpoint", "replay", "hybrid"],
                      help="how states return to the accepted node")
     run.set_defaults(fn=cmd_run)
@@ -163,6 +164,18 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--steps", type=int, default=2, help="decode steps the testbench checks")
     build.add_argument("--seed", type=int, default=0)
     build.set_defaults(fn=cmd_build)
+
+    # `train` has its own parser (mambaflow.train); listed here for --help
+    sub.add_parser("train", add_help=False, help="train a byte-level model (mambaflow train --help)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from .train import main_train
+
+        try:
+            return main_train(argv[1:])
+        except MambaflowError as e:
+            print(f"mambaflow train: error: {e}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
