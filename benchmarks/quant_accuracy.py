@@ -82,6 +82,7 @@ def bpb_quantized(qm, rows, batch) -> float:
     return tb / max(nb, 1)
 
 
+@torch.no_grad()
 def eval_shipped(name: str, rows, calib, batch: int, log) -> dict:
     from mambaflow.models.zoo import load_shipped
     from mambaflow.quant import float_sim
@@ -134,6 +135,7 @@ def eval_shipped(name: str, rows, calib, batch: int, log) -> dict:
                         "rotation_helps_w8a8": res["w8a8"] < res["w8a8_norot"]}}
 
 
+@torch.no_grad()
 def eval_random(name: str, calib, toks, log) -> dict:
     from mambaflow.models import build_model, get_config
     from mambaflow.quant import calibrate, float_sim
@@ -168,6 +170,14 @@ def eval_random(name: str, calib, toks, log) -> dict:
                       "seconds": round(time.time() - t0, 1)}
         log(f"  {name} {cname}: rel logit err {rel:.4f}, KL {kl:.5f}, top-1 {top1:.3f} ({time.time() - t0:.0f}s)")
     return out
+
+
+def _sha(name: str) -> str:
+    import hashlib
+
+    from mambaflow.models.zoo import checkpoint_dir
+
+    return hashlib.sha256((checkpoint_dir(name) / "model.safetensors").read_bytes()).hexdigest()[:16]
 
 
 def main(argv=None):
@@ -214,6 +224,7 @@ def main(argv=None):
         "settings": {"heldout_windows": int(rows.shape[0]), "window": args.window,
                      "heldout_tokens": int(rows.numel()), "calibration": list(calib.shape),
                      "corpus_fingerprint": data.load_corpus().fingerprint, "threads": args.threads,
+                     "checkpoints": {n: _sha(n) for n in models},
                      "seconds": round(time.time() - t_start, 1)},
     }
     # table

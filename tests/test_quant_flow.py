@@ -84,6 +84,23 @@ def test_integer_layer_reference_llvm_csim_bit_exact(name, qc, tmp_path):
         assert "ap_int<4>" in code.source  # the 4-bit weight ports
     _same(d.run_csim(vals, tmp_path / "csim"), ref)
 
+    if name == "tiny-mamba2" and qc is W4A4:
+        # the integer design takes the schedule language like the float one: pipelining,
+        # unrolling and splitting the MAC loops keeps llvm and csim equal to the reference
+        from mambaflow.schedules import customize
+
+        s = customize(d.module)
+        assert "S_i_j_k" in s.get_loops("layer1_in_proj")
+        s.pipeline("layer1_in_proj:S_i_j_k.j", ii=1)
+        s.unroll("layer1_in_proj:S_i_j_k.k", 0)
+        jo, ji = s.split("layer1_out_proj:S_i_j_k.j", 2)
+        s.pipeline(ji, ii=1)
+        d._jit = None  # the IR changed: compile again
+        _same(d.run_llvm(vals2), ref2)
+        code = d.emit_hls()
+        assert "pipeline II=1" in code.pragmas["layer1_in_proj"] and "unroll" in code.pragmas["layer1_in_proj"]
+        _same(d.run_csim(vals2, tmp_path / "csim_scheduled"), ref2)
+
 
 def test_integer_decode_model_llvm_csim_bit_exact(tmp_path):
     """The whole decode step (embedding, every layer, final norm, head) of a tiny Mamba1
@@ -103,3 +120,4 @@ def test_integer_decode_model_llvm_csim_bit_exact(tmp_path):
     if not HAVE_GXX:
         pytest.skip("g++ is not on PATH: HLS csim not run")
     _same(d.run_csim(vals2, tmp_path / "csim"), ref2)
+
