@@ -173,7 +173,9 @@ def int_literal(value: int, t: ir.Type) -> str:
     # MLIR prints signless integers as signed: keep that reading
     if w is not None and w < 64 and value >= 1 << (w - 1):
         value -= 1 << w
-    if w is not None and w not in (1, 8, 16, 32, 64) and not isinstance(t, ir.IndexType):
+    if w is not None and w not in (1, 32, 64) and not isinstance(t, ir.IndexType):
+        # typed (ap_int<W>(v), int8_t(v), int16_t(v)): a bare int literal next to a
+        # narrow operand breaks template deduction in mf_max / mf_min
         return f"{scalar_type(t)}({value})"
     if w == 64:
         # always typed: `mf_max(int64_t, 0)` would not deduce one template type; INT64_MIN
