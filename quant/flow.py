@@ -7,7 +7,9 @@ builds a top function that calls them in order, like `flow.capture` does for the
 design. Ports keep their integer widths (i8 weights, activations and states, i16
 nonlinearity inputs, i32 residual stream and tables, i64 where the arithmetic needs it);
 `narrow_ports` then gives 4-bit weight ports (and other ports whose values provably fit)
-their exact width in the IR: `i4` becomes `ap_int<4>` in the HLS C++.
+their exact width in the IR (`i4` becomes `ap_int<4>` in the HLS C++), and
+`narrow_arith` runs MLIR's integer range analysis to narrow the arithmetic inside the
+kernels (a third of the i64 ops become i8/i16/i32 on the tiny designs).
 
 scope: "layer" (one layer: resid, states -> resid_out, states; the layer's parameters
 are ports) or "model" (tokens -> logits, all layers).
@@ -240,7 +242,22 @@ def capture_quantized(qm: QuantizedMamba, scope: str = "layer", layer: int = 0, 
     design = QDesign(module, top, ports, names)
     if narrow:
         narrow_ports(design, qm)
+        narrow_arith(design)
     return design
+
+
+# Upstream integer range analysis: ops whose operands and results provably fit a
+# narrower type are rewritten to it (with exact sign/zero extensions around them).
+NARROW_ARITH = ("func.func(int-range-optimizations,"
+                "arith-int-range-narrowing{int-bitwidths-supported=8,16,32},canonicalize,cse)")
+
+
+def narrow_arith(design: QDesign) -> None:
+    """Narrow the integer arithmetic inside the kernels (i64 -> i32/i16/i8 where the value
+    ranges allow it: MLIR's `arith-int-range-narrowing`, sound by construction)."""
+    from mambaflow.flow.mlir import run_pipeline
+
+    run_pipeline(design.module, NARROW_ARITH, f"integer narrowing of '{design.top}'")
 
 
 def _arg(n, env, params, prefix):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mambaflow.models import build_model, get_config
+from mambaflow.models import MambaConfig, build_model, get_config
 from mambaflow.quant.flow import capture_quantized, example_env, layer_values
 from mambaflow.quant.ptq import quantize
 from mambaflow.quant.schemes import W4A4, W8A8
@@ -104,9 +104,15 @@ def test_integer_layer_reference_llvm_csim_bit_exact(name, qc, tmp_path):
 
 def test_integer_decode_model_llvm_csim_bit_exact(tmp_path):
     """The whole decode step (embedding, every layer, final norm, head) of a tiny Mamba1
-    in W4A4, two steps with the state fed back."""
-    qm = _quantized("tiny-mamba1", W4A4)
+    in W4A4, two steps with the state fed back. d_model = 24, d_inner = 48: the rotations
+    are Kronecker products with the Paley H_12 (offline H_12 ⊗ H_2, online H_12 ⊗ H_4,
+    whose signs are a ROM port of the design)."""
+    cfg = MambaConfig("mamba1", d_model=24, n_layer=2, vocab_size=64, d_state=8)
+    torch.manual_seed(0)
+    qm = quantize(build_model(cfg), W4A4, torch.randint(0, 64, (4, 48), generator=torch.Generator().manual_seed(1)))
+    assert "hadamard.sign" in qm.params
     d = capture_quantized(qm, "model")
+    assert "hadamard.sign" in [p.name for p in d.ports]
     tok, st = example_env(qm)
     vals, ref = layer_values(qm, d, tok, st)
     _nontrivial({"logits": ref["logits"]})
