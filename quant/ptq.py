@@ -89,11 +89,14 @@ def _blocks(sh: Tensor | None, w_group: int, g0: int) -> Tensor | None:
     return sh.repeat_interleave(w_group // g0, dim=1).to(i8)
 
 
-def _i8(t: Tensor, what: str) -> Tensor:
+def _i8(t: Tensor, what: str, limit: int = 62) -> Tensor:
+    """A shift vector as int8, refusing shifts that could overflow the int64 datapath
+    (left-alignment shifts `l*` are applied to values of up to ~24 bits: limit 36)."""
     t = t.to(i64)
-    if int(t.abs().max()) > 62:
-        raise QuantError(f"quantize: shift '{what}' needs {int(t.abs().max())} binary places (> 62); "
-                         "the calibration data or the model has extreme ranges.")
+    if int(t.abs().max()) > limit:
+        raise QuantError(f"quantize: shift '{what}' needs {int(t.abs().max())} binary places (> {limit}); "
+                         "the calibration data or the model has extreme ranges (check for dead "
+                         "channels or non-finite weights).")
     return t.to(i8)
 
 
@@ -321,8 +324,8 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
             e_t2 = e_d[:, None, None] + e_xs[:, :, None] + e_B[:, None, :]
             e_C_b = e_C[:, None, :]
         e_acc_h = torch.minimum(e_t1, e_t2)
-        params[pre + "ssm.l1"] = _i8(e_t1 - e_acc_h, "ssm.l1")
-        params[pre + "ssm.l2"] = _i8(e_t2 - e_acc_h, "ssm.l2")
+        params[pre + "ssm.l1"] = _i8(e_t1 - e_acc_h, "ssm.l1", 36)
+        params[pre + "ssm.l2"] = _i8(e_t2 - e_acc_h, "ssm.l2", 36)
         params[pre + "ssm.sh_h"] = _i8(e_h - e_acc_h, "ssm.sh_h")
         Dv = W["D"]
         e_D = pot_exp(Dv.abs(), 127)
@@ -335,8 +338,8 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
             e_Dx = e_D[:, None] + e_xs
             e_y = pot_exp(st.get(i, "y"), spec.qmax("y"))                 # (H, P)
         e_yacc = torch.minimum(e_p.amin(-1), e_Dx)
-        params[pre + "ssm.ly"] = _i8(e_p - e_yacc[..., None], "ssm.ly")
-        params[pre + "ssm.lD"] = _i8(e_Dx - e_yacc, "ssm.lD")
+        params[pre + "ssm.ly"] = _i8(e_p - e_yacc[..., None], "ssm.ly", 36)
+        params[pre + "ssm.lD"] = _i8(e_Dx - e_yacc, "ssm.lD", 36)
         params[pre + "ssm.sh_y"] = _i8(e_y - e_yacc, "ssm.sh_y")
         e_yf = e_y.reshape(E)
         if cfg.arch == "mamba1":
