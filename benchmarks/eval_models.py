@@ -51,7 +51,7 @@ def main(argv=None) -> int:
                    help="evaluate only the first N windows of 256 tokens (default: all)")
     p.add_argument("--prompt", default="The Python language")
     p.add_argument("--sample-tokens", type=int, default=80)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS / "eval_models.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

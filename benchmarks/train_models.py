@@ -29,10 +29,10 @@ RESULTS = ROOT / "results"
 
 # Same tokens for a target and its draft: batch x seq_len x steps.
 RECIPES = {
-    "mamba2-target": dict(steps=400, batch=16, seq_len=256, lr=4e-3),
-    "mamba2-draft": dict(steps=400, batch=16, seq_len=256, lr=4e-3),
-    "mamba1-target": dict(steps=220, batch=16, seq_len=256, lr=4e-3),
-    "mamba1-draft": dict(steps=220, batch=16, seq_len=256, lr=4e-3),
+    "mamba2-target": dict(steps=560, batch=16, seq_len=256, lr=4e-3),
+    "mamba2-draft": dict(steps=560, batch=16, seq_len=256, lr=4e-3),
+    "mamba1-target": dict(steps=340, batch=16, seq_len=256, lr=4e-3),
+    "mamba1-draft": dict(steps=340, batch=16, seq_len=256, lr=4e-3),
 }
 
 
