@@ -48,38 +48,59 @@ def heldout_rows(window: int, n_windows: int | None) -> torch.Tensor:
     return rows
 
 
-def bits(logits: torch.Tensor, rows: torch.Tensor) -> tuple[float, int]:
-    """(total bits, number of byte targets) of logits (B, L-1, V) predicting rows[:, 1:]."""
+def bits(logits: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per window: (bits, number of byte targets) of logits (B, L-1, V) predicting rows[:, 1:]."""
     from mambaflow.data import BOS
 
     targets = rows[:, 1:]
     lp = torch.log_softmax(logits.double(), -1)
     nll = -lp.gather(-1, targets[..., None])[..., 0]
+    return _count(nll, targets)
+
+
+def _count(nll, targets):
+    from mambaflow.data import BOS
+
     keep = targets != BOS
-    return float(nll[keep].sum()) / math.log(2), int((targets < 256).sum())
+    return (nll * keep).sum(-1) / math.log(2), (targets < 256).sum(-1)
 
 
-def bpb_of(fn, rows, batch) -> float:
-    tb, nb = 0.0, 0
+class Score:
+    """Per-window code lengths of one configuration (paired comparisons need them)."""
+
+    def __init__(self, b: torch.Tensor, n: torch.Tensor):
+        self.b, self.n = b.double(), n.double()
+
+    @property
+    def bpb(self) -> float:
+        return float(self.b.sum() / self.n.sum())
+
+    def diff(self, other: "Score") -> tuple[float, float]:
+        """(bpb difference, its standard error over windows: paired, same windows)."""
+        d = self.b - other.b
+        N = self.n.sum()
+        return float(d.sum() / N), float(d.std() * math.sqrt(d.numel()) / N)
+
+
+def score_of(fn, rows, batch) -> Score:
+    bs, ns = [], []
     for i in range(0, rows.shape[0], batch):
         r = rows[i:i + batch]
         b, n = bits(fn(r), r)
-        tb, nb = tb + b, nb + n
-    return tb / max(nb, 1)
+        bs.append(b)
+        ns.append(n)
+    return Score(torch.cat(bs), torch.cat(ns))
 
 
-def bpb_quantized(qm, rows, batch) -> float:
-    """Bits per byte of the integer decode step, token by token from the zero state."""
-    from mambaflow.data import BOS
-
-    tb, nb = 0.0, 0
+def score_quantized(qm, rows, batch) -> Score:
+    """The integer decode step, token by token from the zero state."""
+    bs, ns = [], []
     for i in range(0, rows.shape[0], batch):
         r = rows[i:i + batch]
-        nll = qm.nll(r, fast=True)                 # (B, L-1) nats
-        targets = r[:, 1:]
-        tb += float(nll[targets != BOS].sum()) / math.log(2)
-        nb += int((targets < 256).sum())
-    return tb / max(nb, 1)
+        b, n = _count(qm.nll(r, fast=True), r[:, 1:])
+        bs.append(b)
+        ns.append(n)
+    return Score(torch.cat(bs), torch.cat(ns))
 
 
 @torch.no_grad()
@@ -91,12 +112,13 @@ def eval_shipped(name: str, rows, calib, batch: int, log) -> dict:
     from mambaflow.quant.schemes import PRESETS, ApproxConfig
 
     model = load_shipped(name)
-    res: dict[str, float] = {}
+    sc: dict[str, Score] = {}
     t0 = time.time()
-    res["fp32"] = bpb_of(lambda r: model.prefill(r)[0][:, :-1], rows, batch)
+    sc["fp32"] = score_of(lambda r: model.prefill(r)[0][:, :-1], rows, batch)
+    res = {"fp32": sc["fp32"].bpb}
     log(f"  {name} fp32 {res['fp32']:.4f} ({time.time() - t0:.0f}s)")
     Prot = float_sim.prepare(model, rotation=True, dtype=torch.float32)
-    res["fp32_rotated"] = bpb_of(lambda r: float_sim.run(Prot, r)[:, :-1], rows, batch)
+    sc["fp32_rotated"] = score_of(lambda r: float_sim.run(Prot, r)[:, :-1], rows, batch)
     P = float_sim.prepare(model, rotation=False, dtype=torch.float32)
     ac = ApproxConfig()
     bounds = {}
@@ -108,9 +130,9 @@ def eval_shipped(name: str, rows, calib, batch: int, log) -> dict:
             a = build(f, kind, segs[f], out=Fmt(8, 8, False) if f == "exp" else None)
             bounds[f"{f}_{kind}"] = {"bound": a.bound, "segments": a.S, "in": str(a.fin), "out": str(a.fout)}
             all_[f] = a
-            res[f"approx_{f}_{kind}"] = bpb_of(lambda r: float_sim.run(P, r, approx={f: a})[:, :-1], rows, batch)
-        res[f"approx_all_{kind}"] = bpb_of(lambda r: float_sim.run(P, r, approx=all_)[:, :-1], rows, batch)
-        log(f"  {name} approx {kind}: all {res[f'approx_all_{kind}']:.4f}")
+            sc[f"approx_{f}_{kind}"] = score_of(lambda r: float_sim.run(P, r, approx={f: a})[:, :-1], rows, batch)
+        sc[f"approx_all_{kind}"] = score_of(lambda r: float_sim.run(P, r, approx=all_)[:, :-1], rows, batch)
+        log(f"  {name} approx {kind}: all {sc[f'approx_all_{kind}'].bpb:.4f}")
     stats = {}
     configs = dict(PRESETS)
     w4 = PRESETS["w4a4"]
@@ -125,14 +147,17 @@ def eval_shipped(name: str, rows, calib, batch: int, log) -> dict:
             from mambaflow.quant import calibrate
             stats[rot] = calibrate.collect(float_sim.prepare(model, rotation=rot), calib)
         qm = quantize(model, qc, stats=stats[rot])
-        res[cname] = bpb_quantized(qm, rows, batch)
-        log(f"  {name} {cname} {res[cname]:.4f} (+{res[cname] - res['fp32']:.4f}) ({time.time() - t0:.0f}s)")
-    return {"bits_per_byte": res, "delta_vs_fp32": {k: v - res["fp32"] for k, v in res.items()},
+        sc[cname] = score_quantized(qm, rows, batch)
+        log(f"  {name} {cname} {sc[cname].bpb:.4f} (+{sc[cname].bpb - sc['fp32'].bpb:.4f}) ({time.time() - t0:.0f}s)")
+    res = {k: v.bpb for k, v in sc.items()}
+    delta = {k: dict(zip(("delta", "stderr"), v.diff(sc["fp32"]))) for k, v in sc.items()}
+    rot = {q: dict(zip(("norot_minus_rot", "stderr"), sc[q + "_norot"].diff(sc[q]))) for q in ("w8a8", "w4a4")}
+    return {"bits_per_byte": res, "delta_vs_fp32": delta, "rotation_gain": rot,
             "approx": bounds,
             "targets": {"w8a8_within_0.02": res["w8a8"] - res["fp32"] <= 0.02,
                         "w4a4_within_0.15": res["w4a4"] - res["fp32"] <= 0.15,
-                        "rotation_helps_w4a4": res["w4a4"] < res["w4a4_norot"],
-                        "rotation_helps_w8a8": res["w8a8"] < res["w8a8_norot"]}}
+                        "rotation_helps_w4a4": rot["w4a4"]["norot_minus_rot"] > 2 * rot["w4a4"]["stderr"],
+                        "rotation_helps_w8a8": rot["w8a8"]["norot_minus_rot"] > 2 * rot["w8a8"]["stderr"]}}
 
 
 @torch.no_grad()
@@ -188,6 +213,7 @@ def main(argv=None):
     ap.add_argument("--models", nargs="*", default=["mamba1-target", "mamba2-target"])
     ap.add_argument("--random", nargs="*", default=["mamba-130m", "mamba2-130m"])
     ap.add_argument("--skip-random", action="store_true")
+    ap.add_argument("--random-tokens", type=int, default=16, help="decode steps per random-model sequence")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
@@ -210,8 +236,9 @@ def main(argv=None):
         rc = calibration_tokens(4, 64)
         g = torch.Generator().manual_seed(0)
         held = data.load_corpus().tokens("heldout")
-        starts = torch.randint(0, held.numel() - 17, (2,), generator=g)
-        toks = torch.stack([held[s:s + 16] for s in starts.tolist()])
+        L = args.random_tokens
+        starts = torch.randint(0, held.numel() - L - 1, (2,), generator=g)
+        toks = torch.stack([held[s:s + L] for s in starts.tolist()])
         for name in args.random:
             random[name] = eval_random(name, rc, toks, log)
 
@@ -239,6 +266,8 @@ def main(argv=None):
             row += f"{v:>12.4f} ({v - models[n]['bits_per_byte']['fp32']:+.4f})"
         print(row)
     for n in names:
+        for q, g in models[n]["rotation_gain"].items():
+            print(f"{n}: rotation gain for {q}: {g['norot_minus_rot']:+.4f} ± {g['stderr']:.4f} bits/byte (paired s.e.)")
         print(f"{n}: targets {models[n]['targets']}")
     for n, r in random.items():
         for c, m in r.items():

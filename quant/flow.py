@@ -167,8 +167,8 @@ def _globals(mod):
 
 
 def example_env(qm: QuantizedMamba, batch: int = 1, seed: int = 0):
-    """Tokens, a non-trivial state (a few decode steps in) and every activation of one
-    reference step, as the capture's examples and the tests' inputs."""
+    """(token (batch,), state): a non-trivial state, three decode steps in from zero, and
+    the next token; the capture's examples and the tests' inputs."""
     g = torch.Generator().manual_seed(seed)
     toks = torch.randint(0, qm.config.vocab_size, (4, batch), generator=g)
     st = qm.init_state(batch)
@@ -179,7 +179,14 @@ def example_env(qm: QuantizedMamba, batch: int = 1, seed: int = 0):
 
 def capture_quantized(qm: QuantizedMamba, scope: str = "layer", layer: int = 0, batch: int = 1,
                       narrow: bool = True) -> QDesign:
-    """Capture the integer decode step of `qm` (see the module docstring)."""
+    """Capture the integer decode step of `qm` as a `QDesign` (see the module docstring).
+
+    scope "layer": top `decode_layer(resid, layer<i>.conv_state, layer<i>.ssm_state,
+    params..., resid_out, layer<i>.conv_state_out, layer<i>.ssm_state_out)`; scope "model":
+    top `decode(tokens, states..., params..., logits, states_out...)`. Kernels are named
+    `layer<i>_<kind>` (norm, in_proj, conv, x_proj | gated_norm, ssm, out_proj; embed,
+    norm_f, lm_head) with named loops, so `mambaflow.schedules.customize(design.module)`
+    addresses them like the float design. `narrow` narrows weight ports and arithmetic."""
     from mambaflow.flow.mlir import new_context
 
     if scope not in ("layer", "model"):
@@ -200,13 +207,10 @@ def capture_quantized(qm: QuantizedMamba, scope: str = "layer", layer: int = 0, 
                 examples[k.kind] = [_arg(n, env, qm.params, f"layers.{i}.") for n in k.inputs]
             run_kernel(k, env, qm.params, f"layers.{i}.")
         env["resid"] = env["resid_out"]
-    for k in (emb, norm_f, head):
-        pass
     ctx = new_context()
     order = list(layers[0])
     if scope == "model":
-        env2 = {"tokens": tok.to(torch.int64)}
-        examples["embed"] = [env2["tokens"], qm.params["embed"]]
+        examples["embed"] = [tok.to(torch.int64), qm.params["embed"]]
         examples["norm_f"] = [env["resid"], *[qm.params[n[2:]] for n in norm_f.inputs[1:]]]
         run_kernel(norm_f, env, qm.params, "")
         examples["lm_head"] = [env["xn"], *[qm.params[n[2:]] for n in head.inputs[1:]]]
