@@ -37,6 +37,7 @@ other numbers).
 
 # no `from __future__ import annotations`: ext reads the class annotations as types
 
+import sys
 from typing import Any
 
 from torch_mlir import ir
@@ -78,6 +79,12 @@ class StreamWriteOp(MF.Operation, name="stream_write"):
 class StreamReadOp(MF.Operation, name="stream_read"):
     stream: ext.Operand[StreamType]
     value: ext.Result[Any]
+
+
+# The bindings look a dialect's Python module up as `torch_mlir.dialects.<namespace>`
+# whenever they wrap one of its ops, and retry (an import search on disk) every time the
+# lookup fails; answering with this module makes wrapping `mf` ops cheap.
+sys.modules.setdefault(f"torch_mlir.dialects.{DIALECT}", sys.modules[__name__])
 
 
 def ensure_loaded(ctx=None) -> None:
@@ -167,10 +174,46 @@ class NotStatic(Exception):
     """The trace depends on run-time values."""
 
 
+def _compile_expr(e: ir.AffineExpr):
+    """A Python closure evaluating `e` on (dims, syms)."""
+    if isinstance(e, ir.AffineConstantExpr):
+        c = e.value
+        return lambda d, s: c
+    if isinstance(e, ir.AffineDimExpr):
+        p = e.position
+        return lambda d, s: d[p]
+    if isinstance(e, ir.AffineSymbolExpr):
+        p = e.position
+        return lambda d, s: s[p]
+    a, b = _compile_expr(e.lhs), _compile_expr(e.rhs)
+    if isinstance(e, ir.AffineAddExpr):
+        return lambda d, s: a(d, s) + b(d, s)
+    if isinstance(e, ir.AffineMulExpr):
+        return lambda d, s: a(d, s) * b(d, s)
+    if isinstance(e, ir.AffineFloorDivExpr):
+        return lambda d, s: a(d, s) // b(d, s)
+    if isinstance(e, ir.AffineCeilDivExpr):
+        return lambda d, s: -(-a(d, s) // b(d, s))
+    if isinstance(e, ir.AffineModExpr):
+        return lambda d, s: a(d, s) % b(d, s)
+    raise ValueError(f"unknown affine expression {e}")
+
+
+_COMPILED: dict[str, tuple] = {}
+
+
+def compiled_map(m: ir.AffineMap):
+    key = str(m)
+    c = _COMPILED.get(key)
+    if c is None:
+        c = _COMPILED[key] = (m.n_dims, [_compile_expr(r) for r in m.results])
+    return c
+
+
 def value_of(v: ir.Value, env: dict) -> int:
-    for k, x in env.items():
-        if k == v:
-            return x
+    x = env.get(v)
+    if x is not None:
+        return x
     owner = v.owner
     if not isinstance(owner, ir.Block):
         op = owner.operation if hasattr(owner, "operation") else owner
@@ -187,8 +230,10 @@ def value_of(v: ir.Value, env: dict) -> int:
 
 
 def eval_map(m: ir.AffineMap, operands, env: dict) -> list[int]:
+    nd, fns = compiled_map(m)
     vals = [value_of(x, env) for x in operands]
-    return [eval_expr(r, vals[:m.n_dims], vals[m.n_dims:]) for r in m.results]
+    d, sy = vals[:nd], vals[nd:]
+    return [f(d, sy) for f in fns]
 
 
 def loop_range(loop: ir.Operation, env: dict) -> range:
@@ -249,17 +294,13 @@ def _merge(runs: list, more: list) -> None:
             runs.append(list(r))
 
 
-_TRACE_CACHE: dict[str, list] = {}
-
-
 def stream_trace(fn: ir.Operation) -> list[list]:
     """Run-length stream events of kernel `fn`: [[arg_index, 'r'|'w', count], ...].
 
     Loops whose inner bounds do not depend on their IV repeat one body trace (computed
     once), so the cost is the size of the loop structure, not the iteration count."""
-    key = str(fn)
-    if key in _TRACE_CACHE:
-        return [list(r) for r in _TRACE_CACHE[key]]
+    if not any(is_stream_type(a.type) for a in fn.regions[0].blocks[0].arguments):
+        return []
     args = list(fn.regions[0].blocks[0].arguments)
     targets = {o for o in _walk(fn) if o.name in (WRITE, READ)}
     holders = _ancestors(fn, targets)
@@ -305,7 +346,6 @@ def stream_trace(fn: ir.Operation) -> list[list]:
     for region in fn.regions:
         for block in region.blocks:
             _merge(runs, block_trace(block, {}))
-    _TRACE_CACHE[key] = [list(r) for r in runs]
     return runs
 
 
@@ -349,13 +389,17 @@ def _arg_effects(fn: ir.Operation) -> list[tuple[bool, bool]]:
     return out
 
 
-def check_dataflow(module, top: str | None = None) -> dict:
+def check_dataflow(module, top: str | None = None, cache: dict | None = None,
+                   versions: dict | None = None) -> dict:
     """Kahn-process simulation of every function that creates streams.
 
     Kernels called by the function are processes; a stream is a FIFO of its declared
     depth with blocking read and write; a plain buffer passed between kernels makes the
     reader wait until the writer has finished (ping-pong / PIPO semantics). Raises
     DeadlockError, or returns {function: {stream name: max occupancy}}.
+
+    `cache` / `versions` (kernel name -> edit count) let a caller that tracks edits
+    (the Schedule) reuse kernels' traces between checks.
     """
     mod_op = module.operation if hasattr(module, "operation") else module
     fs = _funcs(mod_op)
@@ -366,124 +410,157 @@ def check_dataflow(module, top: str | None = None) -> dict:
         creates = [o for o in _walk(fn) if o.name == CREATE]
         if not creates:
             continue
-        report[fname] = _simulate(fname, fn, fs, creates)
+        report[fname] = _simulate(fname, fn, fs, creates, cache, versions)
     return report
 
 
-def _simulate(fname, fn, fs, creates) -> dict:
+def _kernel_facts(kname, kfn, cache, versions):
+    key = (kname, None if versions is None else versions.get(kname, 0))
+    if cache is not None and versions is not None and cache.get(kname, (None,))[0] == key:
+        return cache[kname][1], cache[kname][2]
+    runs = stream_trace(kfn)
+    eff = _arg_effects(kfn)
+    if cache is not None and versions is not None:
+        cache[kname] = (key, runs, eff)
+    return runs, eff
+
+
+def _simulate(fname, fn, fs, creates, cache=None, versions=None) -> dict:
+    from collections import deque
+
     calls = [o for o in _walk(fn) if o.name == "func.call"]
-    procs = []
     fifo_of = {}
     fifo_depth, fifo_name = [], []
     for c in creates:
         fifo_of[c.results[0]] = len(fifo_depth)
         fifo_depth.append(ir.IntegerAttr(c.attributes["depth"]).value)
         fifo_name.append(stream_name(c))
-    writers = [[] for _ in fifo_depth]
-    readers = [[] for _ in fifo_depth]
-    buf_access = []
-    for ci, call in enumerate(calls):
+    nf = len(fifo_depth)
+    writers = [[] for _ in range(nf)]
+    readers = [[] for _ in range(nf)]
+    procs = []
+    waits: list[set] = []
+    history: dict = {}  # buffer value -> [(process, reads, writes)]
+    for k, call in enumerate(calls):
         kname = _callee(call)
         kfn = fs.get(kname)
         if kfn is None or not kfn.regions[0].blocks:
             raise ScheduleError(f"dataflow check of '{fname}': callee '{kname}' has no body")
         try:
-            runs = stream_trace(kfn)
+            runs, eff = _kernel_facts(kname, kfn, cache, versions)
         except NotStatic as e:
             raise ScheduleError(f"dataflow check of '{fname}': kernel '{kname}' touches a stream outside "
                                 f"static loops ({e})") from None
         ops = list(call.operands)
         pruns = []
         for arg, kind, n in runs:
-            f = None
-            for v, k in fifo_of.items():
-                if v == ops[arg]:
-                    f = k
+            f = fifo_of.get(ops[arg])
             if f is None:
                 raise ScheduleError(f"dataflow check of '{fname}': kernel '{kname}' argument {arg} is a stream "
                                     "not created in this function")
-            (writers if kind == "w" else readers)[f].append(kname)
+            (writers if kind == "w" else readers)[f].append(k)
             pruns.append([f, kind, n])
         procs.append((kname, pruns))
-        eff = _arg_effects(kfn)
-        acc = []
-        for k, v in enumerate(ops):
-            if any(v == x for x in fifo_of):
+        w = set()
+        for a, v in enumerate(ops):
+            if v in fifo_of:
                 continue
-            r, w = eff[k] if k < len(eff) else (True, True)
-            acc.append((v, r, w))
-        buf_access.append(acc)
-    for f in range(len(fifo_depth)):
-        ws, rs = sorted(set(writers[f])), sorted(set(readers[f]))
+            r, wr = eff[a] if a < len(eff) else (True, True)
+            for j, r2, w2 in history.get(v, ()):
+                if (w2 and (r or wr)) or (wr and r2):
+                    w.add(j)
+            history.setdefault(v, []).append((k, r, wr))
+        waits.append(w)
+    for f in range(nf):
+        ws = sorted({procs[j][0] for j in writers[f]})
+        rs = sorted({procs[j][0] for j in readers[f]})
         if len(ws) > 1 or len(rs) > 1:
             raise ScheduleError(f"stream '{fifo_name[f]}' in '{fname}' has producers {ws} and consumers {rs}: "
                                 "a stream needs exactly one of each (Vitis rejects others)")
-    # PIPO waits: process k starts after every earlier process that conflicts on a buffer
-    waits = []
-    for k, acc in enumerate(buf_access):
-        w = set()
-        for j in range(k):
-            for v, r, wr in acc:
-                for v2, r2, w2 in buf_access[j]:
-                    if v == v2 and ((w2 and (r or wr)) or (wr and r2)):
-                        w.add(j)
-        waits.append(w)
-    occ = [0] * len(fifo_depth)
-    peak = [0] * len(fifo_depth)
+    writer_of = [writers[f][0] if writers[f] else None for f in range(nf)]
+    reader_of = [readers[f][0] if readers[f] else None for f in range(nf)]
+    waiters: list[list] = [[] for _ in procs]
+    pending = [len(w) for w in waits]
+    for k, w in enumerate(waits):
+        for j in w:
+            waiters[j].append(k)
+    occ = [0] * nf
+    peak = [0] * nf
     pos = [0] * len(procs)
-    left = [runs[0][2] if runs else 0 for _, runs in procs]
-    done = [False] * len(procs)  # a process without stream events still waits for its inputs
+    left = [r[0][2] if r else 0 for _, r in procs]
+    done = [False] * len(procs)
     started = [False] * len(procs)
-    while not all(done):
-        progress = False
+    queue = deque(k for k in range(len(procs)) if pending[k] == 0)
+    queued = set(queue)
+
+    def wake(k):
+        if k is not None and k not in queued and started[k] and not done[k]:
+            queue.append(k)
+            queued.add(k)
+
+    def step(k, n):
+        left[k] -= n
+        if left[k] == 0:
+            pos[k] += 1
+            if pos[k] < len(procs[k][1]):
+                left[k] = procs[k][1][pos[k]][2]
+
+    while queue:
+        k = queue.popleft()
+        queued.discard(k)
+        if done[k]:
+            continue
+        started[k] = True
+        runs = procs[k][1]
+        while pos[k] < len(runs):
+            f, kind, _ = runs[pos[k]]
+            if kind == "w":
+                n = min(left[k], fifo_depth[f] - occ[f])
+                occ[f] += n
+                peak[f] = max(peak[f], occ[f])
+                other = reader_of[f]
+            else:
+                n = min(left[k], occ[f])
+                occ[f] -= n
+                other = writer_of[f]
+            if n == 0 and other is not None and started[other] and not done[other] and pos[other] < len(procs[other][1]):
+                of, okind, _ = procs[other][1][pos[other]]
+                if of == f and okind != kind:
+                    # both ends sit in runs on this FIFO: they run in lock step
+                    n = min(left[k], left[other])
+                    step(other, n)
+            if n == 0:
+                break
+            step(k, n)
+            wake(other)
+        if pos[k] == len(runs):
+            done[k] = True
+            for f, kind, _ in runs:
+                wake(reader_of[f] if kind == "w" else writer_of[f])
+            for j in waiters[k]:
+                pending[j] -= 1
+                if pending[j] == 0:
+                    queue.append(j)
+                    queued.add(j)
+    if not all(done):
+        blocked, waiting = [], []
         for k, (kname, runs) in enumerate(procs):
             if done[k]:
                 continue
             if not started[k]:
-                if all(done[j] for j in waits[k]):
-                    started[k] = True
-                    progress = True
-                else:
-                    continue
-            while pos[k] < len(runs):
-                f, kind, _ = runs[pos[k]]
-                if kind == "w":
-                    n = min(left[k], fifo_depth[f] - occ[f])
-                    occ[f] += n
-                    peak[f] = max(peak[f], occ[f])
-                else:
-                    n = min(left[k], occ[f])
-                    occ[f] -= n
-                if n == 0:
-                    break
-                progress = True
-                left[k] -= n
-                if left[k] == 0:
-                    pos[k] += 1
-                    if pos[k] < len(runs):
-                        left[k] = runs[pos[k]][2]
-            if pos[k] == len(runs) and not done[k]:
-                done[k] = True
-                progress = True
-        if not progress:
-            blocked, waiting = [], []
-            for k, (kname, runs) in enumerate(procs):
-                if done[k]:
-                    continue
-                if not started[k]:
-                    deps = sorted({procs[j][0] for j in waits[k] if not done[j]})
-                    waiting.append(f"{kname} waits for {', '.join(deps)} to finish (buffer)")
-                    continue
-                f, kind, _ = runs[pos[k]]
-                if kind == "w":
-                    blocked.append(f"{kname} blocked writing FIFO '{fifo_name[f]}' (full, depth {fifo_depth[f]})")
-                else:
-                    blocked.append(f"{kname} blocked reading FIFO '{fifo_name[f]}' (empty)")
-            shown = blocked + waiting[:3]
-            more = f"; {len(waiting) - 3} more kernels wait for buffers" if len(waiting) > 3 else ""
-            raise DeadlockError(f"deadlock in dataflow function '{fname}': " + "; ".join(shown) + more
-                                + ". Deepen the full FIFO(s) or reorder the producer's writes.")
-    return {fifo_name[f]: peak[f] for f in range(len(fifo_depth))}
+                deps = sorted({procs[j][0] for j in waits[k] if not done[j]})
+                waiting.append(f"{kname} waits for {', '.join(deps)} to finish (buffer)")
+                continue
+            f, kind, _ = runs[pos[k]]
+            if kind == "w":
+                blocked.append(f"{kname} blocked writing FIFO '{fifo_name[f]}' (full, depth {fifo_depth[f]})")
+            else:
+                blocked.append(f"{kname} blocked reading FIFO '{fifo_name[f]}' (empty)")
+        shown = blocked + waiting[:3]
+        more = f"; {len(waiting) - 3} more kernels wait for buffers" if len(waiting) > 3 else ""
+        raise DeadlockError(f"deadlock in dataflow function '{fname}': " + "; ".join(shown) + more
+                            + ". Deepen the full FIFO(s) or reorder the producer's writes.")
+    return {fifo_name[f]: peak[f] for f in range(nf)}
 
 
 # ------------------------------------------------------------- CPU lowering

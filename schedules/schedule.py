@@ -25,6 +25,12 @@ and band names (`flow.naming.name_loops`), and (5) appends a JSON-able entry to
 `s.log`. `replay(design, log)` applies a log to a fresh capture and gives byte-identical
 IR.
 
+Maintainers: the Python bindings do not track op liveness, so an `ir.Operation` object
+whose op was erased (directly or as part of an erased parent) dangles and touching it
+crashes the process. Primitives therefore validate on the live IR, then rewrite, and
+never use an op object obtained before a rewrite afterwards: handles are names and are
+re-resolved, results are computed before the rewrite.
+
 Legality: reorder, fuse (sibling fusion) and compute_at are checked against memory
 dependences by `schedules.deps` (a Fourier-Motzkin test written for this project:
 MLIR's C++ affine dependence analysis is not reachable from the Python bindings). Fuse
@@ -177,6 +183,8 @@ class Schedule:
         else:
             raise ScheduleError("customize() takes a Design (from mambaflow.flow.capture) or an ir.Module")
         self.log: list[dict[str, Any]] = []
+        self._versions: dict[str, int] = {}  # kernel -> edits (keys the dataflow trace cache)
+        self._dataflow_cache: dict = {}
         self._ports = _port_names(self.design) if self.design is not None else {}
 
     # ------------------------------------------------------------- lookups
@@ -296,6 +304,8 @@ class Schedule:
             saved = {}
             for n in names:
                 saved[n] = all_funcs[n].clone(ir.InsertionPoint(scratch.body))
+        for n in names:
+            self._versions[n] = self._versions.get(n, 0) + 1
         try:
             result = work()
             live = funcs(self.module)
@@ -313,6 +323,8 @@ class Schedule:
                         live[n].erase()
                     else:
                         self.module.body.append(saved[n])
+            for n in names:  # the restored copies: new op objects, so new keys
+                self._versions[n] = self._versions.get(n, 0) + 1
             if isinstance(e, ScheduleError):
                 raise
             if isinstance(e, ir.MLIRError):
@@ -368,13 +380,12 @@ class Schedule:
         if chain is None:
             raise ScheduleError(f"reorder of {target}: the loops do not form a perfect nest "
                                 "(an outer loop's body holds more than the next loop)")
-        ids = [id_of(L) for L in chain]
-        pos = sorted(ids.index(id_of(L)) for L in ops)
-        if any(id_of(L) not in ids for L in ops):
+        if any(L not in chain for L in ops):
             raise ScheduleError(f"reorder of {target}: the loops are not nested in one another")
+        pos = sorted(chain.index(L) for L in ops)
         perm = list(range(len(chain)))
         for p, L in zip(pos, ops):
-            perm[p] = ids.index(id_of(L))
+            perm[p] = chain.index(L)
         if perm == list(range(len(chain))):
             self.log.append({"op": "reorder", "loops": paths})
             return
@@ -422,9 +433,7 @@ class Schedule:
 
     def _coalesce(self, hs, target, paths) -> LoopHandle:
         ops = [L for _, L in hs]
-        if ops[0].parent != ops[1].parent and ops[1].parent == ops[0]:
-            pass
-        else:
+        if ops[1].parent != ops[0]:  # given innermost first: flatten from the outermost
             hs, ops = hs[::-1], ops[::-1]
         chain = rw.perfect_chain(ops[0], ops[-1])
         if chain is None:
@@ -665,9 +674,10 @@ class Schedule:
         cband = str_attr(croot, BAND_ATTR) or hc.band
         hs = [(LoopHandle(self, hp.kernel, pband, _lname(proot)), proot),
               (LoopHandle(self, hc.kernel, cband, _lname(croot)), croot)]
+        cname = _lname(C)  # C is erased by the fusion: take its name first
         self._fuse_siblings(hs, target, None, depth=fn_depth, prim="compute_at",
                             entry={"op": "compute_at", "producer": hp.path, "consumer": hc.path})
-        return LoopHandle(self, hp.kernel, pband, _lname(C))
+        return LoopHandle(self, hp.kernel, pband, cname)
 
     @_primitive
     def vectorize(self, target: str | LoopHandle) -> int:
@@ -780,10 +790,6 @@ class Schedule:
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def id_of(op: ir.Operation):
-    return op
 
 
 def _lname(op: ir.Operation) -> str:

@@ -31,6 +31,7 @@ from ..dialects import directives as D
 from ..dialects import stream as S
 from ..errors import ScheduleError
 from ..flow.mlir import funcs, walk
+from .deps import trip_count
 from .rewrite import BAND_ATTR, LOOP_ATTR, new_for
 
 _LETTERS = "ijklmnop"
@@ -102,8 +103,6 @@ def _loops_around(op):
 
 
 def _trip(L):
-    from .deps import trip_count
-
     return trip_count(L, bound=False)
 
 
@@ -302,7 +301,7 @@ def apply_to(s, buffer, dst: str, depth: int = 2, adapt: bool = True):
             val.replace_all_uses_with(sv)
             al.erase()
             D.set_dataflow(tfn)
-        info["fifo_peak"] = S.check_dataflow(s.module, top).get(top, {})
+        info["fifo_peak"] = S.check_dataflow(s.module, top, s._dataflow_cache, s._versions).get(top, {})
 
     s._transact("to", target, kernels, entry, work)
     return info
