@@ -139,6 +139,12 @@ def _capture_kernel(k: QKernel, args: list[torch.Tensor], ctx) -> ir.Operation:
     with ctx:
         name_loops(fn)
         _prefix_globals(mod, fn, k.kind)
+        # readable argument names for the HLS C++ (the emitter reads `mf.name`)
+        names = [n[2:] if n.startswith("p:") else n for n in k.inputs] + list(k.outputs)
+        n_args = len(ir.FunctionType(ir.TypeAttr(fn.attributes["function_type"]).value).inputs)
+        if len(names) == n_args:
+            fn.attributes["arg_attrs"] = ir.ArrayAttr.get(
+                [ir.DictAttr.get({"mf.name": ir.StringAttr.get(n)}) for n in names])
     return mod, fn
 
 
