@@ -12,7 +12,16 @@ held-out prompts from the byte corpus, across tree shapes:
 Prints a table and writes benchmarks/results/speculative.{json,png}. The JSON's
 top-level "tokens_per_target_pass" and "speedup_llvm" are those of the best tree of
 the first pair. Timings are medians over --reps runs, plain and speculative runs
-interleaved; they never gate anything (see DESIGN.md).
+interleaved, with Python's garbage collector paused during timed runs (as timeit does);
+they never gate anything (see DESIGN.md).
+
+On llvm every design is scheduled with `schedules.verify_cpu` (the project's CPU recipe,
+plus node unroll-and-jam of the verify linear layers), plain decoding included, and
+trees are padded to a multiple of 4 nodes so the jam has a factor. The tree sweep
+backtracks with the memory-aware hybrid under --budget-mib (with the trained pairs'
+small states everything fits, so it checkpoints, the fastest on a CPU); the strategy
+table at the best tree compares checkpoint, replay, the SpecMamba split (hybrid without
+a budget: draft checkpoints, target replays) and the budgeted hybrid.
 
     python benchmarks/speculative.py [--pairs mamba1-target mamba2-target] [--tokens 64]
         [--prompts 4] [--trees chain:3 4,2,1,1 dyn16w4 ...] [--backends llvm torch]
@@ -25,6 +34,7 @@ are installed (acceptance is then meaningless; for a dry run of the script only)
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -35,9 +45,27 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).parent / "results"
-DEFAULT_TREES = ["chain:2", "chain:3", "chain:4", "chain:6", "2,1,1", "2,2,1", "3,2,1,1", "4,2,1,1",
-                 "dyn8w4", "dyn16w4"]
+DEFAULT_TREES = ["chain:2", "chain:3", "chain:5", "chain:7", "2,1,1", "2,2,1", "3,2,1,1", "4,2,1,1",
+                 "dyn7w3", "dyn11w4", "dyn15w4"]
 STRATEGIES = ("checkpoint", "replay", "hybrid")
+PAD = 4  # verify sizes are padded to a multiple of this (the node jam of schedules.verify_cpu)
+
+
+def verify_size(tree) -> int:
+    from mambaflow.runtime.trees import parse_shape
+
+    return -(-parse_shape(tree).nodes // PAD) * PAD
+
+
+class paused_gc:
+    def __enter__(self):
+        self.was = gc.isenabled()
+        gc.collect()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        if self.was:
+            gc.enable()
 
 
 def load_pair(target_name: str, random_ok: bool):
@@ -70,27 +98,33 @@ def median_s_per_token(gens) -> float:
     return statistics.median(g.decode_s / max(len(g.tokens) - 1, 1) for g in gens)
 
 
-def run_backend(name, target_model, draft_model, prompt_ids, n_tokens, trees, reps, log):
+def run_backend(name, target_model, draft_model, prompt_ids, n_tokens, trees, reps, sampling, budget, log):
     from mambaflow.runtime.backends import make_backend
     from mambaflow.runtime.generate import generate
     from mambaflow.runtime.speculative import speculative_generate
     from mambaflow.runtime.trees import parse_shape
+    from mambaflow.schedules.verify_cpu import verify_cpu
 
-    kw = dict(prefill_chunk=16, progress=False) if name == "llvm" else {}
+    kw = dict(prefill_chunk=16, progress=False, schedule=verify_cpu) if name == "llvm" else {}
     t0 = time.perf_counter()
     target = make_backend(name, target_model, **kw)
     draft = make_backend(name, draft_model, **kw)
-    plain_ref = {i: generate(target, p, n_tokens) for i, p in enumerate(prompt_ids)}  # warm + reference
+    spec = dict(backtrack="hybrid", budget_bytes=budget)
+    plain_ref = {i: generate(target, p, n_tokens, sampling) for i, p in enumerate(prompt_ids)}  # warm + reference
     for tree in trees:  # compile every verify design before timing anything
-        speculative_generate(target, draft, prompt_ids[0], 4 + parse_shape(tree).depth, tree=tree)
+        speculative_generate(target, draft, prompt_ids[0], 4 + parse_shape(tree).depth, sampling, tree=tree,
+                             verify_size=verify_size(tree), **spec)
     log(f"  [{name}] backends built and warmed in {time.perf_counter() - t0:.0f} s")
 
     plain_runs, spec_runs = [], {t: [] for t in trees}
     for _ in range(reps):
         for i, p in enumerate(prompt_ids):
-            plain_runs.append(generate(target, p, n_tokens))
+            with paused_gc():
+                plain_runs.append(generate(target, p, n_tokens, sampling))
             for tree in trees:
-                g = speculative_generate(target, draft, p, n_tokens, tree=tree, backtrack="hybrid")
+                with paused_gc():
+                    g = speculative_generate(target, draft, p, n_tokens, sampling, tree=tree,
+                                             verify_size=verify_size(tree), **spec)
                 if g.tokens != plain_ref[i].tokens:
                     raise SystemExit(f"MISMATCH: speculative ({tree}) differs from greedy on {name}, prompt {i}")
                 spec_runs[tree].append(g)
@@ -102,7 +136,8 @@ def run_backend(name, target_model, draft_model, prompt_ids, n_tokens, trees, re
         toks = sum(len(g.tokens) - 1 for g in gens)
         spt = median_s_per_token(spec_runs[tree])
         rows[tree] = dict(
-            tree=tree, nodes=parse_shape(tree).nodes,
+            tree=tree, nodes=parse_shape(tree).nodes, verify_size=verify_size(tree),
+            replay_layers=list(gens[0].replay_layers), draft_checkpoint=gens[0].draft_checkpoint,
             mean_accepted=sum(sum(g.accepted) for g in gens) / passes,
             tokens_per_target_pass=toks / passes, target_passes_per_token=passes / toks,
             draft_calls_per_token=sum(g.draft_calls for g in gens) / toks,
@@ -122,24 +157,28 @@ def _time_split(gens) -> dict:
     return {k: v / s for k, v in tot.items()}
 
 
-def strategies_at(target, draft, prompt_ids, n_tokens, tree, reps):
+def strategies_at(target, draft, prompt_ids, n_tokens, tree, reps, sampling, budget):
     """Peak state memory and tokens/s of each backtracking strategy at one tree."""
     from mambaflow.runtime.generate import generate
     from mambaflow.runtime.speculative import speculative_generate
 
-    ref = [generate(target, p, n_tokens).tokens for p in prompt_ids]
+    ref = [generate(target, p, n_tokens, sampling).tokens for p in prompt_ids]
     out = {}
-    for s in STRATEGIES:
-        speculative_generate(target, draft, prompt_ids[0], 8, tree=tree, backtrack=s)  # compile
+    variants = {"checkpoint": ("checkpoint", None), "replay": ("replay", None),
+                "hybrid (SpecMamba split)": ("hybrid", None), f"hybrid ({budget / 2**20:.0f} MiB)": ("hybrid", budget)}
+    for label, (s, b) in variants.items():
+        kw = dict(tree=tree, backtrack=s, budget_bytes=b, verify_size=verify_size(tree))
+        speculative_generate(target, draft, prompt_ids[0], 8, sampling, **kw)  # compile
         gens = []
         for _ in range(reps):
             for p, r in zip(prompt_ids, ref):
-                g = speculative_generate(target, draft, p, n_tokens, tree=tree, backtrack=s)
+                with paused_gc():
+                    g = speculative_generate(target, draft, p, n_tokens, sampling, **kw)
                 if g.tokens != r:
                     raise SystemExit(f"MISMATCH under backtracking '{s}'")
                 gens.append(g)
         peak = {k: max(g.peak_state_bytes[k] for g in gens) for k in ("target", "draft", "total")}
-        out[s] = dict(peak_state_bytes=peak, tokens_per_s=1 / median_s_per_token(gens),
+        out[label] = dict(peak_state_bytes=peak, tokens_per_s=1 / median_s_per_token(gens),
                       replay_layers=list(gens[0].replay_layers), draft_checkpoint=gens[0].draft_checkpoint,
                       fifo_depth=gens[0].fifo_depth, tree_nodes=gens[0].tree_nodes)
     return out
@@ -205,21 +244,28 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["llvm", "torch"])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--budget-mib", type=float, default=64.0, help="state memory budget of the hybrid strategy")
     ap.add_argument("--random", action="store_true", help="random weights if no trained ones (dry run)")
     ap.add_argument("--out", default=str(RESULTS / "speculative.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     log = lambda m: print(m, flush=True)  # noqa: E731
+    budget = int(args.budget_mib * 2**20)
     result = dict(threads=args.threads, tokens=args.tokens, prompts=args.prompts, reps=args.reps,
-                  machine=platform.processor() or platform.machine(), pairs={})
+                  budget_mib=args.budget_mib, machine=platform.processor() or platform.machine(),
+                  llvm_schedule="schedules.verify_cpu", pairs={})
     for tname in args.pairs:
         target, draft, dname, trained = load_pair(tname, args.random)
         ids = prompts(args.prompts, args.prompt_len, target.config.vocab_size)
+        from mambaflow.runtime.generate import Sampling
+
+        sampling = Sampling(vocab_limit=256 if trained else None)  # byte models: never the padding rows
         log(f"{tname} + {dname} ({'trained' if trained else 'RANDOM weights'}): {len(ids)} prompts, "
             f"{args.tokens} tokens each")
         r = dict(draft=dname, trained=trained, backends={})
         for b in args.backends:
-            r["backends"][b], (tb, db) = run_backend(b, target, draft, ids, args.tokens, args.trees, args.reps, log)
+            r["backends"][b], (tb, db) = run_backend(b, target, draft, ids, args.tokens, args.trees, args.reps,
+                                                     sampling, budget, log)
             if b == "llvm":
                 llvm_backends = (tb, db)
         main_b = "llvm" if "llvm" in r["backends"] else args.backends[0]
@@ -230,7 +276,7 @@ def main() -> None:
         r["speedup_llvm"] = r["backends"].get("llvm", {}).get("trees", {}).get(best, {}).get("speedup")
         r["speedup_torch"] = r["backends"].get("torch", {}).get("trees", {}).get(best, {}).get("speedup")
         if "llvm" in r["backends"]:
-            r["strategies_llvm"] = strategies_at(*llvm_backends, ids, args.tokens, best, args.reps)
+            r["strategies_llvm"] = strategies_at(*llvm_backends, ids, args.tokens, best, args.reps, sampling, budget)
         r["published_shape_memory"] = published_memory(best)
         result["pairs"][tname] = r
         _print_pair(tname, r)
@@ -264,11 +310,11 @@ def _print_pair(name: str, r: dict) -> None:
     print(f"best tree: {r['best_tree']} ({r['tokens_per_target_pass']:.2f} tokens/pass, "
           f"llvm x{r['speedup_llvm'] or float('nan'):.2f})")
     if "strategies_llvm" in r:
-        print(f"{'strategy':11} {'target KiB':>10} {'draft KiB':>9} {'total KiB':>9} {'llvm tok/s':>10}  plan")
+        print(f"{'strategy':26} {'target KiB':>10} {'draft KiB':>9} {'total KiB':>9} {'llvm tok/s':>10}  plan")
         for s, v in r["strategies_llvm"].items():
             pk = v["peak_state_bytes"]
             plan = f"draft {'checkpoint' if v['draft_checkpoint'] else 'replay'}, target replays {v['replay_layers']}"
-            print(f"{s:11} {pk['target'] / 1024:10.1f} {pk['draft'] / 1024:9.1f} {pk['total'] / 1024:9.1f} "
+            print(f"{s:26} {pk['target'] / 1024:10.1f} {pk['draft'] / 1024:9.1f} {pk['total'] / 1024:9.1f} "
                   f"{v['tokens_per_s']:10.1f}  {plan}")
     pm = r["published_shape_memory"]
     print(f"memory model at {pm['target']} + {pm['draft']}, tree {pm['tree']} (fp32 MiB): " + ", ".join(
