@@ -7,6 +7,9 @@ once. Logits come back as float32 torch tensors.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 import torch
 
@@ -155,31 +158,30 @@ class LLVMBackend(Backend):
             self._bind(key, design, JitFunction(design.module, design.top))
         return self._designs[key]
 
-    def _run(self, phase: str, T: int, inputs: list[np.ndarray], state: MambaState, outs: list[np.ndarray],
-             **opts):
-        from ..targets.llvm.jit import descriptors
-
-        design, fn, (_weights, _wblock, waddrs) = self._compile(phase, T, **opts)
-        conv, ssm = _np(state.conv), _np(state.ssm)  # numpy views: slicing them is cheap
-        states = []
-        for i in range(self.cfg.n_layer):
-            states += [conv[i, 0], ssm[i, 0]]
+    def _run(self, phase: str, T: int, inputs: list, state: MambaState, outs: list, **opts):
+        """Call a design. `inputs` and `outs` are (pointer, shape) pairs of contiguous
+        buffers (see `_layers`); the state's layers are passed the same way. Descriptors
+        are packed into one int64 block from pointers and shapes: no per-array numpy or
+        ctypes objects, which dominated small calls."""
+        _design, fn, (_weights, _wblock, waddrs) = self._compile(phase, T, **opts)
+        conv, ssm = _c(state.conv), _c(state.ssm)
+        states = [spec for pair in zip(_layers(conv), _layers(ssm)) for spec in pair]
         # states are only read (outputs go to fresh buffers), so in-place is never aliased
         n_in = len(inputs) + len(states)
-        block, addrs = descriptors(inputs + states + outs)  # one block: cheap small calls
+        block, addrs = _pack(inputs + states + outs)
         fn.invoke_prepared(addrs[:n_in] + waddrs + addrs[n_in:])
+        del block, conv, ssm  # alive until the call returned
 
     def _step(self, phase: str, tokens: np.ndarray, state: MambaState):
         T = len(tokens)
         cfg = self.cfg
-        logits = np.zeros((T, cfg.vocab_size), np.float32)
-        conv = np.zeros((cfg.n_layer, 1, cfg.conv_dim, cfg.d_conv), np.float32)
-        ssm = np.zeros((cfg.n_layer, *cfg.ssm_state_shape(1)), np.float32)
-        outs = [logits]
-        for i in range(cfg.n_layer):
-            outs += [conv[i, 0], ssm[i, 0]]
-        self._run(phase, T, [tokens], state, outs)
-        return torch.from_numpy(logits), MambaState(torch.from_numpy(conv), torch.from_numpy(ssm))
+        toks = torch.from_numpy(tokens)
+        logits = torch.zeros(T, cfg.vocab_size)
+        conv = torch.zeros(cfg.n_layer, 1, cfg.conv_dim, cfg.d_conv)
+        ssm = torch.zeros(cfg.n_layer, *cfg.ssm_state_shape(1))
+        outs = [_spec(logits)] + [x for pair in zip(_layers(conv), _layers(ssm)) for x in pair]
+        self._run(phase, T, [_spec(toks)], state, outs)
+        return logits, MambaState(conv, ssm)
 
     def prefill(self, tokens, state=None):
         tokens = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64))
@@ -208,11 +210,12 @@ class LLVMBackend(Backend):
         logits = np.zeros((T, cfg.vocab_size), np.float32)
         conv_in = np.zeros((cfg.n_layer, T, cfg.conv_dim), np.float32)
         ssm = np.zeros((cfg.n_layer, T, *cfg.ssm_state_shape(1)[1:]), np.float32)
-        outs = [logits]
+        outs = [_spec(logits)]
         for i in range(cfg.n_layer):
-            outs += [conv_in[i], ssm[i]]
+            outs += [_spec(conv_in[i]), _spec(ssm[i])]
         par = np.asarray([int(p) for p in parents], np.int64)
-        self._run("verify", T, [tokens, windows.numpy().astype(np.int64), par], state, outs)
+        ins = [_spec(tokens), _spec(np.ascontiguousarray(windows.numpy())), _spec(par)]
+        self._run("verify", T, ins, state, outs)
         # each node's conv state is its window over [committed columns 1.., node inputs]
         seq = torch.cat([state.conv[:, 0, :, 1:], torch.from_numpy(conv_in).transpose(1, 2)], dim=2)
         conv = seq[:, :, windows]  # (L, C, T, K)
@@ -223,48 +226,113 @@ class LLVMBackend(Backend):
         """Verify through a design compiled for these replay layers and FIFO depth (one per
         combination and tree size, on first use): checkpointing layers write every node's
         SSM state, replaying ones their SSM inputs; conv inputs leave every layer."""
-        from .backtrack import REPLAY_ACTIVATIONS, TreeCache, fifo_ok
+        from .backtrack import REPLAY_ACTIVATIONS, TreeCache
 
         cfg = self.cfg
-        tokens = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64))
+        tokens = torch.as_tensor(tokens, dtype=torch.long).contiguous()
         T = len(tokens)
-        parents = [int(p) for p in parents]
         replay = tuple(sorted(set(int(i) for i in replay_layers)))
-        if fifo_depth is not None and not fifo_ok(parents, fifo_depth):
-            raise MambaflowError(f"verify_tree: the tree does not fit a FIFO tree buffer of depth {fifo_depth}; "
-                                 "order its nodes breadth-first or give a deeper buffer")
-        windows = tree_conv_windows(parents, cfg.d_conv)
+        windows, par, parents = self._tree(parents, fifo_depth)
         if not hasattr(self, "_tree_shapes"):  # config properties are slow to call per step
             self._tree_shapes = (cfg.n_layer, cfg.conv_dim, tuple(cfg.ssm_state_shape(1)[1:]), {
                 "xc": cfg.d_inner if cfg.arch == "mamba1" else cfg.conv_dim, "delta": cfg.d_inner,
                 "B": cfg.d_state, "dt": cfg.nheads})
         n_layer, conv_dim, ssm_shape, widths = self._tree_shapes
-        logits = np.zeros((T, cfg.vocab_size), np.float32)
-        conv_in = np.zeros((n_layer, T, conv_dim), np.float32)
-        ssm, acts, outs = [], [], [logits]
+        names = REPLAY_ACTIVATIONS[cfg.arch]
+        logits = torch.zeros(T, cfg.vocab_size)
+        conv_in = torch.zeros(n_layer, T, conv_dim)
+        ckpt = [i for i in range(n_layer) if i not in replay]
+        states = torch.zeros(len(ckpt), T, *ssm_shape)  # every node's state, checkpointing layers
+        act = {n: torch.zeros(len(replay), T, widths[n]) for n in names}  # SSM inputs, replaying layers
+        conv_l, state_l = _layers(conv_in), _layers(states)
+        act_l = {n: _layers(a) for n, a in act.items()}
+        ssm, acts, outs = [], [], [_spec(logits)]
         for i in range(n_layer):
-            outs.append(conv_in[i])
+            outs.append(conv_l[i])
             if i in replay:
-                a = {n: np.zeros((T, widths[n]), np.float32) for n in REPLAY_ACTIVATIONS[cfg.arch]}
-                outs += list(a.values())
+                r = replay.index(i)
+                outs += [act_l[n][r] for n in names]
                 ssm.append(None)
-                acts.append({n: torch.from_numpy(v) for n, v in a.items()})
+                acts.append({n: act[n][r] for n in names})
             else:
-                s = np.zeros((T, *ssm_shape), np.float32)
-                outs.append(s)
-                ssm.append(torch.from_numpy(s))
+                c = ckpt.index(i)
+                outs.append(state_l[c])
+                ssm.append(states[c])
                 acts.append(None)
-        par = np.asarray(parents, np.int64)
-        self._run("verify", T, [tokens, windows.numpy().astype(np.int64), par], state, outs,
+        self._run("verify", T, [_spec(tokens), _spec(windows), _spec(par)], state, outs,
                   replay_layers=replay, fifo_depth=fifo_depth)
-        cache = TreeCache(state, parents, windows, torch.from_numpy(conv_in), ssm, acts, fifo_depth)
-        return torch.from_numpy(logits), cache
+        return logits, TreeCache(state, parents, windows, conv_in, ssm, acts, fifo_depth)
+
+    def _tree(self, parents, fifo_depth):
+        """(windows, parents tensor, parents list) of a tree, cached: speculative decoding
+        verifies the same few shapes (a padded chain, a static tree) over and over."""
+        from .backtrack import fifo_ok
+
+        key = (tuple(int(p) for p in parents), fifo_depth)
+        cache = self.__dict__.setdefault("_trees", {})
+        hit = cache.get(key)
+        if hit is None:
+            plist = list(key[0])
+            if fifo_depth is not None and not fifo_ok(plist, fifo_depth):
+                raise MambaflowError(f"verify_tree: the tree does not fit a FIFO tree buffer of depth {fifo_depth}; "
+                                     "order its nodes breadth-first or give a deeper buffer")
+            hit = (tree_conv_windows(plist, self.cfg.d_conv).contiguous(), torch.tensor(plist, dtype=torch.long),
+                   plist)
+            if len(cache) < 4096:
+                cache[key] = hit
+        return hit
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    """A numpy view of a float32 CPU tensor (a contiguous copy if it is strided)."""
-    a = t.detach().numpy()
-    return a if a.flags["C_CONTIGUOUS"] else np.ascontiguousarray(a)
+@functools.lru_cache(maxsize=None)
+def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out, n = [], 1
+    for d in reversed(shape):
+        out.append(n)
+        n *= d
+    return tuple(reversed(out))
+
+
+def _spec(a) -> tuple[int, tuple[int, ...]]:
+    """(data pointer, shape) of a contiguous CPU tensor or numpy array."""
+    if isinstance(a, torch.Tensor):
+        if not a.is_contiguous():
+            raise MambaflowError("internal: llvm call buffers must be contiguous")
+        return a.data_ptr(), tuple(a.shape)
+    if not a.flags["C_CONTIGUOUS"]:
+        raise MambaflowError("internal: llvm call buffers must be contiguous")
+    return a.ctypes.data, a.shape
+
+
+def _layers(t: torch.Tensor) -> list[tuple[int, tuple[int, ...]]]:
+    """Specs of t[i] (with a batch-1 dim dropped: t[i, 0]) for every i, by pointer
+    arithmetic on one contiguous tensor."""
+    full = tuple(t.shape)
+    shape = full[2:] if len(full) > 2 and full[1] == 1 else full[1:]
+    step = t.element_size() * math.prod(full[1:])
+    p = t.data_ptr()
+    return [(p + i * step, shape) for i in range(full[0])]
+
+
+def _pack(specs) -> tuple[np.ndarray, list[int]]:
+    """MLIR ranked memref descriptors (allocated, aligned, offset, sizes, strides in
+    elements; int64 words on 64-bit hosts) of contiguous buffers, in one block; returns
+    the block (keep it alive through the call) and each descriptor's address."""
+    words: list[int] = []
+    offsets = []
+    for p, shape in specs:
+        offsets.append(len(words))
+        words += (p, p, 0, *shape, *_strides(shape))
+    block = np.array(words, dtype=np.int64)
+    base = block.ctypes.data
+    return block, [base + 8 * o for o in offsets]
+
+
+def _c(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous float32 CPU tensor (the tensor itself when it already is one)."""
+    t = t.detach()
+    if t.dtype != torch.float32 or not t.is_contiguous():
+        t = t.to(torch.float32).contiguous()
+    return t
 
 
 def make_backend(name: str, model, **kw) -> Backend:
