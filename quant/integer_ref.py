@@ -236,7 +236,7 @@ def k_embed(spec: Spec):
     return QKernel("embed", embed, ("tokens", "p:embed"), ("resid",))
 
 
-def k_norm(spec: Spec, kind: str, src: str, dst: str, prefix: str):
+def k_norm(spec: Spec, kind: str, src: str, dst: str):
     rs: RsqrtApprox = spec.approx["rsqrt"]
     c_sqrt_l, eps_int = spec.norm
 
@@ -449,7 +449,7 @@ def k_head(spec: Spec):
 def layer_kernels(spec: Spec, layer: int = 0) -> list[QKernel]:
     """The integer kernels of one layer, in execution order. Activation names connect
     producers and consumers; `resid` enters, `resid_out` leaves."""
-    ks = [k_norm(spec, "norm", "resid", "xn", "norm"), k_in_proj(spec), k_conv(spec)]
+    ks = [k_norm(spec, "norm", "resid", "xn"), k_in_proj(spec), k_conv(spec)]
     if spec.arch == "mamba1":
         ks += [k_x_proj(spec), k_m1_ssm(spec)]
     else:
@@ -459,7 +459,7 @@ def layer_kernels(spec: Spec, layer: int = 0) -> list[QKernel]:
 
 
 def model_kernels(spec: Spec) -> tuple[QKernel, QKernel, QKernel]:
-    return k_embed(spec), k_norm(spec, "norm_f", "resid", "xn", "norm_f"), k_head(spec)
+    return k_embed(spec), k_norm(spec, "norm_f", "resid", "xn"), k_head(spec)
 
 
 def run_kernel(k: QKernel, env: dict, params: dict, prefix: str) -> None:
