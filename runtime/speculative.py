@@ -258,42 +258,67 @@ def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max
 # --------------------------------------------------------------- entry point
 
 
-def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: int, tree="chain:4",
+DEFAULT_BUDGET = 64 * 2**20  # bytes of state the CLI's hybrid strategy may hold
+
+
+def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: int, tree="chain:3",
                     backend_name: str = "llvm", sampling: Sampling = Sampling(), backtrack: str = "hybrid",
-                    budget_bytes: int | None = None, progress: bool = True, prefill_chunk: int = 16) -> dict:
+                    budget_bytes: int | None = DEFAULT_BUDGET, progress: bool = True, prefill_chunk: int = 16,
+                    reps: int = 3) -> dict:
     """What `mambaflow run --speculative` shows: plain target decoding and speculative
     decoding on one backend, their tokens, whether they agree (greedy) and the speed.
 
-    Returns {"plain": Generation, "speculative": SpeculativeGeneration, "same_tokens": bool,
-    "speedup": plain decode s / speculative decode s, "summary": dict}.
+    On llvm every design is scheduled with `schedules.verify_cpu` (plain decoding too) and
+    trees are padded to a multiple of 4 nodes. Times are medians of `reps` runs with the
+    garbage collector paused. Returns {"plain": Generation, "speculative":
+    SpeculativeGeneration, "same_tokens": bool, "speedup": plain s/token over
+    speculative s/token, "summary": dict}.
     """
+    import gc
+    import statistics
+
     from .backends import make_backend
     from .generate import generate
 
-    kw = dict(prefill_chunk=prefill_chunk, progress=progress) if backend_name == "llvm" else {}
+    kw = {}
+    if backend_name == "llvm":
+        from ..schedules.verify_cpu import verify_cpu
+
+        kw = dict(prefill_chunk=prefill_chunk, progress=progress, schedule=verify_cpu)
     target = make_backend(backend_name, target_model, **kw)
     draft = make_backend(backend_name, draft_model, **kw)
     shape = parse_shape(tree)
+    spec_kw = dict(tree=shape, backtrack=backtrack, budget_bytes=budget_bytes,
+                   verify_size=-(-shape.nodes // 4) * 4 if backend_name == "llvm" else None)
     # compile / warm everything once so neither timing pays for it
-    speculative_generate(target, draft, prompt_ids, min(n_tokens, shape.depth + 2), sampling, shape, backtrack,
-                         budget_bytes)
+    speculative_generate(target, draft, prompt_ids, min(n_tokens, shape.depth + 2), sampling, **spec_kw)
     generate(target, prompt_ids, 2, sampling)
-    plain = generate(target, prompt_ids, n_tokens, sampling)
-    spec = speculative_generate(target, draft, prompt_ids, n_tokens, sampling, shape, backtrack, budget_bytes)
-    per_plain = plain.decode_s / max(len(plain.tokens) - 1, 1)
-    per_spec = spec.decode_s / max(len(spec.tokens) - 1, 1)
+    plains, specs = [], []
+    was = gc.isenabled()
+    try:
+        for _ in range(max(reps, 1)):
+            gc.collect()
+            gc.disable()
+            plains.append(generate(target, prompt_ids, n_tokens, sampling))
+            specs.append(speculative_generate(target, draft, prompt_ids, n_tokens, sampling, **spec_kw))
+            gc.enable()
+    finally:
+        if was:
+            gc.enable()
+    per_token = lambda g: g.decode_s / max(len(g.tokens) - 1, 1)  # noqa: E731
+    plain = sorted(plains, key=per_token)[len(plains) // 2]
+    spec = sorted(specs, key=per_token)[len(specs) // 2]
+    speedup = statistics.median(map(per_token, plains)) / statistics.median(map(per_token, specs))
     summary = spec.summary()
-    summary.update(backend=backend_name, plain_decode_tokens_per_s=plain.decode_tokens_per_s,
-                   speedup=per_plain / per_spec if per_spec > 0 else float("nan"),
+    summary.update(backend=backend_name, plain_decode_tokens_per_s=plain.decode_tokens_per_s, speedup=speedup,
                    same_tokens=plain.tokens == spec.tokens)
     return {"plain": plain, "speculative": spec, "same_tokens": plain.tokens == spec.tokens,
-            "speedup": summary["speedup"], "summary": summary}
-
+            "speedup": speedup, "summary": summary}
 
 
 def print_speculative_run(target_model, draft_model, names: tuple[str, str], prompt_ids: list[int], n_tokens: int,
-                          sampling: Sampling, tree="chain:4", backtrack: str = "hybrid", prefill_chunk: int = 16,
-                          show=None) -> int:
+                          sampling: Sampling, tree="chain:3", backtrack: str = "hybrid", prefill_chunk: int = 16,
+                          show=None, budget_bytes: int | None = DEFAULT_BUDGET) -> int:
     """`mambaflow run --speculative`: plain and speculative decoding on llvm and torch,
     printed; returns the exit status (1 when greedy speculative output differs from the
     target's own). `show` turns token ids into text (None: print the ids)."""
@@ -301,12 +326,14 @@ def print_speculative_run(target_model, draft_model, names: tuple[str, str], pro
     for backend in ("llvm", "torch"):
         t0 = time.perf_counter()
         runs[backend] = run_speculative(target_model, draft_model, prompt_ids, n_tokens, tree, backend, sampling,
-                                        backtrack, progress=backend == "llvm", prefill_chunk=prefill_chunk)
+                                        backtrack, budget_bytes, progress=backend == "llvm",
+                                        prefill_chunk=prefill_chunk)
         print(f"[{backend}] built, warmed and ran in {time.perf_counter() - t0:.1f} s")
     spec = runs["llvm"]["speculative"]
+    budget = f" under {budget_bytes / 2**20:.0f} MiB" if backtrack == "hybrid" and budget_bytes else ""
     print(f"\ntarget {names[0]}, draft {names[1]}, tree {spec.tree} ({spec.tree_nodes} nodes, FIFO tree buffer "
-          f"{spec.fifo_depth}), backtracking {backtrack}: draft {'checkpoints' if spec.draft_checkpoint else 'replays'}, "
-          f"target replays layers {list(spec.replay_layers)}")
+          f"{spec.fifo_depth}), backtracking {backtrack}{budget}: draft "
+          f"{'checkpoints' if spec.draft_checkpoint else 'replays'}, target replays layers {list(spec.replay_layers)}")
     for nm, r in runs.items():
         ids = r["speculative"].tokens
         print(f"[{nm:5}] {show(ids) if show else ' '.join(map(str, ids))!r}")

@@ -348,3 +348,13 @@ def test_replay_activation_names_match_the_flow():
     from mambaflow.flow import capture as C
 
     assert C.REPLAY_ACTIVATIONS == REPLAY_ACTIVATIONS
+
+
+def test_run_speculative_reports_plain_and_speculative(pair):
+    from mambaflow.runtime.speculative import run_speculative
+
+    target, draft = pair
+    r = run_speculative(target.model, draft.model, PROMPT, 12, "chain:3", "torch", reps=1)
+    assert r["same_tokens"] and r["plain"].tokens == r["speculative"].tokens
+    assert r["speedup"] > 0 and r["summary"]["tokens_per_target_pass"] >= 1
+    assert r["summary"]["replay_layers"] == []  # hybrid under the default 64 MiB: everything checkpoints
