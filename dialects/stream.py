@@ -526,8 +526,10 @@ def _simulate(fname, fn, fs, creates, cache=None, versions=None) -> dict:
             if n == 0 and other is not None and started[other] and not done[other] and pos[other] < len(procs[other][1]):
                 of, okind, _ = procs[other][1][pos[other]]
                 if of == f and okind != kind:
-                    # both ends sit in runs on this FIFO: they run in lock step
+                    # both ends sit in runs on this FIFO: they run in lock step, each
+                    # value passing through one slot of it
                     n = min(left[k], left[other])
+                    peak[f] = max(peak[f], 1 if n else 0)
                     step(other, n)
             if n == 0:
                 break
