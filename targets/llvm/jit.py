@@ -21,7 +21,6 @@ from typing import Sequence
 import numpy as np
 from torch_mlir import ir
 from torch_mlir.execution_engine import ExecutionEngine
-from torch_mlir.runtime import get_ranked_memref_descriptor
 
 from ...errors import MambaflowError
 from ...flow.mlir import funcs, run_pipeline, walk
@@ -65,21 +64,14 @@ def _strip_directives(module: ir.Module) -> None:
     strip_directives(module)
 
 
-def _descriptor(a: np.ndarray) -> np.ndarray:
-    """A ranked memref descriptor of a C-contiguous array as int64 words: allocated and
-    aligned pointers, offset, sizes, strides in elements (MLIR's struct layout on 64-bit
-    hosts, the same bytes `get_ranked_memref_descriptor` builds, without defining a
-    ctypes class per call, which dominated the time of small calls)."""
-    if ctypes.sizeof(ctypes.c_void_p) != 8:  # pragma: no cover - 32-bit hosts
-        return get_ranked_memref_descriptor(a)
-    p = a.__array_interface__["data"][0]
-    return np.array((p, p, 0, *a.shape, *(s // a.itemsize for s in a.strides)), dtype=np.int64)
-
-
 def descriptors(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
-    """The descriptors of many arrays in one int64 block: returns the block (keep it and
-    the arrays alive until the call returns) and each descriptor's address, which
-    `invoke_prepared` takes in place of a descriptor."""
+    """Ranked memref descriptors of many C-contiguous arrays in one int64 block.
+
+    Each descriptor is MLIR's struct on 64-bit hosts: allocated and aligned pointers,
+    offset, sizes, strides in elements (the bytes `get_ranked_memref_descriptor` builds,
+    without defining a ctypes class per argument, which dominated small calls). Returns
+    the block (keep it and the arrays alive until the call returns) and each
+    descriptor's address, as `invoke_prepared` takes them."""
     words: list[int] = []
     offsets = []
     for a in arrays:
@@ -160,21 +152,10 @@ class JitFunction:
         except (OSError, subprocess.CalledProcessError):
             pass
 
-    def prepare(self, arrays: Sequence[np.ndarray]) -> list:
-        """Memref descriptors for arrays (keep the arrays alive while they are used)."""
-        out = []
-        for a in arrays:
-            if not (isinstance(a, np.ndarray) and a.flags["C_CONTIGUOUS"]):
-                raise MambaflowError("llvm target: arguments must be C-contiguous numpy arrays")
-            out.append(_descriptor(a))
-        return out
-
-    def invoke_prepared(self, descs: list) -> None:
-        """Run with descriptors from `prepare` (or their addresses, see `descriptors`)."""
-        if len(descs) != self.nargs:
-            raise MambaflowError(f"llvm target: '{self.name}' takes {self.nargs} arguments, got {len(descs)}")
-        addrs = [d if isinstance(d, int) else d.__array_interface__["data"][0] if isinstance(d, np.ndarray)
-                 else ctypes.addressof(d) for d in descs]
+    def invoke_prepared(self, addrs: list[int]) -> None:
+        """Run with the descriptor addresses of every argument (see `descriptors`)."""
+        if len(addrs) != self.nargs:
+            raise MambaflowError(f"llvm target: '{self.name}' takes {self.nargs} arguments, got {len(addrs)}")
         if self._packed is None:
             self._entry(*addrs)
         else:  # the packed wrapper takes void** args: args[i] points at a pointer to descriptor i
@@ -185,4 +166,5 @@ class JitFunction:
 
     def __call__(self, *arrays: np.ndarray) -> None:
         """Run with every argument (inputs, then outputs written in place) as numpy arrays."""
-        self.invoke_prepared(self.prepare(arrays))
+        block, addrs = descriptors(arrays)  # noqa: F841  (the block must outlive the call)
+        self.invoke_prepared(addrs)
