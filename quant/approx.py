@@ -139,9 +139,13 @@ class Approx:
         self.XLO, self.XHI, self.S, self.k = XLO, XHI, segments, step.bit_length() - 1
         f, f1, f2 = _FUNCS[func]
         grid = (XLO + np.arange(segments + 1, dtype=np.float64) * step) * fin.lsb
-        vals = np.clip(_round_half_up(f(grid) * 2**fout.frac), fout.lo, fout.hi)
+        raw = _round_half_up(f(grid) * 2**fout.frac)
+        vals = np.clip(raw, fout.lo, fout.hi)
         if kind == "pwl":
-            c0 = vals.astype(np.int64)
+            # the chord ends on the unsaturated values (exp(0) = 1 is 2^frac, one above
+            # an unsigned fraction-only format): saturating them first would bend the last
+            # segment down; the output saturates after the interpolation instead
+            c0 = raw.astype(np.int64)
             c1 = np.zeros_like(c0)
             c1[:-1] = c0[1:] - c0[:-1]
             self._tables = (torch.from_numpy(c0), torch.from_numpy(c1))

@@ -78,26 +78,37 @@ def prepare(model, rotation: bool = True, dtype=torch.float64) -> Prepared:
 
 
 class Observer:
-    """Running absolute maxima per layer and tensor, reduced over all but the kept dims
-    (the channel dims of each tensor's quantization granularity)."""
+    """Running per-channel statistics per layer and tensor, reduced over all but the kept
+    dims (the channel dims of each tensor's quantization granularity): the absolute
+    maximum, and the mean square (for clipped ranges)."""
 
     def __init__(self):
         self.stats: dict[tuple[int, str], Tensor] = {}
+        self.sumsq: dict[tuple[int, str], Tensor] = {}
+        self.count: dict[tuple[int, str], int] = {}
 
     def __call__(self, layer: int, name: str, t: Tensor, keep: int = 0) -> None:
         a = t.detach().abs().to(torch.float64)
-        if keep:
-            a = a.reshape(-1, *a.shape[a.dim() - keep:]).amax(0)
-        else:
-            a = a.amax()
+        a = a.reshape(-1, *a.shape[a.dim() - keep:]) if keep else a.reshape(-1)
         key = (layer, name)
-        self.stats[key] = a if key not in self.stats else torch.maximum(self.stats[key], a)
+        m, ss = a.amax(0), a.pow(2).sum(0)
+        if key not in self.stats:
+            self.stats[key], self.sumsq[key], self.count[key] = m, ss, a.shape[0]
+        else:
+            self.stats[key] = torch.maximum(self.stats[key], m)
+            self.sumsq[key] = self.sumsq[key] + ss
+            self.count[key] += a.shape[0]
 
-    def get(self, layer: int, name: str) -> Tensor:
+    def get(self, layer: int, name: str, clip: float | None = None) -> Tensor:
+        """The absolute maximum, or with `clip` min(max, clip · rms) per channel."""
         try:
-            return self.stats[(layer, name)]
+            m = self.stats[(layer, name)]
         except KeyError:
             raise MambaflowError(f"calibration has no statistics for layer {layer} '{name}'") from None
+        if clip is None:
+            return m
+        rms = (self.sumsq[(layer, name)] / self.count[(layer, name)]).sqrt()
+        return torch.minimum(m, clip * rms)
 
 
 def _fn(approx: dict, name: str):

@@ -211,6 +211,7 @@ def quantize(model, qconfig: QuantConfig | str = "w8a8", calib_tokens: Tensor | 
 def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) -> QuantizedMamba:
     D, E, N, K = cfg.d_model, cfg.d_inner, cfg.d_state, cfg.d_conv
     af, nf = qc.act_frac, qc.norm_frac
+    clip = qc.clip
     A = qc.approx
     dA_bits = qc.bits("dA")
     approx = {
@@ -262,7 +263,7 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
         qx = spec.qmax("x")
         e_in = torch.tensor(-nf)
         e_acc = linear(pre + "in_proj", W["in_proj"], qc.w_bits, wg_in, ag_in, spec.sum2pot, e_in)
-        e_xpre = pot_exp(st.get(i, "x_pre"), qx)                        # (C,)
+        e_xpre = pot_exp(st.get(i, "x_pre", clip), qx)                        # (C,)
         # conv + SiLU
         cw = W["conv_w"]
         e_cw = pot_exp(cw.abs().amax(-1), 127)
@@ -270,7 +271,7 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
         e_cacc = e_xpre + e_cw
         params[pre + "conv.b"] = _round(W["conv_b"] / 2.0 ** e_cacc).to(i32)
         params[pre + "conv.sh_in"] = _i8(-af - e_cacc, "conv.sh_in")
-        e_x = pot_exp(st.get(i, "xc"), qx)
+        e_x = pot_exp(st.get(i, "xc", clip), qx)
         params[pre + "conv.sh_out"] = _i8(e_x + silu_frac, "conv.sh_out")
         dmax = spec.umax("delta")
         if cfg.arch == "mamba1":
@@ -279,22 +280,22 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
             # x_proj with the per-channel exponents of x folded into its columns
             ex = linear(pre + "x_proj", W["x_proj"] * 2.0 ** e_x[None, :].double(), qc.other_bits,
                         E, E, False, torch.tensor(0))
-            e_dtl = pot_exp(st.get(i, "dtl"), 127)
-            e_B = pot_exp(st.get(i, "B"), spec.qmax("B"))
-            e_C = pot_exp(st.get(i, "C"), spec.qmax("C"))
+            e_dtl = pot_exp(st.get(i, "dtl", clip), 127)
+            e_B = pot_exp(st.get(i, "B", clip), spec.qmax("B"))
+            e_C = pot_exp(st.get(i, "C", clip), spec.qmax("C"))
             params[pre + "x_proj.sh"] = _i8(torch.cat([e_dtl, e_B, e_C]) - ex, "x_proj.sh")
             edt = linear(pre + "dt_proj", W["dt_proj"] * 2.0 ** e_dtl[None, :].double(), qc.other_bits,
                          R, R, False, torch.tensor(0))
             params[pre + "dt_proj.b"] = _round(W["dt_bias"] / 2.0 ** edt).to(i32)
             params[pre + "dt_proj.sh"] = _i8(-af - edt, "dt_proj.sh")
-            e_d = pot_exp(st.get(i, "delta"), dmax)                      # (E,)
+            e_d = pot_exp(st.get(i, "delta", clip), dmax)                      # (E,)
             params[pre + "delta.sh"] = _i8(e_d + sp_frac, "delta.sh")
             # A per (d, n), exp input format s16.af
             Af = W["A"]
             e_A = pot_exp(Af.abs(), 127, floor=0.0)
             params[pre + "ssm.A"] = torch.clamp(_round(Af / 2.0 ** e_A), -127, 127).to(i8)
             params[pre + "ssm.sh_dA"] = _i8(-af - (e_d[:, None] + e_A), "ssm.sh_dA")
-            e_h = pot_exp(st.get(i, "h"), spec.qmax("h"))                 # (E, N)
+            e_h = pot_exp(st.get(i, "h", clip), spec.qmax("h"))                 # (E, N)
             e_t1 = e_h - dA_bits
             e_t2 = e_d[:, None] + e_x[:, None] + e_B[None, :]
             e_C_b = e_C[None, :]
@@ -309,13 +310,13 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
             if lo > 0.0 or hi != math.inf:
                 spec.dt_limit = (int(round(lo * 2 ** sp_frac)),
                                  int(min(round(hi * 2 ** sp_frac), approx["softplus"].fout.hi)))
-            e_d = pot_exp(st.get(i, "delta"), dmax)                      # (H,)
+            e_d = pot_exp(st.get(i, "delta", clip), dmax)                      # (H,)
             params[pre + "delta.sh"] = _i8(e_d + sp_frac, "delta.sh")
             Af = W["A"]
             e_A = pot_exp(Af.abs(), 127, floor=0.0)
             params[pre + "ssm.A"] = torch.clamp(_round(Af / 2.0 ** e_A), -127, 127).to(i8)
             params[pre + "ssm.sh_dA"] = _i8(-af - (e_d + e_A), "ssm.sh_dA")
-            e_h = pot_exp(st.get(i, "h"), spec.qmax("h"))                 # (H, P, N)
+            e_h = pot_exp(st.get(i, "h", clip), spec.qmax("h"))                 # (H, P, N)
             e_xs = e_x[:E].reshape(H, Pd)
             rep = H // G
             e_B = e_x[E:E + G * N].reshape(G, N).repeat_interleave(rep, 0)   # (H, N)
@@ -333,10 +334,10 @@ def _build(cfg, qc: QuantConfig, P: float_sim.Prepared, st: float_sim.Observer) 
         e_p = e_h + e_C_b
         if cfg.arch == "mamba1":
             e_Dx = e_D + e_xs
-            e_y = pot_exp(st.get(i, "y"), spec.qmax("y"))
+            e_y = pot_exp(st.get(i, "y", clip), spec.qmax("y"))
         else:
             e_Dx = e_D[:, None] + e_xs
-            e_y = pot_exp(st.get(i, "y"), spec.qmax("y"))                 # (H, P)
+            e_y = pot_exp(st.get(i, "y", clip), spec.qmax("y"))                 # (H, P)
         e_yacc = torch.minimum(e_p.amin(-1), e_Dx)
         params[pre + "ssm.ly"] = _i8(e_p - e_yacc[..., None], "ssm.ly", 36)
         params[pre + "ssm.lD"] = _i8(e_Dx - e_yacc, "ssm.lD", 36)

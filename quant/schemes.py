@@ -76,6 +76,8 @@ class QuantConfig:
     x_proj / dt_proj (Mamba1) and the LM head use `other_bits` for weights and
     activations. SSM block and conv: power-of-two, per-channel static exponents from
     calibration, widths in `ssm_bits` (8 by default; "dA" is exp(ΔA), unsigned).
+    `clip`: static SSM/conv ranges are min(max, clip · rms) of the calibration data per
+    channel (None: the maximum).
     `rotation`: Hadamard rotation of the residual stream (fused offline into the
     embedding, in_proj, out_proj and the head) and of out_proj's input (online FWHT).
     Fixed-point formats: residual stream `resid_bits` signed with `resid_frac`
@@ -93,6 +95,7 @@ class QuantConfig:
     other_bits: int = 8
     ssm_bits: dict = field(default_factory=dict)
     rotation: bool = True
+    clip: float | None = None
     approx: ApproxConfig = field(default_factory=ApproxConfig)
     resid_bits: int = 24
     resid_frac: int | None = None
@@ -127,6 +130,8 @@ class QuantConfig:
             raise QuantError(f"QuantConfig.act_frac={self.act_frac}: use 4..12 (16-bit words).")
         if not 4 <= self.norm_frac <= 14:
             raise QuantError(f"QuantConfig.norm_frac={self.norm_frac}: use 4..14.")
+        if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip >= 1):
+            raise QuantError(f"QuantConfig.clip={self.clip!r}: a clip ratio (x rms) >= 1, or None.")
         if not isinstance(self.approx, ApproxConfig):
             raise QuantError("QuantConfig.approx must be an ApproxConfig.")
 
