@@ -221,6 +221,7 @@ def test_double_quantization_raises(float_model):
     (dict(ssm_bits={"h": 1}), "ssm_bits"),
     (dict(ssm_bits={"q": 8}), "unknown tensors"),
     (dict(resid_bits=40), "resid_bits=40"),
+    (dict(clip=0.5), "clip=0.5"),
 ])
 def test_unsupported_config_raises(kw, msg):
     with pytest.raises(QuantError, match=msg):
