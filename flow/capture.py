@@ -95,9 +95,10 @@ class Design:
         for p in self.ports:
             if p.role != "weight":
                 continue
-            if p.name not in sd:
+            t = _weight(sd, p.name)
+            if t is None:
                 raise MambaflowError(f"design '{self.phase}' needs weight '{p.name}', which the model lacks")
-            t = sd[p.name].detach().to(torch.float32).contiguous()
+            t = t.detach().to(torch.float32).contiguous()
             if tuple(t.shape) != p.shape:
                 raise MambaflowError(f"weight '{p.name}' has shape {tuple(t.shape)}, the design expects {p.shape}")
             out.append(t.numpy())
@@ -105,6 +106,18 @@ class Design:
 
     def __str__(self) -> str:
         return str(self.module)
+
+
+def _weight(sd: dict, name: str) -> torch.Tensor | None:
+    """A checkpoint tensor by its full name, or a derived weight (K.DERIVED_WEIGHTS)
+    computed from the checkpoint tensor it comes from."""
+    if name in sd:
+        return sd[name]
+    for key, (source, derive) in K.DERIVED_WEIGHTS.items():
+        if name == key or name.endswith("." + key):
+            src = name[: len(name) - len(key)] + source
+            return derive(sd[src].detach()) if src in sd else None
+    return None
 
 
 def _example(port: K.Port) -> torch.Tensor:

@@ -34,7 +34,15 @@ class Port:
     name: str
     shape: tuple[int, ...]
     dtype: torch.dtype = torch.float32
-    weight: str | None = None  # HF parameter name (layer-relative) when a weight
+    weight: str | None = None  # HF parameter name (layer-relative) or DERIVED_WEIGHTS key
+
+
+# Weights the hardware stores precomputed rather than as checkpointed: name (relative to
+# a layer) -> (checkpoint name, how to derive it). A = -exp(A_log) is loop-invariant in
+# the scan; computed in the kernel it costs a second exp per state element and token.
+DERIVED_WEIGHTS: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
+    "mixer.A": ("mixer.A_log", lambda a_log: -torch.exp(a_log.float())),  # as the models compute it
+}
 
 
 @dataclass(frozen=True)
@@ -99,12 +107,11 @@ def m1_x_proj_dt(xc, w_x, w_dt, b_dt, dt_rank: int, d_state: int):
     return delta, dbc[:, dt_rank : dt_rank + d_state], dbc[:, dt_rank + d_state :]
 
 
-def m1_ssm_step(h, x, delta, B, C, z, A_log, D):
+def m1_ssm_step(h, x, delta, B, C, z, A, D):
     """One token of the Mamba1 selective state update (selective_state_update).
 
-    h (E, N); x, delta, z (1, E); B, C (1, N).
+    h (E, N); x, delta, z (1, E); B, C (1, N); A = -exp(A_log) (a derived weight).
     """
-    A = -torch.exp(A_log)
     dA = torch.exp(delta[0, :, None] * A)
     h_new = h * dA + (delta[0] * x[0])[:, None] * B
     y = (h_new * C).sum(-1) + D * x[0]
@@ -112,8 +119,9 @@ def m1_ssm_step(h, x, delta, B, C, z, A_log, D):
     return y[None, :], h_new
 
 
-def m2_ssm_step(h, xbc, dt, dt_bias, A_log, D, d_inner, headdim, ngroups, d_state, dt_min, dt_max):
-    """One token of the Mamba2 state update; h (H, P, N), xbc (1, conv_dim), dt (1, H)."""
+def m2_ssm_step(h, xbc, dt, dt_bias, A, D, d_inner, headdim, ngroups, d_state, dt_min, dt_max):
+    """One token of the Mamba2 state update; h (H, P, N), xbc (1, conv_dim), dt (1, H);
+    A = -exp(A_log) (a derived weight)."""
     H = d_inner // headdim
     x = xbc[0, :d_inner].reshape(H, headdim)
     Bg = xbc[0, d_inner : d_inner + ngroups * d_state].reshape(ngroups, d_state)
@@ -124,7 +132,6 @@ def m2_ssm_step(h, xbc, dt, dt_bias, A_log, D, d_inner, headdim, ngroups, d_stat
     delta = F.softplus(dt[0] + dt_bias)
     if dt_min > 0.0 or dt_max != float("inf"):
         delta = delta.clamp(dt_min, dt_max)
-    A = -torch.exp(A_log)
     dA = torch.exp(delta * A)
     h_new = h * dA[:, None, None] + (delta[:, None] * x)[:, :, None] * B[:, None, :]
     y = (h_new * C[:, None, :]).sum(-1) + D[:, None] * x
@@ -198,7 +205,7 @@ def layer_kernels(cfg: MambaConfig, T: int) -> list[Kernel]:
             Kernel("ssm", m1_ssm_step,
                    (Port("ssm_state", (E, N)), Port("xc", (1, E)), Port("delta", (1, E)),
                     Port("B", (1, N)), Port("C", (1, N)), Port("z", (1, E)),
-                    Port("A_log", (E, N), f32, "mixer.A_log"), Port("D", (E,), f32, "mixer.D")),
+                    Port("A", (E, N), f32, "mixer.A"), Port("D", (E,), f32, "mixer.D")),
                    (Port("y", (1, E)), Port("ssm_state_out", (E, N))), scan=True),
             Kernel("out_proj", out_proj,
                    (Port("y", (T, E)), Port("out_proj_w", (D, E), f32, "mixer.out_proj.weight"),
@@ -221,7 +228,7 @@ def layer_kernels(cfg: MambaConfig, T: int) -> list[Kernel]:
         Kernel("ssm", _bind(m2_ssm_step, d_inner=E, headdim=P, ngroups=G, d_state=N,
                             dt_min=float(lo), dt_max=float(hi)),
                (Port("ssm_state", (H, P, N)), Port("xc", (1, CD)), Port("dt", (1, H)),
-                Port("dt_bias", (H,), f32, "mixer.dt_bias"), Port("A_log", (H,), f32, "mixer.A_log"),
+                Port("dt_bias", (H,), f32, "mixer.dt_bias"), Port("A", (H,), f32, "mixer.A"),
                 Port("D", (H,), f32, "mixer.D")),
                (Port("y", (1, E)), Port("ssm_state_out", (H, P, N))), scan=True),
         Kernel("gated_norm", _bind(m2_gated_norm, ngroups=G, eps=cfg.rms_eps),

@@ -114,16 +114,15 @@ class LLVMBackend(Backend):
     Prefill runs in chunks of `prefill_chunk` tokens through one compiled prefill design
     (the state carries across chunks, so chunking is exact) and the rest token by token
     through the decode design. Verify compiles one design per tree size on first use.
+    Calls go through `_Call`s prepared once per design, so a call costs a few
+    microseconds of Python on top of the compiled code (speculative decoding makes many
+    small ones).
     """
 
     name = "llvm"
 
     def __init__(self, model, prefill_chunk: int = 16, schedule=None, progress: bool = True):
-        super().__init__(model)
-        self.schedule = schedule
-        self.progress = progress
-        self.prefill_chunk = prefill_chunk
-        self._designs: dict[tuple[str, int], tuple] = {}
+        self._setup(model, prefill_chunk, schedule, progress)
         self._compile("decode", 1)
         if prefill_chunk > 1:
             self._compile("prefill", prefill_chunk)
@@ -132,95 +131,98 @@ class LLVMBackend(Backend):
     def from_compiled(cls, model, compiled: dict, prefill_chunk: int = 1) -> "LLVMBackend":
         """A backend over designs compiled elsewhere: {(phase, T): (design, JitFunction)}."""
         self = cls.__new__(cls)
-        Backend.__init__(self, model)
-        self.schedule, self.progress, self.prefill_chunk = None, False, prefill_chunk
-        self._designs = {}
+        self._setup(model, prefill_chunk, None, False)
         for key, (design, fn) in compiled.items():
-            self._bind(key, design, fn)
+            self._calls[key] = _Call(design, fn, model)
         return self
 
-    def _bind(self, key, design, fn):
-        from ..targets.llvm.jit import descriptors
+    def _setup(self, model, prefill_chunk, schedule, progress) -> None:
+        super().__init__(model)
+        self.schedule = schedule
+        self.progress = progress
+        self.prefill_chunk = prefill_chunk
+        cfg = self.cfg
+        self._calls: dict[tuple, _Call] = {}
+        self._trees: dict[tuple, tuple] = {}
+        self._conv_shape = (cfg.n_layer, 1, cfg.conv_dim, cfg.d_conv)
+        self._ssm_shape = (cfg.n_layer, *cfg.ssm_state_shape(1))
+        self._node_state = tuple(cfg.ssm_state_shape(1)[1:])
+        self._token = np.zeros(1, np.int64)  # decode's input, rewritten per call
+        n = 4  # float32 bytes
+        self._layer_offsets = [(i * cfg.conv_dim * cfg.d_conv * n, i * math.prod(self._node_state) * n)
+                               for i in range(cfg.n_layer)]
+        self._act_widths = {"xc": cfg.d_inner if cfg.arch == "mamba1" else cfg.conv_dim, "delta": cfg.d_inner,
+                            "B": cfg.d_state, "dt": cfg.nheads}
 
-        weights = design.weights(self.model)  # kept alive: the descriptors point into them
-        self._designs[key] = (design, fn, (weights, *descriptors(weights)))
-
-    def _compile(self, phase: str, T: int, **opts):
+    def _compile(self, phase: str, T: int, **opts) -> "_Call":
         # verify designs for speculative decoding also differ by replay layers / FIFO depth
         key = (phase, T, *opts.values()) if any(opts.values()) else (phase, T)
-        if key not in self._designs:
+        call = self._calls.get(key)
+        if call is None:
             from ..flow.capture import capture
             from ..targets.llvm.jit import JitFunction
 
             design = capture(self.model, phase, T=T, progress=self.progress, **opts)
             if self.schedule is not None:
                 design = self.schedule(design)
-            self._bind(key, design, JitFunction(design.module, design.top))
-        return self._designs[key]
+            call = self._calls[key] = _Call(design, JitFunction(design.module, design.top), self.model)
+        return call
 
-    def _run(self, phase: str, T: int, inputs: list, state: MambaState, outs: list, **opts):
-        """Call a design. `inputs` and `outs` are (pointer, shape) pairs of contiguous
-        buffers (see `_layers`); the state's layers are passed the same way. Descriptors
-        are packed into one int64 block from pointers and shapes: no per-array numpy or
-        ctypes objects, which dominated small calls."""
-        _design, fn, (_weights, _wblock, waddrs) = self._compile(phase, T, **opts)
+    def design(self, phase: str, T: int, **opts):
+        """The (scheduled) design this backend runs for a phase and size, compiled on first
+        use; `opts` are the verify capture options (replay_layers, fifo_depth)."""
+        return self._compile(phase, T, **opts).design
+
+    def _state_ptrs(self, state: MambaState) -> tuple[list[int], tuple]:
+        """Pointers of every layer's (conv, ssm) state, in port order, and the tensors
+        (keep them alive through the call)."""
         conv, ssm = _c(state.conv), _c(state.ssm)
-        states = [spec for pair in zip(_layers(conv), _layers(ssm)) for spec in pair]
-        # states are only read (outputs go to fresh buffers), so in-place is never aliased
-        n_in = len(inputs) + len(states)
-        block, addrs = _pack(inputs + states + outs)
-        fn.invoke_prepared(addrs[:n_in] + waddrs + addrs[n_in:])
-        del block, conv, ssm  # alive until the call returned
+        if tuple(conv.shape) != self._conv_shape or tuple(ssm.shape) != self._ssm_shape:
+            raise MambaflowError(
+                f"llvm backend: a state of shapes conv {tuple(conv.shape)}, ssm {tuple(ssm.shape)} does not fit "
+                f"this model (conv {self._conv_shape}, ssm {self._ssm_shape}, batch 1)")
+        return self._interleave(conv, ssm), (conv, ssm)
 
-    def _step(self, phase: str, tokens: np.ndarray, state: MambaState):
-        T = len(tokens)
-        cfg = self.cfg
-        toks = torch.from_numpy(tokens)
-        logits = torch.zeros(T, cfg.vocab_size)
-        conv = torch.zeros(cfg.n_layer, 1, cfg.conv_dim, cfg.d_conv)
-        ssm = torch.zeros(cfg.n_layer, *cfg.ssm_state_shape(1))
-        outs = [_spec(logits)] + [x for pair in zip(_layers(conv), _layers(ssm)) for x in pair]
-        self._run(phase, T, [_spec(toks)], state, outs)
+    def _interleave(self, conv: torch.Tensor, ssm: torch.Tensor) -> list[int]:
+        """Pointers of conv[i] and ssm[i] for every layer i, alternating (the port order):
+        pointer arithmetic on the two contiguous (n_layer, ...) float32 tensors."""
+        c, s = conv.data_ptr(), ssm.data_ptr()
+        return [p for a, b in self._layer_offsets for p in (c + a, s + b)]
+
+    def _step(self, phase: str, tokens_ptr: int, T: int, state: MambaState):
+        call = self._compile(phase, T)
+        logits = torch.empty(T, self.cfg.vocab_size)
+        conv, ssm = torch.empty(self._conv_shape), torch.empty(self._ssm_shape)
+        ins, _keep = self._state_ptrs(state)
+        call([tokens_ptr, *ins, logits.data_ptr(), *self._interleave(conv, ssm)])
         return logits, MambaState(conv, ssm)
 
     def prefill(self, tokens, state=None):
-        tokens = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64))
+        tokens = torch.as_tensor(tokens, dtype=torch.long).contiguous()
         state = self.zero_state() if state is None else state
         parts = []
         pos, C = 0, self.prefill_chunk
         while len(tokens) - pos >= C and C > 1:
-            logits, state = self._step("prefill", tokens[pos : pos + C], state)
+            logits, state = self._step("prefill", tokens[pos:].data_ptr(), C, state)
             parts.append(logits)
             pos += C
         while pos < len(tokens):
-            logits, state = self._step("decode", tokens[pos : pos + 1], state)
+            logits, state = self._step("decode", tokens[pos:].data_ptr(), 1, state)
             parts.append(logits)
             pos += 1
         return torch.cat(parts), state
 
     def decode(self, token, state):
-        logits, st = self._step("decode", np.array([int(token)], np.int64), state)
+        self._token[0] = token
+        logits, st = self._step("decode", self._token.ctypes.data, 1, state)
         return logits[0], st
 
     def verify(self, tokens, parents, state):
-        tokens = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64))
-        T = len(tokens)
-        windows = tree_conv_windows(parents, self.cfg.d_conv)
-        cfg = self.cfg
-        logits = np.zeros((T, cfg.vocab_size), np.float32)
-        conv_in = np.zeros((cfg.n_layer, T, cfg.conv_dim), np.float32)
-        ssm = np.zeros((cfg.n_layer, T, *cfg.ssm_state_shape(1)[1:]), np.float32)
-        outs = [_spec(logits)]
-        for i in range(cfg.n_layer):
-            outs += [_spec(conv_in[i]), _spec(ssm[i])]
-        par = np.asarray([int(p) for p in parents], np.int64)
-        ins = [_spec(tokens), _spec(np.ascontiguousarray(windows.numpy())), _spec(par)]
-        self._run("verify", T, ins, state, outs)
+        logits, cache = self.verify_tree(tokens, parents, state)
         # each node's conv state is its window over [committed columns 1.., node inputs]
-        seq = torch.cat([state.conv[:, 0, :, 1:], torch.from_numpy(conv_in).transpose(1, 2)], dim=2)
-        conv = seq[:, :, windows]  # (L, C, T, K)
-        nodes = NodeStates(conv.permute(0, 2, 1, 3)[:, None].contiguous(), torch.from_numpy(ssm)[:, None])
-        return torch.from_numpy(logits), nodes
+        seq = torch.cat([state.conv[:, 0, :, 1:], cache.conv_in.transpose(1, 2)], dim=2)
+        conv = seq[:, :, cache.windows]  # (L, C, T, K)
+        return logits, NodeStates(conv.permute(0, 2, 1, 3)[:, None].contiguous(), torch.stack(cache.ssm)[:, None])
 
     def verify_tree(self, tokens, parents, state, replay_layers=(), fifo_depth=None):
         """Verify through a design compiled for these replay layers and FIFO depth (one per
@@ -231,36 +233,32 @@ class LLVMBackend(Backend):
         cfg = self.cfg
         tokens = torch.as_tensor(tokens, dtype=torch.long).contiguous()
         T = len(tokens)
-        replay = tuple(sorted(set(int(i) for i in replay_layers)))
+        replay = tuple(sorted(set(int(i) for i in replay_layers))) if replay_layers else ()
         windows, par, parents = self._tree(parents, fifo_depth)
-        if not hasattr(self, "_tree_shapes"):  # config properties are slow to call per step
-            self._tree_shapes = (cfg.n_layer, cfg.conv_dim, tuple(cfg.ssm_state_shape(1)[1:]), {
-                "xc": cfg.d_inner if cfg.arch == "mamba1" else cfg.conv_dim, "delta": cfg.d_inner,
-                "B": cfg.d_state, "dt": cfg.nheads})
-        n_layer, conv_dim, ssm_shape, widths = self._tree_shapes
+        call = self._compile("verify", T, replay_layers=replay, fifo_depth=fifo_depth)
+        L = cfg.n_layer
+        logits = torch.empty(T, cfg.vocab_size)
+        conv_in = torch.empty(L, T, cfg.conv_dim)
+        states = torch.empty(L - len(replay), T, *self._node_state)  # every node's state, checkpointing layers
         names = REPLAY_ACTIVATIONS[cfg.arch]
-        logits = torch.zeros(T, cfg.vocab_size)
-        conv_in = torch.zeros(n_layer, T, conv_dim)
-        ckpt = [i for i in range(n_layer) if i not in replay]
-        states = torch.zeros(len(ckpt), T, *ssm_shape)  # every node's state, checkpointing layers
-        act = {n: torch.zeros(len(replay), T, widths[n]) for n in names}  # SSM inputs, replaying layers
-        conv_l, state_l = _layers(conv_in), _layers(states)
-        act_l = {n: _layers(a) for n, a in act.items()}
-        ssm, acts, outs = [], [], [_spec(logits)]
-        for i in range(n_layer):
-            outs.append(conv_l[i])
+        act = {n: torch.empty(len(replay), T, self._act_widths[n]) for n in names} if replay else {}
+        ins, _keep = self._state_ptrs(state)
+        ptrs = [tokens.data_ptr(), windows.data_ptr(), par.data_ptr(), *ins, logits.data_ptr()]
+        ssm, acts = [], []
+        c = r = 0
+        for i in range(L):
+            ptrs.append(conv_in[i].data_ptr())
             if i in replay:
-                r = replay.index(i)
-                outs += [act_l[n][r] for n in names]
-                ssm.append(None)
+                ptrs += [act[n][r].data_ptr() for n in names]
                 acts.append({n: act[n][r] for n in names})
+                ssm.append(None)
+                r += 1
             else:
-                c = ckpt.index(i)
-                outs.append(state_l[c])
+                ptrs.append(states[c].data_ptr())
                 ssm.append(states[c])
                 acts.append(None)
-        self._run("verify", T, [_spec(tokens), _spec(windows), _spec(par)], state, outs,
-                  replay_layers=replay, fifo_depth=fifo_depth)
+                c += 1
+        call(ptrs)
         return logits, TreeCache(state, parents, windows, conv_in, ssm, acts, fifo_depth)
 
     def _tree(self, parents, fifo_depth):
@@ -269,8 +267,7 @@ class LLVMBackend(Backend):
         from .backtrack import fifo_ok
 
         key = (tuple(int(p) for p in parents), fifo_depth)
-        cache = self.__dict__.setdefault("_trees", {})
-        hit = cache.get(key)
+        hit = self._trees.get(key)
         if hit is None:
             plist = list(key[0])
             if fifo_depth is not None and not fifo_ok(plist, fifo_depth):
@@ -278,9 +275,47 @@ class LLVMBackend(Backend):
                                      "order its nodes breadth-first or give a deeper buffer")
             hit = (tree_conv_windows(plist, self.cfg.d_conv).contiguous(), torch.tensor(plist, dtype=torch.long),
                    plist)
-            if len(cache) < 4096:
-                cache[key] = hit
+            if len(self._trees) < 4096:
+                self._trees[key] = hit
         return hit
+
+
+class _Call:
+    """A compiled design made ready to call once: every argument's MLIR memref descriptor
+    (allocated and aligned pointers, offset, sizes, strides; int64 words) laid out in one
+    block from the design's port shapes, the weights bound, and the packed call over the
+    block. A call writes its buffers' pointers into the block and runs: nothing is built
+    per call, which matters for the many small calls of speculative decoding. Not
+    reentrant (one block per design)."""
+
+    def __init__(self, design, fn, model):
+        from ..targets.llvm.jit import descriptors
+
+        self.design = design
+        self.weights = design.weights(model)  # the weight descriptors point into these
+        self._wblock, waddrs = descriptors(self.weights)
+        words: list[int] = []
+        starts: list[int] = []
+        for p in design.ports:
+            if p.role == "weight":
+                continue
+            starts.append(len(words))
+            words += (0, 0, 0, *p.shape, *_strides(tuple(p.shape)))
+        self._block = np.array(words, dtype=np.int64)
+        self._ptr_words = np.array([w for s in starts for w in (s, s + 1)], dtype=np.int64)
+        base = self._block.ctypes.data
+        addrs = [base + 8 * s for s in starts]
+        n_in = sum(p.role in ("input", "state") for p in design.ports)
+        self.nbuf = len(starts)
+        self._run = fn.bind(addrs[:n_in] + waddrs + addrs[n_in:])
+
+    def __call__(self, ptrs: list[int]) -> None:
+        """Run with the data pointers of every non-weight argument, in port order
+        (contiguous buffers of the ports' shapes and dtypes, alive through the call)."""
+        if len(ptrs) != self.nbuf:
+            raise MambaflowError(f"internal: design '{self.design.top}' takes {self.nbuf} buffers, got {len(ptrs)}")
+        self._block[self._ptr_words] = [p for p in ptrs for _ in (0, 1)]
+        self._run()
 
 
 @functools.lru_cache(maxsize=None)
@@ -292,47 +327,11 @@ def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
-def _spec(a) -> tuple[int, tuple[int, ...]]:
-    """(data pointer, shape) of a contiguous CPU tensor or numpy array."""
-    if isinstance(a, torch.Tensor):
-        if not a.is_contiguous():
-            raise MambaflowError("internal: llvm call buffers must be contiguous")
-        return a.data_ptr(), tuple(a.shape)
-    if not a.flags["C_CONTIGUOUS"]:
-        raise MambaflowError("internal: llvm call buffers must be contiguous")
-    return a.ctypes.data, a.shape
-
-
-def _layers(t: torch.Tensor) -> list[tuple[int, tuple[int, ...]]]:
-    """Specs of t[i] (with a batch-1 dim dropped: t[i, 0]) for every i, by pointer
-    arithmetic on one contiguous tensor."""
-    full = tuple(t.shape)
-    shape = full[2:] if len(full) > 2 and full[1] == 1 else full[1:]
-    step = t.element_size() * math.prod(full[1:])
-    p = t.data_ptr()
-    return [(p + i * step, shape) for i in range(full[0])]
-
-
-def _pack(specs) -> tuple[np.ndarray, list[int]]:
-    """MLIR ranked memref descriptors (allocated, aligned, offset, sizes, strides in
-    elements; int64 words on 64-bit hosts) of contiguous buffers, in one block; returns
-    the block (keep it alive through the call) and each descriptor's address."""
-    words: list[int] = []
-    offsets = []
-    for p, shape in specs:
-        offsets.append(len(words))
-        words += (p, p, 0, *shape, *_strides(shape))
-    block = np.array(words, dtype=np.int64)
-    base = block.ctypes.data
-    return block, [base + 8 * o for o in offsets]
-
-
 def _c(t: torch.Tensor) -> torch.Tensor:
     """A contiguous float32 CPU tensor (the tensor itself when it already is one)."""
-    t = t.detach()
-    if t.dtype != torch.float32 or not t.is_contiguous():
-        t = t.to(torch.float32).contiguous()
-    return t
+    if t.dtype is torch.float32 and t.is_contiguous() and not t.requires_grad:
+        return t
+    return t.detach().to(torch.float32).contiguous()
 
 
 def make_backend(name: str, model, **kw) -> Backend:

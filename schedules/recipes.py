@@ -279,7 +279,7 @@ def ssm_serial_schedule(design, ii: int = 1, lanes: int = 16, s: Schedule | None
                 s.unroll(ji, 0)
             s.pipeline(s.loop(f"{k}:{band}.{names[-2]}"), ii=ii)
         bufs = s.get_buffers(k)
-        for port in ("ssm_state", "ssm_state_out", "A_log"):
+        for port in ("ssm_state", "ssm_state_out", "A"):
             if port in bufs:
                 ref = s._buffer(bufs[port], "partition")[1]
                 shape = ref.type.shape

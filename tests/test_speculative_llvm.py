@@ -62,7 +62,7 @@ def test_greedy_speculative_on_llvm_equals_target_greedy(llvm_pair, tree, backtr
 
 
 def _verify_design(backend, replay):
-    return backend._designs[("verify", T, replay, FIFO)][0]
+    return backend.design("verify", T, replay_layers=replay, fifo_depth=FIFO)
 
 
 def test_verify_chain_on_llvm_equals_sequential_decode(llvm_pair):
@@ -138,7 +138,7 @@ def test_tree_buffer_schedule_keeps_the_numbers_and_emits_fifo_pragmas(llvm_pair
     torch.testing.assert_close(logits, ref_logits, atol=2e-5, rtol=1e-5)
     last = scheduled.state_at(cache, T - 1)
     torch.testing.assert_close(last.ssm, ref_backend.state_at(ref_cache, T - 1).ssm, atol=2e-5, rtol=1e-5)
-    design = scheduled._designs[("verify", T, replay, FIFO)][0]
+    design = scheduled.design("verify", T, replay_layers=replay, fifo_depth=FIFO)
     code = emit_design(design)
     for i in range(target.cfg.n_layer):
         pragmas = code.pragmas[f"layer{i}_ssm"]
@@ -167,7 +167,7 @@ def test_verify_cpu_schedule_keeps_the_numbers(llvm_pair):
     torch.testing.assert_close(logits, ref_logits, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(st.state_at(cache, 6).ssm, ref_backend.state_at(ref_cache, 6).ssm,
                                atol=2e-5, rtol=1e-5)
-    design = st._designs[("verify", T, (), FIFO)][0]
+    design = st.design("verify", T, fifo_depth=FIFO)
     assert "layer0_in_proj" in str(design.module) and "alloc0.buf" in str(design.module)  # jammed accumulators
     got = speculative_generate(st, draft, PROMPT, 16, tree="2,2", backtrack="checkpoint", verify_size=T,
                                fifo_depth=FIFO)
