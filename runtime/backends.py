@@ -41,6 +41,19 @@ class Backend:
         """tree tokens (T,), parents (T,) -> logits (T, V), NodeStates (batch 1)."""
         raise NotImplementedError
 
+    def draft_chain(self, token: int, state: MambaState, steps: int, vocab_limit: int | None = None):
+        """Greedy drafting: decode `token`, then `steps - 1` times the argmax of the last
+        logits (over the first `vocab_limit`). Returns the argmax after each step
+        (`steps` tokens), the logits (steps, V) and the state after each step."""
+        tokens, logits, states = [], [], []
+        for _ in range(steps):
+            lg, state = self.decode(token, state)
+            token = int(torch.argmax(lg if vocab_limit is None else lg[:vocab_limit]))
+            tokens.append(token)
+            logits.append(lg)
+            states.append(state)
+        return tokens, torch.stack(logits), states
+
     def verify_tree(self, tokens, parents, state: MambaState, replay_layers=(), fifo_depth: int | None = None):
         """Verify for speculative decoding: logits (T, V) and a `TreeCache` from which
         `state_at` backtracks to any node. Layers in `replay_layers` keep their nodes' SSM
@@ -162,9 +175,14 @@ class LLVMBackend(Backend):
             from ..flow.capture import capture
             from ..targets.llvm.jit import JitFunction
 
-            design = capture(self.model, phase, T=T, progress=self.progress, **opts)
-            if self.schedule is not None:
-                design = self.schedule(design)
+            if phase == "draft":  # the scheduled decode design, chained (flow.chain)
+                from ..flow.chain import build_draft_chain
+
+                design = build_draft_chain(self.design("decode", 1), T, **opts)
+            else:
+                design = capture(self.model, phase, T=T, progress=self.progress, **opts)
+                if self.schedule is not None:
+                    design = self.schedule(design)
             call = self._calls[key] = _Call(design, JitFunction(design.module, design.top), self.model)
         return call
 
@@ -216,6 +234,19 @@ class LLVMBackend(Backend):
         self._token[0] = token
         logits, st = self._step("decode", self._token.ctypes.data, 1, state)
         return logits[0], st
+
+    def draft_chain(self, token, state, steps, vocab_limit=None):
+        """The greedy chain in one call of a compiled chain design (flow.chain), one per
+        (steps, vocab_limit); step k's state lands in conv[k], ssm[k] (contiguous)."""
+        call = self._compile("draft", steps, vocab_limit=vocab_limit)
+        self._token[0] = token
+        tokens = torch.empty(steps, dtype=torch.long)
+        logits = torch.empty(steps, self.cfg.vocab_size)
+        conv, ssm = torch.empty(steps, *self._conv_shape), torch.empty(steps, *self._ssm_shape)
+        ins, _keep = self._state_ptrs(state)
+        outs = [p for k in range(steps) for p in (logits[k].data_ptr(), *self._interleave(conv[k], ssm[k]))]
+        call([self._token.ctypes.data, *ins, tokens.data_ptr(), *outs])
+        return tokens.tolist(), logits, [MambaState(conv[k], ssm[k]) for k in range(steps)]
 
     def verify(self, tokens, parents, state):
         logits, cache = self.verify_tree(tokens, parents, state)

@@ -35,7 +35,7 @@ from ..errors import MambaflowError
 from .backends import Backend
 from .backtrack import STRATEGIES, Backtrack, draft_peak_bytes, fifo_need, verify_bytes
 from .generate import Generation, Sampling, choose, filter_logits
-from .trees import DraftTree, draft_tree, parse_shape
+from .trees import Chain, DraftTree, draft_chain_tree, draft_tree, parse_shape
 
 
 @dataclass
@@ -192,6 +192,7 @@ def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max
     strategy = Backtrack(backtrack, budget_bytes)
     plan = strategy.plan(target.cfg, draft.cfg, T, shape.nodes, fifo)
     gen = torch.Generator().manual_seed(sampling.seed)
+    greedy_chain = isinstance(shape, Chain) and sampling.temperature == 0
     times = dict(draft=0.0, verify=0.0, accept=0.0, backtrack=0.0)
 
     t0 = time.perf_counter()
@@ -208,10 +209,15 @@ def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max
         remaining = max_new_tokens - len(out)
         root = out[-1]
         ta = time.perf_counter()
-        root_logits, root_state = _run_pending(draft, d_pending, d_state)
+        if greedy_chain:  # one call drafts the root and the chain (runtime.trees.draft_chain_tree)
+            st = d_state if len(d_pending) == 1 else _run_pending(draft, d_pending[:-1], d_state)[1]
+            dtree, dstates = draft_chain_tree(draft, shape.k, root, st, sampling, plan.draft_checkpoint,
+                                              max_depth=remaining - 1)
+        else:
+            root_logits, root_state = _run_pending(draft, d_pending, d_state)
+            dtree, dstates = draft_tree(draft, shape, root, root_logits, root_state, sampling, gen,
+                                        keep_states=plan.draft_checkpoint, max_depth=remaining - 1)
         draft_calls += 1
-        dtree, dstates = draft_tree(draft, shape, root, root_logits, root_state, sampling, gen,
-                                    keep_states=plan.draft_checkpoint, max_depth=remaining - 1)
         draft_calls += dtree.draft_calls
         tb = time.perf_counter()
         toks, pars = dtree.padded(T)

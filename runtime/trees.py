@@ -16,7 +16,8 @@ Children are the draft's top-k (greedy decoding, and the dynamic tree always). W
 sampling, chain and static trees draw each node's children without replacement from the
 draft's distribution q (Gumbel top-k), which the acceptance test needs to know (`q`).
 The draft runs one decode per node whose children are wanted (per-node decode is exact
-for any tree and needs nothing but the backend's decode).
+for any tree and needs nothing but the backend's decode); a greedy chain is drafted in
+one `Backend.draft_chain` call instead (`draft_chain_tree`).
 """
 
 from __future__ import annotations
@@ -258,6 +259,20 @@ def draft_tree(draft, shape: Shape, root: int, root_logits: Tensor, root_state, 
         level = nxt
     tree = DraftTree(tokens, parents, depth, q, calls, peak)
     return tree, states
+
+
+def draft_chain_tree(draft, k: int, root: int, state, sampling: Sampling, keep_states: bool,
+                     max_depth: int | None = None):
+    """A greedy chain of k draft tokens in one call (`Backend.draft_chain`: on llvm a
+    compiled loop of decode steps, each fed the argmax of the last) from the draft's
+    state before `root`: the root is decoded first. Returns the tree, clipped to
+    `max_depth`, and {node: draft state after it} as `draft_tree` does."""
+    depth = k if max_depth is None else max(0, min(k, max_depth))
+    tokens, _logits, states = draft.draft_chain(root, state, k, sampling.vocab_limit)
+    kept = range(max(depth, 1)) if keep_states else range(1)  # decoded nodes: all but the last
+    tree = DraftTree([root] + tokens[:depth], list(range(-1, depth)), list(range(depth + 1)), [None] * (depth + 1),
+                     draft_calls=k - 1, peak_live_states=k)  # the call holds all k states
+    return tree, {i: states[i] for i in kept}
 
 
 def _draft_dynamic(draft, shape: Dynamic, root, root_logits, root_state, sampling, depth_cap, keep_states):

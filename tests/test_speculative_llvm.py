@@ -172,3 +172,29 @@ def test_verify_cpu_schedule_keeps_the_numbers(llvm_pair):
     got = speculative_generate(st, draft, PROMPT, 16, tree="2,2", backtrack="checkpoint", verify_size=T,
                                fifo_depth=FIFO)
     assert got.tokens == generate(ref_backend, PROMPT, 16).tokens
+
+
+def test_draft_chain_on_llvm_equals_decode_loop(llvm_pair):
+    """flow/chain.py: k greedy decode steps in one compiled call give the tokens, logits
+    and per-step states of k decode calls, with and without a vocabulary limit."""
+    from mambaflow.errors import MambaflowError
+    from mambaflow.flow.chain import build_draft_chain
+
+    target, draft, ref_backend = llvm_pair
+    _, state = ref_backend.prefill(torch.tensor(PROMPT))
+    for limit in (None, 40):
+        toks, logits, states = target.draft_chain(9, state, 4, limit)
+        ref_toks, ref_logits, ref_states = ref_backend.draft_chain(9, state, 4, limit)
+        assert toks == ref_toks and len(states) == 4
+        if limit:
+            assert max(toks) < limit
+        torch.testing.assert_close(logits, ref_logits, atol=2e-5, rtol=1e-5)
+        for a, b in zip(states, ref_states):
+            torch.testing.assert_close(a.ssm, b.ssm, atol=2e-5, rtol=1e-5)
+            torch.testing.assert_close(a.conv, b.conv, atol=2e-5, rtol=1e-5)
+    design = target.design("draft", 4, vocab_limit=40)
+    assert [p.name for p in design.outputs][:3] == ["tokens_out", "step0.logits", "step0.layer0.conv_state_out"]
+    with pytest.raises(MambaflowError, match="decode design"):
+        build_draft_chain(target.design("verify", T, fifo_depth=FIFO), 4)
+    with pytest.raises(MambaflowError, match="vocab_limit"):
+        build_draft_chain(target.design("decode", 1), 4, vocab_limit=10**6)
