@@ -82,8 +82,11 @@ class TreeCache:
 
     def conv_at(self, node: int) -> Tensor:
         """(n_layer, 1, conv_dim, K): the conv state after `node`, its window."""
-        seq = torch.cat([self.base.conv[:, 0, :, 1:], self.conv_in.transpose(1, 2)], dim=2)
-        return seq[:, :, self.windows[node]][:, None].contiguous()
+        # window entry w < K-1: column w+1 of the committed conv state; else node w-(K-1)'s input
+        K = self.base.conv.shape[-1]
+        cols = [self.base.conv[:, 0, :, w + 1] if w < K - 1 else self.conv_in[:, w - K + 1]
+                for w in self.windows[node].tolist()]
+        return torch.stack(cols, dim=-1).unsqueeze(1)
 
     def held_bytes(self) -> int:
         """Bytes of per-node storage plus the committed state (what backtracking needs)."""
@@ -126,12 +129,12 @@ def state_at(model, cache: TreeCache, node: int) -> MambaState:
     SSM picked (checkpointed layers) or replayed along the path (replaying layers, all
     of them at once)."""
     replay = cache.replay_layers
-    ssm = [None if s is None else s[node][None] for s in cache.ssm]
+    ssm = [None if s is None else s[node] for s in cache.ssm]
     if replay:
         path = cache.path_to(node)
         for layer, h in zip(replay, replay_layers_ssm(model, cache, replay, path)):
-            ssm[layer] = h[None]
-    return MambaState(cache.conv_at(node), torch.stack(ssm).contiguous())
+            ssm[layer] = h
+    return MambaState(cache.conv_at(node), torch.stack(ssm).unsqueeze(1))
 
 
 def replay_layers_ssm(model, cache: TreeCache, layers: tuple[int, ...], path: list[int]) -> Tensor:

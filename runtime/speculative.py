@@ -98,13 +98,14 @@ def accept_greedy(tree: DraftTree, logits: Tensor, sampling: Sampling) -> tuple[
     """The longest root path whose every token is the target's argmax at its parent.
     Returns the path (node ids, root first) and the target's argmax after it."""
     kids = _children(tree)
-    node, path = 0, [0]
     limit = sampling.vocab_limit
+    n = len(tree.tokens)  # (logits may have padding rows after the tree's nodes)
+    best = (logits[:n] if limit is None else logits[:n, :limit]).argmax(-1).tolist()  # one op for all nodes
+    node, path = 0, [0]
     while True:
-        best = int(torch.argmax(logits[node] if limit is None else logits[node, :limit]))
-        nxt = next((c for c in kids[node] if tree.tokens[c] == best), None)
+        nxt = next((c for c in kids[node] if tree.tokens[c] == best[node]), None)
         if nxt is None:
-            return path, best
+            return path, best[node]
         path.append(nxt)
         node = nxt
 
