@@ -17,7 +17,9 @@ they never gate anything (see DESIGN.md).
 
 On llvm every design is scheduled with `schedules.verify_cpu` (the project's CPU recipe,
 plus node unroll-and-jam of the verify linear layers), plain decoding included, and
-trees are padded to a multiple of 4 nodes so the jam has a factor. The tree sweep
+trees are padded to a multiple of 4 nodes so the jam has a factor. Greedy chains are
+drafted in one call of a compiled draft chain (`flow.chain`); other trees call the
+draft's decode per expanded node. The tree sweep
 backtracks with the memory-aware hybrid under --budget-mib (with the trained pairs'
 small states everything fits, so it checkpoints, the fastest on a CPU); the strategy
 table at the best tree compares checkpoint, replay, the SpecMamba split (hybrid without
@@ -45,8 +47,8 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).parent / "results"
-DEFAULT_TREES = ["chain:2", "chain:3", "chain:5", "chain:7", "2,1,1", "2,2,1", "3,2,1,1", "4,2,1,1",
-                 "dyn7w3", "dyn11w4", "dyn15w4"]
+DEFAULT_TREES = ["chain:2", "chain:3", "chain:5", "chain:7", "chain:11", "chain:15", "2,1,1", "2,2,1", "3,2,1,1",
+                 "4,2,1,1", "dyn7w3", "dyn11w4", "dyn15w4"]
 STRATEGIES = ("checkpoint", "replay", "hybrid")
 PAD = 4  # verify sizes are padded to a multiple of this (the node jam of schedules.verify_cpu)
 
