@@ -1,12 +1,17 @@
 """CPU-only rewrites used by the `vectorize` primitive.
 
-The llvm target lowers `math.exp` to a libm call per element, which stops LLVM's loop
-vectorizer (it has no vector math library in the JIT). `expand_exp` replaces
-`math.exp` by the Cephes single-precision algorithm written with arith ops (range
-reduction by ln2 in two parts, a degree-6 polynomial, the exponent built with integer
-ops): no calls, so the loop vectorizes. Accuracy: within 2 ulp of libm's expf on
-[-87.3, 88.7]; below it returns 0, above +inf, NaN stays NaN (selects, so the edge
-cases match expf rather than being clamped).
+The llvm target lowers `math.exp` and `math.log1p` to libm calls per element, which
+stop LLVM's loop vectorizer (it has no vector math library in the JIT). These rewrites
+replace them by the Cephes single-precision algorithms written with arith ops: no
+calls, so the loops vectorize.
+- `expand_exp`: range reduction by ln2 in two parts, a degree-6 polynomial, the exponent
+  built with integer ops. Within 2 ulp of libm's expf on [-87.3, 88.7]; below it returns
+  0, above +inf, NaN stays NaN (selects, so the edge cases match expf rather than being
+  clamped).
+- `expand_log1p`: w = 1 + u split into exponent and mantissa with integer ops, Cephes'
+  degree-8 polynomial for log of the mantissa, and Kahan's correction log(w) * u / (w - 1)
+  for the rounding of 1 + u (exact for tiny u). Within 2 ulp of log1pf for u > -1;
+  -1 gives -inf, below it NaN, +inf stays +inf, NaN stays NaN (tested over a sweep).
 """
 
 from __future__ import annotations
@@ -61,3 +66,68 @@ def expand_exp(op: ir.Operation) -> None:
         y = arith_d.select(arith_d.cmpf(arith_d.CmpFPredicate.UNO, x, x), x, y)
     op.results[0].replace_all_uses_with(y)
     op.erase()
+
+
+_LOGP = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,
+         -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1)
+SQRTHF = 0.707106781186547524
+FLT_MIN = 1.17549435e-38
+
+
+def expand_log1p(op: ir.Operation) -> None:
+    """Replace one f32 `math.log1p` (scalar) by inline arith ops."""
+    u = op.operands[0]
+    f32 = ir.F32Type.get()
+    if u.type != f32:
+        return
+    i32 = ir.IntegerType.get_signless(32)
+    fm = ir.Attribute.parse("#arith.fastmath<contract>")
+    P = arith_d.CmpFPredicate
+    with ir.InsertionPoint(op), op.location:
+        def c(v):
+            return arith_d.constant(f32, float(v))
+
+        def ci(v):
+            return arith_d.constant(i32, int(v))
+
+        def mul(a, b):
+            return arith_d.mulf(a, b, fastmath=fm)
+
+        def add(a, b):
+            return arith_d.addf(a, b, fastmath=fm)
+
+        w = arith_d.addf(u, c(1.0))
+        # subnormal w (u just above -1): scale by 2^23 first so the exponent field is exact
+        tiny = arith_d.cmpf(P.OLT, w, c(FLT_MIN))
+        ws = arith_d.select(tiny, arith_d.mulf(w, c(2.0**23)), w)
+        bits = arith_d.bitcast(i32, ws)
+        e = arith_d.subi(arith_d.shrui(bits, ci(23)), ci(126))
+        e = arith_d.select(tiny, arith_d.subi(e, ci(23)), e)
+        m = arith_d.bitcast(f32, arith_d.ori(arith_d.andi(bits, ci(0x807FFFFF)), ci(0x3F000000)))  # [0.5, 1)
+        low = arith_d.cmpf(P.OLT, m, c(SQRTHF))
+        e = arith_d.select(low, arith_d.subi(e, ci(1)), e)
+        m = arith_d.subf(arith_d.select(low, arith_d.addf(m, m), m), c(1.0))
+        ef = arith_d.sitofp(f32, e)
+        z = mul(m, m)
+        p = c(_LOGP[0])
+        for k in _LOGP[1:]:
+            p = add(mul(p, m), c(k))
+        y = mul(mul(p, m), z)
+        y = add(y, mul(ef, c(-2.12194440e-4)))
+        y = arith_d.subf(y, mul(z, c(0.5)))
+        r = add(add(m, y), mul(ef, c(0.693359375)))  # log(w)
+        # log1p(u) = log(w) * u / (w - 1): w - 1 is exactly the part of u that w kept
+        d = arith_d.subf(w, c(1.0))
+        corrected = arith_d.select(arith_d.cmpf(P.OEQ, d, c(0.0)), u, mul(r, arith_d.divf(u, d)))
+        # above 2^24, 1 + u rounds to u itself (nothing to correct), and the product above,
+        # which the llvm target may reassociate into (r * u) / d, could overflow
+        r = arith_d.select(arith_d.cmpf(P.OGT, u, c(2.0**24)), r, corrected)
+        r = arith_d.select(arith_d.cmpf(P.OEQ, w, c(float("inf"))), w, r)
+        r = arith_d.select(arith_d.cmpf(P.OEQ, w, c(0.0)), c(float("-inf")), r)
+        r = arith_d.select(arith_d.cmpf(P.OLT, w, c(0.0)), c(float("nan")), r)
+        r = arith_d.select(arith_d.cmpf(P.UNO, u, u), u, r)
+    op.results[0].replace_all_uses_with(r)
+    op.erase()
+
+
+EXPANSIONS = {"math.exp": expand_exp, "math.log1p": expand_log1p}

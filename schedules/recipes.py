@@ -34,6 +34,7 @@ from torch_mlir import ir
 from ..errors import ScheduleError
 from ..flow.mlir import funcs, str_attr, walk
 from . import deps as dp
+from .cpu import EXPANSIONS
 from .schedule import Schedule, customize
 
 LINEAR_KINDS = ("in_proj", "x_proj", "out_proj", "lm_head")
@@ -177,7 +178,7 @@ def cpu_schedule(design, rows: int = 4, fuse: bool = True, vectorize: bool = Tru
         if fuse and _kind(k) in ("ssm", "conv"):
             fuse_bands(s, k)
         if vectorize and _kind(k) in ("ssm", "conv", "x_proj") and any(
-                o.name == "math.exp" for o in walk(funcs(s.module)[k])):
+                o.name in EXPANSIONS for o in walk(funcs(s.module)[k])):
             s.vectorize(k)
         for buf, loop in accumulators(s, k):
             if loop.split(":", 1)[1].split(".", 1)[0] in done:

@@ -682,11 +682,11 @@ class Schedule:
     @_primitive
     def vectorize(self, target: str | LoopHandle) -> int:
         """CPU: make a kernel's (or one loop's) arithmetic vectorizable by LLVM's loop
-        vectorizer. The llvm target has no vector math library, so each `math.exp`
-        becomes a libm call that blocks vectorization; it is expanded into inline arith
-        ops (`schedules.cpu.expand_exp`, within 2 ulp of expf). Returns how many ops
-        were expanded. Meant for the CPU build; an HLS build gets correct, slower code."""
-        from .cpu import expand_exp
+        vectorizer. The llvm target has no vector math library, so each f32 `math.exp`
+        and `math.log1p` becomes a libm call that blocks vectorization; they are expanded
+        into inline arith ops (`schedules.cpu`, within 2 ulp of libm). Returns how many
+        ops were expanded. Meant for the CPU build; an HLS build gets correct, slower code."""
+        from .cpu import EXPANSIONS
 
         if isinstance(target, LoopHandle) or (isinstance(target, str) and ":" in target):
             h, L = self._resolve(target, "vectorize")
@@ -696,17 +696,21 @@ class Schedule:
             self._func(target, "vectorize")
             kernel, path = target, target
             root = lambda: funcs(self.module)[target]  # noqa: E731
-        todo = [o for o in walk(root()) if o.name == "math.exp" and str(o.operands[0].type) == "f32"]
-        if not todo:
-            raise ScheduleError(f"vectorize of {path}: nothing to expand (no f32 math.exp)")
+
+        def todo():
+            return [o for o in walk(root()) if o.name in EXPANSIONS and str(o.operands[0].type) == "f32"]
+
+        n = len(todo())
+        if not n:
+            raise ScheduleError(f"vectorize of {path}: nothing to expand (no f32 math.exp or math.log1p)")
 
         def work():
             with self.module.context:
-                for o in [o for o in walk(root()) if o.name == "math.exp" and str(o.operands[0].type) == "f32"]:
-                    expand_exp(o)
+                for o in todo():
+                    EXPANSIONS[o.name](o)
 
         self._transact("vectorize", path, [kernel], {"op": "vectorize", "target": path}, work)
-        return len(todo)
+        return n
 
     @_primitive
     def buffer_at(self, buffer: BufferLike, loop: LoopLike) -> BufferHandle:
