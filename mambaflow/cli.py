@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--speculative", action="store_true",
                      help="speculative decoding: a draft proposes a token tree, the target verifies it in one pass")
     run.add_argument("--draft", help="draft model (default: the shipped draft of the shipped target)")
-    run.add_argument("--tree", default="chain:3", help="draft tree: chain:K, widths per depth (4,2,1,1) or dynNwW")
+    run.add_argument("--tree", default="chain:7", help="draft tree: chain:K, widths per depth (4,2,1,1) or dynNwW")
     run.add_argument("--backtrack", default="hybrid", choices=["checkpoint", "replay", "hybrid"],
                      help="how states return to the accepted node")
     run.set_defaults(fn=cmd_run)

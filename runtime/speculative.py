@@ -268,7 +268,7 @@ def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max
 DEFAULT_BUDGET = 64 * 2**20  # bytes of state the CLI's hybrid strategy may hold
 
 
-def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: int, tree="chain:3",
+def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: int, tree="chain:7",
                     backend_name: str = "llvm", sampling: Sampling = Sampling(), backtrack: str = "hybrid",
                     budget_bytes: int | None = DEFAULT_BUDGET, progress: bool = True, prefill_chunk: int = 16,
                     reps: int = 3) -> dict:
@@ -324,7 +324,7 @@ def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: 
 
 
 def print_speculative_run(target_model, draft_model, names: tuple[str, str], prompt_ids: list[int], n_tokens: int,
-                          sampling: Sampling, tree="chain:3", backtrack: str = "hybrid", prefill_chunk: int = 16,
+                          sampling: Sampling, tree="chain:7", backtrack: str = "hybrid", prefill_chunk: int = 16,
                           show=None, budget_bytes: int | None = DEFAULT_BUDGET) -> int:
     """`mambaflow run --speculative`: plain and speculative decoding on llvm and torch,
     printed; returns the exit status (1 when greedy speculative output differs from the

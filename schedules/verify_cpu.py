@@ -17,8 +17,12 @@ every decode / prefill design, gets the project's CPU recipe (`schedules.recipes
 rows unroll-and-jam, register accumulators, vectorized exp), so plain decoding, the
 baseline, is scheduled as well as the verify pass is.
 
-On the mamba1-target shape (d 192, 4 layers), one thread: a verify node costs about 0.12
-ms against 0.28 ms for a scheduled decode step (0.31 ms for either without this recipe).
+On the mamba1-target shape (d 192, 4 layers), one thread, AVX-512 host: a verify pass of
+8 nodes takes 0.75-1.1 ms (0.09-0.14 ms a node) against 0.23-0.3 ms for a scheduled
+decode step (the shared machine's spread). What is left is mostly the SSM (one exp per
+state element and node, a third of the pass) and the jammed linear layers, whose
+k-reductions end in horizontal sums per output; a transposed weight layout for the
+verify designs would make them register-blocked GEMMs.
 The llvm run equals PyTorch (tests/test_speculative_llvm.py).
 """
 
