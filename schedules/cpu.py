@@ -26,6 +26,21 @@ C1, C2 = 0.693359375, -2.12194440e-4
 HI, LO = 88.72283905206835, -87.33654475055310
 
 
+def _float_ops(f32):
+    """Builders of f32 constants, and of multiplies and adds LLVM may contract to FMAs."""
+    fm = ir.Attribute.parse("#arith.fastmath<contract>")
+    return (lambda v: arith_d.constant(f32, float(v)), lambda a, b: arith_d.mulf(a, b, fastmath=fm),
+            lambda a, b: arith_d.addf(a, b, fastmath=fm))
+
+
+def _horner(coeffs, x, c, mul, add):
+    """coeffs[0] x^(n-1) + ... + coeffs[-1], by Horner's rule."""
+    p = c(coeffs[0])
+    for k in coeffs[1:]:
+        p = add(mul(p, x), c(k))
+    return p
+
+
 def expand_exp(op: ir.Operation) -> None:
     """Replace one f32 `math.exp` (scalar) by inline arith ops."""
     x = op.operands[0]
@@ -33,23 +48,12 @@ def expand_exp(op: ir.Operation) -> None:
     if x.type != f32:
         return
     i32 = ir.IntegerType.get_signless(32)
-    fm = ir.Attribute.parse("#arith.fastmath<contract>")
     with ir.InsertionPoint(op), op.location:
-        def c(v):
-            return arith_d.constant(f32, float(v))
-
-        def mul(a, b):
-            return arith_d.mulf(a, b, fastmath=fm)
-
-        def add(a, b):
-            return arith_d.addf(a, b, fastmath=fm)
-
+        c, mul, add = _float_ops(f32)
         xc = arith_d.minimumf(arith_d.maximumf(x, c(LO)), c(HI))
         n = math_d.floor(add(mul(xc, c(LOG2E)), c(0.5)))
         r = arith_d.subf(arith_d.subf(xc, mul(n, c(C1))), mul(n, c(C2)))
-        p = c(_P[0])
-        for k in _P[1:]:
-            p = add(mul(p, r), c(k))
+        p = _horner(_P, r, c, mul, add)
         r2 = mul(r, r)
         y = add(add(mul(p, r2), r), c(1.0))
         ni = arith_d.fptosi(i32, n)
@@ -81,20 +85,12 @@ def expand_log1p(op: ir.Operation) -> None:
     if u.type != f32:
         return
     i32 = ir.IntegerType.get_signless(32)
-    fm = ir.Attribute.parse("#arith.fastmath<contract>")
     P = arith_d.CmpFPredicate
     with ir.InsertionPoint(op), op.location:
-        def c(v):
-            return arith_d.constant(f32, float(v))
+        c, mul, add = _float_ops(f32)
 
         def ci(v):
             return arith_d.constant(i32, int(v))
-
-        def mul(a, b):
-            return arith_d.mulf(a, b, fastmath=fm)
-
-        def add(a, b):
-            return arith_d.addf(a, b, fastmath=fm)
 
         w = arith_d.addf(u, c(1.0))
         # subnormal w (u just above -1): scale by 2^23 first so the exponent field is exact
@@ -109,9 +105,7 @@ def expand_log1p(op: ir.Operation) -> None:
         m = arith_d.subf(arith_d.select(low, arith_d.addf(m, m), m), c(1.0))
         ef = arith_d.sitofp(f32, e)
         z = mul(m, m)
-        p = c(_LOGP[0])
-        for k in _LOGP[1:]:
-            p = add(mul(p, m), c(k))
+        p = _horner(_LOGP, m, c, mul, add)
         y = mul(mul(p, m), z)
         y = add(y, mul(ef, c(-2.12194440e-4)))
         y = arith_d.subf(y, mul(z, c(0.5)))
