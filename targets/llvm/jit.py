@@ -83,7 +83,7 @@ def descriptors(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
     offset, sizes, strides in elements (the bytes `get_ranked_memref_descriptor` builds,
     without defining a ctypes class per argument, which dominated small calls). Returns
     the block (keep it and the arrays alive until the call returns) and each
-    descriptor's address, as `invoke_prepared` takes them."""
+    descriptor's address, as `bind` takes them."""
     words: list[int] = []
     offsets = []
     for a in arrays:
@@ -182,11 +182,7 @@ class JitFunction:
 
         return run
 
-    def invoke_prepared(self, addrs: list[int]) -> None:
-        """Run once with the descriptor addresses of every argument (see `descriptors`)."""
-        self.bind(addrs)()
-
     def __call__(self, *arrays: np.ndarray) -> None:
         """Run with every argument (inputs, then outputs written in place) as numpy arrays."""
         block, addrs = descriptors(arrays)  # noqa: F841  (the block must outlive the call)
-        self.invoke_prepared(addrs)
+        self.bind(addrs)()
