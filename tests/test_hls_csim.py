@@ -24,24 +24,11 @@ from mambaflow.targets.hls.emitter import emit_module
 from mambaflow.targets.hls.reference import random_state, reference_data
 from mambaflow.targets.hls.testbench import TestbenchSpec
 
+from test_models import lively  # a tiny model moved away from its gentle init
+
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
-def lively(name, seed=0):
-    """A tiny model moved away from its gentle init, so every path matters (as in
-    tests/test_models.py)."""
-    cfg = get_config(name)
-    torch.manual_seed(seed)
-    m = build_model(cfg)
-    with torch.no_grad():
-        m.backbone.embeddings.weight.normal_()
-        for layer in m.backbone.layers:
-            mx = layer.mixer
-            layer.norm.weight.uniform_(0.5, 1.5)
-            mx.D.normal_()
-            mx.conv1d.bias.normal_(0, 0.5)
-            (mx.dt_proj.bias if cfg.arch == "mamba1" else mx.dt_bias).uniform_(-3, 1)
-    return m.eval()
 
 
 @pytest.fixture(scope="module", params=["tiny-mamba1", "tiny-mamba2"])

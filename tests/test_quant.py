@@ -17,14 +17,7 @@ from mambaflow.quant.schemes import W4A4, W4A4_NOROT, W8A8, ApproxConfig, QuantC
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small integer tensors: one intra-op thread (several threads on a busy machine cost
-    orders of magnitude more than the work)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def _model(name, seed=0, dtype=torch.float32):
     torch.manual_seed(seed)

@@ -16,14 +16,7 @@ HAVE_GXX = shutil.which("g++") is not None
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small integer tensors: one intra-op thread (several threads on a busy machine cost
-    orders of magnitude more than the work)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def _quantized(name, qc):
     torch.manual_seed(0)

@@ -33,13 +33,7 @@ TREES = ["chain:3", "2,2,1", "dyn6w3"]
 STRATEGIES = ["checkpoint", "replay", "hybrid"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and several oversubscribe a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def perturbed(model, scale: float, seed: int):
