@@ -35,8 +35,11 @@ PHASES = ("decode", "prefill", "verify")
 # Copies become loops; then views (row subviews of the scan, reshapes) are folded into
 # the accesses, so every kernel indexes its arguments and local buffers directly.
 _COPIES_TO_LOOPS = "func.func(refback-munge-memref-copy,convert-linalg-to-affine-loops),canonicalize"
+# int-range-optimizations folds the delinearizing floordiv/rem of a reshaped index by
+# the loop bounds (i floordiv 384 -> 0 for i < 384), so those accesses become affine too.
 _FOLD_VIEWS = (
-    "fold-memref-alias-ops,affine-expand-index-ops,canonicalize,func.func(affine-raise-from-memref),"
+    "fold-memref-alias-ops,affine-expand-index-ops,canonicalize,"
+    "func.func(int-range-optimizations,canonicalize,affine-raise-from-memref),"
     "func.func(affine-loop-normalize{promote-single-iter}),canonicalize,cse"
 )
 

@@ -34,6 +34,16 @@ def _dynamic(t: ir.MemRefType) -> ir.MemRefType:
     return ir.MemRefType.get(t.shape, t.element_type, layout)
 
 
+def _dense_rows(t: ir.MemRefType) -> ir.MemRefType:
+    """t's shape with row-major strides and a dynamic offset (a row of a dense buffer)."""
+    strides, n = [], 1
+    for d in reversed(t.shape):
+        strides.append(n)
+        n *= d
+    layout = ir.StridedLayoutAttr.get(ir.ShapedType.get_dynamic_stride_or_offset(), strides[::-1])
+    return ir.MemRefType.get(t.shape, t.element_type, layout)
+
+
 def _cast(value: ir.Value, to: ir.MemRefType) -> ir.Value:
     return memref.cast(to, value) if value.type != to else value
 
@@ -116,14 +126,17 @@ def build_scan(
                 p = arith.index_cast(ir.IndexType.get(), p64)
                 zero = arith.constant(ir.IntegerType.get_signless(64), 0)
                 is_root = arith.cmpi(arith.CmpIPredicate.slt, p64, zero)
-                pick = scf.IfOp(is_root, [state_t], has_else=True)
+                # both candidates are dense rows: keep the static strides in the join type
+                # (only the offset varies), so the step's loads stay unit-stride vectors
+                dense = _dense_rows(state_t)
+                pick = scf.IfOp(is_root, [dense], has_else=True)
                 with ir.InsertionPoint(pick.then_block):
-                    scf.yield_([_cast(h0, state_t)])
+                    scf.yield_([_cast(h0, dense)])
                 with ir.InsertionPoint(pick.else_block):
                     if fifo:  # the parent's slot of the ring
                         p = arith.remsi(p, arith.constant(ir.IndexType.get(), fifo_depth))
-                    scf.yield_([_cast(_row(ring, p, list(state_t.shape)), state_t)])
-                call_args.append(pick.result)
+                    scf.yield_([_cast(_row(ring, p, list(state_t.shape)), dense)])
+                call_args.append(_cast(pick.result, state_t))
             else:
                 call_args.append(_cast(state_out, state_t))
             for buf, want, tok in zip(args, arg_ts, per_token_in):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -244,9 +245,13 @@ class LLVMBackend(Backend):
         logits = torch.empty(steps, self.cfg.vocab_size)
         conv, ssm = torch.empty(steps, *self._conv_shape), torch.empty(steps, *self._ssm_shape)
         ins, _keep = self._state_ptrs(state)
-        outs = [p for k in range(steps) for p in (logits[k].data_ptr(), *self._interleave(conv[k], ssm[k]))]
+        # step k's buffers by address arithmetic (no per-step views: this runs every round)
+        lg, c, h = logits.data_ptr(), conv.data_ptr(), ssm.data_ptr()
+        lb, cb, hb = 4 * self.cfg.vocab_size, 4 * math.prod(self._conv_shape), 4 * math.prod(self._ssm_shape)
+        outs = [p for k in range(steps)
+                for p in (lg + k * lb, *(q for a, b in self._layer_offsets for q in (c + k * cb + a, h + k * hb + b)))]
         call([self._token.ctypes.data, *ins, tokens.data_ptr(), *outs])
-        return tokens.tolist(), logits, [MambaState(conv[k], ssm[k]) for k in range(steps)]
+        return tokens.tolist(), logits, _StepStates(conv, ssm)
 
     def verify(self, tokens, parents, state):
         logits, cache = self.verify_tree(tokens, parents, state)
@@ -290,7 +295,8 @@ class LLVMBackend(Backend):
                 acts.append(None)
                 c += 1
         call(ptrs)
-        return logits, TreeCache(state, parents, windows, conv_in, ssm, acts, fifo_depth)
+        return logits, TreeCache(state, parents, windows, conv_in, ssm, acts, fifo_depth,
+                                 states=states if not replay else None)
 
     def _tree(self, parents, fifo_depth):
         """(windows, parents tensor, parents list) of a tree, cached: speculative decoding
@@ -309,6 +315,22 @@ class LLVMBackend(Backend):
             if len(self._trees) < 4096:
                 self._trees[key] = hit
         return hit
+
+
+class _StepStates(Sequence):
+    """The state after each step of a draft chain, as views made when asked for (the
+    speculative loop reads one or two of them per round)."""
+
+    def __init__(self, conv: torch.Tensor, ssm: torch.Tensor):
+        self.conv, self.ssm = conv, ssm
+
+    def __len__(self) -> int:
+        return len(self.conv)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        return MambaState(self.conv[k], self.ssm[k])
 
 
 class _Call:

@@ -67,6 +67,7 @@ class TreeCache:
     ssm: list[Tensor | None]
     acts: list[dict[str, Tensor] | None]
     fifo_depth: int | None = None
+    states: Tensor | None = None  # (n_layer, T, *ssm): ssm stacked, when every layer checkpoints
 
     @property
     def replay_layers(self) -> tuple[int, ...]:
@@ -82,10 +83,13 @@ class TreeCache:
 
     def conv_at(self, node: int) -> Tensor:
         """(n_layer, 1, conv_dim, K): the conv state after `node`, its window."""
-        # window entry w < K-1: column w+1 of the committed conv state; else node w-(K-1)'s input
+        # window entry w < K-1: column w+1 of the committed conv state; else node w-(K-1)'s
+        # input. Deep nodes read inputs only: one gather (backtracking runs every round).
         K = self.base.conv.shape[-1]
-        cols = [self.base.conv[:, 0, :, w + 1] if w < K - 1 else self.conv_in[:, w - K + 1]
-                for w in self.windows[node].tolist()]
+        w = self.windows[node]
+        if int(w[0]) >= K - 1:
+            return self.conv_in.index_select(1, w - (K - 1)).transpose(1, 2).contiguous().unsqueeze(1)
+        cols = [self.base.conv[:, 0, :, v + 1] if v < K - 1 else self.conv_in[:, v - K + 1] for v in w.tolist()]
         return torch.stack(cols, dim=-1).unsqueeze(1)
 
     def held_bytes(self) -> int:
@@ -129,6 +133,8 @@ def state_at(model, cache: TreeCache, node: int) -> MambaState:
     SSM picked (checkpointed layers) or replayed along the path (replaying layers, all
     of them at once)."""
     replay = cache.replay_layers
+    if not replay and cache.states is not None:  # one (n_layer, T, ...) buffer: one copy
+        return MambaState(cache.conv_at(node), cache.states[:, node].unsqueeze(1).clone())
     ssm = [None if s is None else s[node] for s in cache.ssm]
     if replay:
         path = cache.path_to(node)

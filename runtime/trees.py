@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -272,7 +273,26 @@ def draft_chain_tree(draft, k: int, root: int, state, sampling: Sampling, keep_s
     kept = range(max(depth, 1)) if keep_states else range(1)  # decoded nodes: all but the last
     tree = DraftTree([root] + tokens[:depth], list(range(-1, depth)), list(range(depth + 1)), [None] * (depth + 1),
                      draft_calls=k - 1, peak_live_states=k)  # the call holds all k states
-    return tree, {i: states[i] for i in kept}
+    return tree, _Kept(states, kept)
+
+
+class _Kept(Mapping):
+    """{node: draft state after it} over the chain's per-step states, without making
+    every step's state up front."""
+
+    def __init__(self, states, nodes: range):
+        self.states, self.nodes = states, nodes
+
+    def __getitem__(self, node: int):
+        if node not in self.nodes:
+            raise KeyError(node)
+        return self.states[node]
+
+    def __iter__(self):
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
 
 
 def _draft_dynamic(draft, shape: Dynamic, root, root_logits, root_state, sampling, depth_cap, keep_states):

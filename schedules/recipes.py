@@ -34,6 +34,7 @@ from torch_mlir import ir
 from ..errors import ScheduleError
 from ..flow.mlir import funcs, str_attr, walk
 from . import deps as dp
+from . import rewrite as rw
 from .cpu import EXPANSIONS
 from .schedule import Schedule, customize
 
@@ -129,6 +130,60 @@ def _shape(s: Schedule, kernel: str, band: str):
     return tuple(out)
 
 
+def _loops_in(loop: ir.Operation) -> list[ir.Operation]:
+    return [o for o in rw.body_ops(loop) if o.name == "affine.for"]
+
+
+def _depth(loop: ir.Operation) -> int:
+    return 1 + max((_depth(c) for c in _loops_in(loop)), default=0)
+
+
+def _reduces(loop: ir.Operation) -> bool:
+    """Whether an innermost loop under `loop` accumulates (stores to an element that does
+    not move with it)."""
+    inner = _loops_in(loop)
+    if inner:
+        return any(_reduces(c) for c in inner)
+    iv = dp.loop_iv(loop)
+    return any(o.name == "affine.store" and not any(v == iv for v in list(o.operands)[2:])
+               for o in rw.body_ops(loop))
+
+
+def fuse_nests(s: Schedule, kernel: str, loop: str) -> int:
+    """Greedily fuse the sibling nests inside `loop` ('band.name'), then inside each
+    resulting child, wherever `fuse`'s dependence check allows; returns the fusions.
+
+    Only nests of one depth and one kind fuse: an elementwise nest takes another
+    elementwise nest (the state update and the copy of the state out: one pass over the
+    state instead of two), never a reduction, whose innermost loop would then end in a
+    horizontal sum per element of the vectorized loop. This is `fuse_bands` for the
+    nests a token scan puts inside its `t` loop (prefill, verify)."""
+    band = loop.split(".", 1)[0]
+    n = 0
+    while True:
+        kids = _loops_in(s.loop(f"{kernel}:{loop}").op)
+        pair = None
+        for ai, a in enumerate(kids):
+            for b in kids[ai + 1:]:
+                if (dp.const_bounds(a) != dp.const_bounds(b) or _depth(a) != _depth(b)
+                        or _reduces(a) != _reduces(b)):
+                    continue
+                try:
+                    s.fuse(f"{kernel}:{band}.{str_attr(a, 'loop_name')}", f"{kernel}:{band}.{str_attr(b, 'loop_name')}")
+                except ScheduleError:
+                    continue
+                pair = (a, b)
+                break
+            if pair:
+                break
+        if pair is None:
+            break
+        n += 1
+    for c in _loops_in(s.loop(f"{kernel}:{loop}").op):
+        n += fuse_nests(s, kernel, f"{band}.{str_attr(c, 'loop_name')}")
+    return n
+
+
 def fuse_bands(s: Schedule, kernel: str, max_rounds: int = 32) -> int:
     """Greedily fuse later bands into earlier ones of the same loop shape (compute_at
     down to the innermost level) wherever the dependence check allows; returns how
@@ -177,6 +232,9 @@ def cpu_schedule(design, rows: int = 4, fuse: bool = True, vectorize: bool = Tru
                     done.add(band)
         if fuse and _kind(k) in ("ssm", "conv"):
             fuse_bands(s, k)
+            for band, loops in s.get_loops(k).items():
+                if next(iter(loops)) == "t":  # a token scan (prefill, verify): its nests
+                    fuse_nests(s, k, f"{band}.t")
         if vectorize and _kind(k) in ("ssm", "conv", "x_proj") and any(
                 o.name in EXPANSIONS for o in walk(funcs(s.module)[k])):
             s.vectorize(k)
