@@ -55,11 +55,15 @@ class Backend:
             states.append(state)
         return tokens, torch.stack(logits), states
 
-    def verify_tree(self, tokens, parents, state: MambaState, replay_layers=(), fifo_depth: int | None = None):
+    def verify_tree(self, tokens, parents, state: MambaState, replay_layers=(), fifo_depth: int | None = None,
+                    out=None):
         """Verify for speculative decoding: logits (T, V) and a `TreeCache` from which
         `state_at` backtracks to any node. Layers in `replay_layers` keep their nodes' SSM
         inputs instead of their states; `fifo_depth` bounds the live states of the tree
-        scan (the FIFO tree buffer; the tree must have t - parents[t] < fifo_depth)."""
+        scan (the FIFO tree buffer; the tree must have t - parents[t] < fifo_depth).
+        `out`: a TreeCache the caller is done with, whose per-node buffers a backend may
+        overwrite instead of allocating (torch's out= idea; the speculative loop passes
+        the previous round's)."""
         from .backtrack import TreeCache
 
         if replay_layers:
@@ -99,7 +103,7 @@ class TorchBackend(Backend):
         return logits[0], nodes
 
     @torch.no_grad()
-    def verify_tree(self, tokens, parents, state, replay_layers=(), fifo_depth=None):
+    def verify_tree(self, tokens, parents, state, replay_layers=(), fifo_depth=None, out=None):
         from .backtrack import TreeCache, torch_replay_activations
 
         replay = sorted(set(int(i) for i in replay_layers))
@@ -260,10 +264,12 @@ class LLVMBackend(Backend):
         conv = seq[:, :, cache.windows]  # (L, C, T, K)
         return logits, NodeStates(conv.permute(0, 2, 1, 3)[:, None].contiguous(), torch.stack(cache.ssm)[:, None])
 
-    def verify_tree(self, tokens, parents, state, replay_layers=(), fifo_depth=None):
+    def verify_tree(self, tokens, parents, state, replay_layers=(), fifo_depth=None, out=None):
         """Verify through a design compiled for these replay layers and FIFO depth (one per
         combination and tree size, on first use): checkpointing layers write every node's
-        SSM state, replaying ones their SSM inputs; conv inputs leave every layer."""
+        SSM state, replaying ones their SSM inputs; conv inputs leave every layer. With
+        `out`, its node-state and conv-input buffers are reused when their shapes fit
+        (fresh megabytes per round cost page faults)."""
         from .backtrack import REPLAY_ACTIVATIONS, TreeCache
 
         cfg = self.cfg
@@ -274,8 +280,9 @@ class LLVMBackend(Backend):
         call = self._compile("verify", T, replay_layers=replay, fifo_depth=fifo_depth)
         L = cfg.n_layer
         logits = torch.empty(T, cfg.vocab_size)
-        conv_in = torch.empty(L, T, cfg.conv_dim)
-        states = torch.empty(L - len(replay), T, *self._node_state)  # every node's state, checkpointing layers
+        conv_in = _reuse(out and out.conv_in, (L, T, cfg.conv_dim))
+        # every node's state, checkpointing layers
+        states = _reuse(out and out.states, (L - len(replay), T, *self._node_state))
         names = REPLAY_ACTIVATIONS[cfg.arch]
         act = {n: torch.empty(len(replay), T, self._act_widths[n]) for n in names} if replay else {}
         ins, _keep = self._state_ptrs(state)
@@ -369,6 +376,13 @@ class _Call:
             raise MambaflowError(f"internal: design '{self.design.top}' takes {self.nbuf} buffers, got {len(ptrs)}")
         self._block[self._ptr_words] = [p for p in ptrs for _ in (0, 1)]
         self._run()
+
+
+def _reuse(buf: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
+    """`buf` when it is a float32 buffer of `shape`, else a new one."""
+    if buf is not None and tuple(buf.shape) == shape and buf.dtype is torch.float32 and buf.is_contiguous():
+        return buf
+    return torch.empty(shape)
 
 
 @functools.lru_cache(maxsize=None)

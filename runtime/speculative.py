@@ -205,6 +205,7 @@ def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max
     first = choose(t_logits[-1], sampling, gen)
     out, seen = [first], [t_logits[-1]]
     accepted, draft_calls, peak_live = [], 0, 1
+    cache = None
     d_pending = [first]
     while len(out) < max_new_tokens:
         remaining = max_new_tokens - len(out)
@@ -224,7 +225,8 @@ def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max
         toks, pars = dtree.padded(T)
         if fifo_need(pars) > fifo:
             raise MambaflowError(f"internal: tree {shape} needs a FIFO of {fifo_need(pars)} > {fifo}")
-        logits, cache = target.verify_tree(toks, pars, t_state, plan.replay_layers, fifo)
+        # last round's cache is spent (state_at copies out of it): its buffers are reused
+        logits, cache = target.verify_tree(toks, pars, t_state, plan.replay_layers, fifo, out=cache)
         tc = time.perf_counter()
         if sampling.temperature == 0:
             path, bonus = accept_greedy(dtree, logits, sampling)

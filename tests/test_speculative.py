@@ -277,7 +277,7 @@ class MarkovBackend(Backend):
     def decode(self, token, state):
         return self.table[int(token)], self._st(int(token))
 
-    def verify_tree(self, tokens, parents, state, replay_layers=(), fifo_depth=None):
+    def verify_tree(self, tokens, parents, state, replay_layers=(), fifo_depth=None, out=None):
         tokens = torch.as_tensor(tokens)
         return self.table[tokens], tokens
 

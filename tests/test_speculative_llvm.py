@@ -193,3 +193,26 @@ def test_draft_chain_on_llvm_equals_decode_loop(llvm_pair):
         build_draft_chain(target.design("verify", T, fifo_depth=FIFO), 4)
     with pytest.raises(MambaflowError, match="vocab_limit"):
         build_draft_chain(target.design("decode", 1), 4, vocab_limit=10**6)
+
+
+def test_verify_reuses_a_spent_cache(llvm_pair):
+    """verify_tree(out=cache) writes the node states and conv inputs into a spent cache's
+    buffers (what the speculative loop does every round) and backtracks to the same
+    states as a fresh pass; the state picked before reuse is a copy, left untouched."""
+    target, _draft, ref_backend = llvm_pair
+    _, state = ref_backend.prefill(torch.tensor(PROMPT))
+    toks, parents = torch.tensor([4, 8, 15, 16, 23, 42, 5]), [-1, 0, 0, 1, 1, 2, 2]
+    _, first = target.verify_tree(toks, parents, state, (), FIFO)
+    kept = target.state_at(first, 5)
+    snapshot = (kept.conv.clone(), kept.ssm.clone())
+    toks2 = torch.tensor([9, 1, 2, 3, 4, 5, 6])
+    logits, again = target.verify_tree(toks2, parents, state, (), FIFO, out=first)
+    assert again.states.data_ptr() == first.states.data_ptr() and again.conv_in.data_ptr() == first.conv_in.data_ptr()
+    ref_logits, ref_cache = ref_backend.verify_tree(toks2, parents, state)
+    # float32 sums in another order than torch's (vectorized reductions): a few ulp of |logit| ~ 1
+    torch.testing.assert_close(logits, ref_logits, atol=5e-5, rtol=1e-5)
+    for node in (0, 3, 6):
+        got, ref = target.state_at(again, node), ref_backend.state_at(ref_cache, node)
+        torch.testing.assert_close(got.conv, ref.conv, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(got.ssm, ref.ssm, atol=2e-5, rtol=1e-5)
+    assert torch.equal(kept.conv, snapshot[0]) and torch.equal(kept.ssm, snapshot[1])
