@@ -8,8 +8,10 @@ the same Design, scheduled (the `benchmarks/decode_cpu.py --schedule NAME` contr
 - `cpu`: the llvm backend. Linear layers: rows unrolled-and-jammed by `rows` (split,
   reorder, materialized unroll) with register accumulators (buffer_at), so several
   weight rows stream per pass; other reductions get register accumulators too; the
-  SSM state update is fused into the y = h.C reduction (compute_at); `vectorize`
-  expands exp so LLVM vectorizes the SSM, conv and softplus loops.
+  SSM state update is fused into the y = h.C reduction (compute_at); inside the token
+  loop of a scan (prefill, verify) like nests fuse (`fuse_nests`: the state update and
+  the copy of each node's state out become one pass); `vectorize` expands exp so LLVM
+  vectorizes the SSM, conv and softplus loops.
 - `linear_parallel`: in_proj / x_proj (+dt_proj) / out_proj / lm_head as MAC arrays:
   the reduction loop split by `tile`, the tile unrolled, the weight partitioned
   cyclically along the reduction dim by `tile`, the row loop pipelined at `ii`.
