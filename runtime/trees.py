@@ -288,6 +288,9 @@ class _Kept(Mapping):
             raise KeyError(node)
         return self.states[node]
 
+    def __contains__(self, node) -> bool:  # without making the state (Mapping's default would)
+        return node in self.nodes
+
     def __iter__(self):
         return iter(self.nodes)
 
