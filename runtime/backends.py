@@ -209,8 +209,11 @@ class LLVMBackend(Backend):
     def _interleave(self, conv: torch.Tensor, ssm: torch.Tensor) -> list[int]:
         """Pointers of conv[i] and ssm[i] for every layer i, alternating (the port order):
         pointer arithmetic on the two contiguous (n_layer, ...) float32 tensors."""
-        c, s = conv.data_ptr(), ssm.data_ptr()
-        return [p for a, b in self._layer_offsets for p in (c + a, s + b)]
+        return self._layer_ptrs(conv.data_ptr(), ssm.data_ptr())
+
+    def _layer_ptrs(self, conv: int, ssm: int) -> list[int]:
+        """`_interleave` from the two buffers' addresses."""
+        return [p for a, b in self._layer_offsets for p in (conv + a, ssm + b)]
 
     def _step(self, phase: str, tokens_ptr: int, T: int, state: MambaState):
         call = self._compile(phase, T)
@@ -252,8 +255,7 @@ class LLVMBackend(Backend):
         # step k's buffers by address arithmetic (no per-step views: this runs every round)
         lg, c, h = logits.data_ptr(), conv.data_ptr(), ssm.data_ptr()
         lb, cb, hb = 4 * self.cfg.vocab_size, 4 * math.prod(self._conv_shape), 4 * math.prod(self._ssm_shape)
-        outs = [p for k in range(steps)
-                for p in (lg + k * lb, *(q for a, b in self._layer_offsets for q in (c + k * cb + a, h + k * hb + b)))]
+        outs = [p for k in range(steps) for p in (lg + k * lb, *self._layer_ptrs(c + k * cb, h + k * hb))]
         call([self._token.ctypes.data, *ins, tokens.data_ptr(), *outs])
         return tokens.tolist(), logits, _StepStates(conv, ssm)
 

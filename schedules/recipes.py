@@ -151,6 +151,20 @@ def _reduces(loop: ir.Operation) -> bool:
                for o in rw.body_ops(loop))
 
 
+def _fuse_one_pair(s: Schedule, kernel: str, band: str, nests: list[ir.Operation]) -> bool:
+    """Fuse the first pair of `nests` that is alike and legal to fuse; False if none is."""
+    for ai, a in enumerate(nests):
+        for b in nests[ai + 1:]:
+            if dp.const_bounds(a) != dp.const_bounds(b) or _depth(a) != _depth(b) or _reduces(a) != _reduces(b):
+                continue
+            try:
+                s.fuse(f"{kernel}:{band}.{str_attr(a, 'loop_name')}", f"{kernel}:{band}.{str_attr(b, 'loop_name')}")
+            except ScheduleError:
+                continue
+            return True
+    return False
+
+
 def fuse_nests(s: Schedule, kernel: str, loop: str) -> int:
     """Greedily fuse the sibling nests inside `loop` ('band.name'), then inside each
     resulting child, wherever `fuse`'s dependence check allows; returns the fusions.
@@ -162,24 +176,7 @@ def fuse_nests(s: Schedule, kernel: str, loop: str) -> int:
     nests a token scan puts inside its `t` loop (prefill, verify)."""
     band = loop.split(".", 1)[0]
     n = 0
-    while True:
-        kids = _loops_in(s.loop(f"{kernel}:{loop}").op)
-        pair = None
-        for ai, a in enumerate(kids):
-            for b in kids[ai + 1:]:
-                if (dp.const_bounds(a) != dp.const_bounds(b) or _depth(a) != _depth(b)
-                        or _reduces(a) != _reduces(b)):
-                    continue
-                try:
-                    s.fuse(f"{kernel}:{band}.{str_attr(a, 'loop_name')}", f"{kernel}:{band}.{str_attr(b, 'loop_name')}")
-                except ScheduleError:
-                    continue
-                pair = (a, b)
-                break
-            if pair:
-                break
-        if pair is None:
-            break
+    while _fuse_one_pair(s, kernel, band, _loops_in(s.loop(f"{kernel}:{loop}").op)):
         n += 1
     for c in _loops_in(s.loop(f"{kernel}:{loop}").op):
         n += fuse_nests(s, kernel, f"{band}.{str_attr(c, 'loop_name')}")
