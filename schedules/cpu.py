@@ -16,6 +16,8 @@ calls, so the loops vectorize.
 
 from __future__ import annotations
 
+import functools
+
 from torch_mlir import ir
 from torch_mlir.dialects import arith as arith_d
 from torch_mlir.dialects import math as math_d
@@ -41,35 +43,48 @@ def _horner(coeffs, x, c, mul, add):
     return p
 
 
-def expand_exp(op: ir.Operation) -> None:
+def _f32_expansion(build):
+    """An expansion of a one-operand f32 math op: `build(x, c, mul, add)` emits the arith
+    ops computing it before the op (the op's location), which its result then replaces.
+    Ops on other types are left alone."""
+
+    @functools.wraps(build)
+    def expand(op: ir.Operation) -> None:
+        x = op.operands[0]
+        f32 = ir.F32Type.get()
+        if x.type != f32:
+            return
+        with ir.InsertionPoint(op), op.location:
+            y = build(x, *_float_ops(f32))
+        op.results[0].replace_all_uses_with(y)
+        op.erase()
+
+    return expand
+
+
+@_f32_expansion
+def expand_exp(x: ir.Value, c, mul, add) -> ir.Value:
     """Replace one f32 `math.exp` (scalar) by inline arith ops."""
-    x = op.operands[0]
-    f32 = ir.F32Type.get()
-    if x.type != f32:
-        return
-    i32 = ir.IntegerType.get_signless(32)
-    with ir.InsertionPoint(op), op.location:
-        c, mul, add = _float_ops(f32)
-        xc = arith_d.minimumf(arith_d.maximumf(x, c(LO)), c(HI))
-        n = math_d.floor(add(mul(xc, c(LOG2E)), c(0.5)))
-        r = arith_d.subf(arith_d.subf(xc, mul(n, c(C1))), mul(n, c(C2)))
-        p = _horner(_P, r, c, mul, add)
-        r2 = mul(r, r)
-        y = add(add(mul(p, r2), r), c(1.0))
-        ni = arith_d.fptosi(i32, n)
-        # 2^n in two halves so n = 128 (x near HI) does not overflow the exponent field
-        half = arith_d.shrsi(ni, arith_d.constant(i32, 1))
-        rest = arith_d.subi(ni, half)
-        e1 = arith_d.bitcast(f32, arith_d.shli(arith_d.addi(half, arith_d.constant(i32, 127)), arith_d.constant(i32, 23)))
-        e2 = arith_d.bitcast(f32, arith_d.shli(arith_d.addi(rest, arith_d.constant(i32, 127)), arith_d.constant(i32, 23)))
-        y = mul(mul(y, e1), e2)
-        ogt = arith_d.CmpFPredicate.OGT
-        olt = arith_d.CmpFPredicate.OLT
-        y = arith_d.select(arith_d.cmpf(ogt, x, c(HI)), c(float("inf")), y)
-        y = arith_d.select(arith_d.cmpf(olt, x, c(LO)), c(0.0), y)
-        y = arith_d.select(arith_d.cmpf(arith_d.CmpFPredicate.UNO, x, x), x, y)
-    op.results[0].replace_all_uses_with(y)
-    op.erase()
+    f32, i32 = ir.F32Type.get(), ir.IntegerType.get_signless(32)
+    xc = arith_d.minimumf(arith_d.maximumf(x, c(LO)), c(HI))
+    n = math_d.floor(add(mul(xc, c(LOG2E)), c(0.5)))
+    r = arith_d.subf(arith_d.subf(xc, mul(n, c(C1))), mul(n, c(C2)))
+    p = _horner(_P, r, c, mul, add)
+    r2 = mul(r, r)
+    y = add(add(mul(p, r2), r), c(1.0))
+    ni = arith_d.fptosi(i32, n)
+    # 2^n in two halves so n = 128 (x near HI) does not overflow the exponent field
+    half = arith_d.shrsi(ni, arith_d.constant(i32, 1))
+    rest = arith_d.subi(ni, half)
+    e1 = arith_d.bitcast(f32, arith_d.shli(arith_d.addi(half, arith_d.constant(i32, 127)), arith_d.constant(i32, 23)))
+    e2 = arith_d.bitcast(f32, arith_d.shli(arith_d.addi(rest, arith_d.constant(i32, 127)), arith_d.constant(i32, 23)))
+    y = mul(mul(y, e1), e2)
+    ogt = arith_d.CmpFPredicate.OGT
+    olt = arith_d.CmpFPredicate.OLT
+    y = arith_d.select(arith_d.cmpf(ogt, x, c(HI)), c(float("inf")), y)
+    y = arith_d.select(arith_d.cmpf(olt, x, c(LO)), c(0.0), y)
+    y = arith_d.select(arith_d.cmpf(arith_d.CmpFPredicate.UNO, x, x), x, y)
+    return y
 
 
 _LOGP = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,
@@ -78,50 +93,44 @@ SQRTHF = 0.707106781186547524
 FLT_MIN = 1.17549435e-38
 
 
-def expand_log1p(op: ir.Operation) -> None:
+@_f32_expansion
+def expand_log1p(u: ir.Value, c, mul, add) -> ir.Value:
     """Replace one f32 `math.log1p` (scalar) by inline arith ops."""
-    u = op.operands[0]
-    f32 = ir.F32Type.get()
-    if u.type != f32:
-        return
-    i32 = ir.IntegerType.get_signless(32)
+    f32, i32 = ir.F32Type.get(), ir.IntegerType.get_signless(32)
     P = arith_d.CmpFPredicate
-    with ir.InsertionPoint(op), op.location:
-        c, mul, add = _float_ops(f32)
 
-        def ci(v):
-            return arith_d.constant(i32, int(v))
+    def ci(v):
+        return arith_d.constant(i32, int(v))
 
-        w = arith_d.addf(u, c(1.0))
-        # subnormal w (u just above -1): scale by 2^23 first so the exponent field is exact
-        tiny = arith_d.cmpf(P.OLT, w, c(FLT_MIN))
-        ws = arith_d.select(tiny, arith_d.mulf(w, c(2.0**23)), w)
-        bits = arith_d.bitcast(i32, ws)
-        e = arith_d.subi(arith_d.shrui(bits, ci(23)), ci(126))
-        e = arith_d.select(tiny, arith_d.subi(e, ci(23)), e)
-        m = arith_d.bitcast(f32, arith_d.ori(arith_d.andi(bits, ci(0x807FFFFF)), ci(0x3F000000)))  # [0.5, 1)
-        low = arith_d.cmpf(P.OLT, m, c(SQRTHF))
-        e = arith_d.select(low, arith_d.subi(e, ci(1)), e)
-        m = arith_d.subf(arith_d.select(low, arith_d.addf(m, m), m), c(1.0))
-        ef = arith_d.sitofp(f32, e)
-        z = mul(m, m)
-        p = _horner(_LOGP, m, c, mul, add)
-        y = mul(mul(p, m), z)
-        y = add(y, mul(ef, c(-2.12194440e-4)))
-        y = arith_d.subf(y, mul(z, c(0.5)))
-        r = add(add(m, y), mul(ef, c(0.693359375)))  # log(w)
-        # log1p(u) = log(w) * u / (w - 1): w - 1 is exactly the part of u that w kept
-        d = arith_d.subf(w, c(1.0))
-        corrected = arith_d.select(arith_d.cmpf(P.OEQ, d, c(0.0)), u, mul(r, arith_d.divf(u, d)))
-        # above 2^24, 1 + u rounds to u itself (nothing to correct), and the product above,
-        # which the llvm target may reassociate into (r * u) / d, could overflow
-        r = arith_d.select(arith_d.cmpf(P.OGT, u, c(2.0**24)), r, corrected)
-        r = arith_d.select(arith_d.cmpf(P.OEQ, w, c(float("inf"))), w, r)
-        r = arith_d.select(arith_d.cmpf(P.OEQ, w, c(0.0)), c(float("-inf")), r)
-        r = arith_d.select(arith_d.cmpf(P.OLT, w, c(0.0)), c(float("nan")), r)
-        r = arith_d.select(arith_d.cmpf(P.UNO, u, u), u, r)
-    op.results[0].replace_all_uses_with(r)
-    op.erase()
+    w = arith_d.addf(u, c(1.0))
+    # subnormal w (u just above -1): scale by 2^23 first so the exponent field is exact
+    tiny = arith_d.cmpf(P.OLT, w, c(FLT_MIN))
+    ws = arith_d.select(tiny, arith_d.mulf(w, c(2.0**23)), w)
+    bits = arith_d.bitcast(i32, ws)
+    e = arith_d.subi(arith_d.shrui(bits, ci(23)), ci(126))
+    e = arith_d.select(tiny, arith_d.subi(e, ci(23)), e)
+    m = arith_d.bitcast(f32, arith_d.ori(arith_d.andi(bits, ci(0x807FFFFF)), ci(0x3F000000)))  # [0.5, 1)
+    low = arith_d.cmpf(P.OLT, m, c(SQRTHF))
+    e = arith_d.select(low, arith_d.subi(e, ci(1)), e)
+    m = arith_d.subf(arith_d.select(low, arith_d.addf(m, m), m), c(1.0))
+    ef = arith_d.sitofp(f32, e)
+    z = mul(m, m)
+    p = _horner(_LOGP, m, c, mul, add)
+    y = mul(mul(p, m), z)
+    y = add(y, mul(ef, c(-2.12194440e-4)))
+    y = arith_d.subf(y, mul(z, c(0.5)))
+    r = add(add(m, y), mul(ef, c(0.693359375)))  # log(w)
+    # log1p(u) = log(w) * u / (w - 1): w - 1 is exactly the part of u that w kept
+    d = arith_d.subf(w, c(1.0))
+    corrected = arith_d.select(arith_d.cmpf(P.OEQ, d, c(0.0)), u, mul(r, arith_d.divf(u, d)))
+    # above 2^24, 1 + u rounds to u itself (nothing to correct), and the product above,
+    # which the llvm target may reassociate into (r * u) / d, could overflow
+    r = arith_d.select(arith_d.cmpf(P.OGT, u, c(2.0**24)), r, corrected)
+    r = arith_d.select(arith_d.cmpf(P.OEQ, w, c(float("inf"))), w, r)
+    r = arith_d.select(arith_d.cmpf(P.OEQ, w, c(0.0)), c(float("-inf")), r)
+    r = arith_d.select(arith_d.cmpf(P.OLT, w, c(0.0)), c(float("nan")), r)
+    r = arith_d.select(arith_d.cmpf(P.UNO, u, u), u, r)
+    return r
 
 
 EXPANSIONS = {"math.exp": expand_exp, "math.log1p": expand_log1p}
