@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 import torch
 from torch_mlir import ir
-from torch_mlir.dialects import func, memref
+from torch_mlir.dialects import affine, arith, func, memref, scf
 from tqdm import tqdm
 
 from ..errors import MambaflowError
@@ -27,7 +27,8 @@ from ..models.config import MambaConfig
 from . import kernels as K
 from .lowering import capture_function
 from .mlir import affine_accesses_to_memref, funcs, new_context, run_pipeline
-from .naming import name_loops
+from .identity import LAYER_ARG, TOP_ATTR, set_identity, stack_by_layer
+from .naming import LOOP_ATTR, BAND_ATTR, name_loops
 from .scan import build_scan
 
 PHASES = ("decode", "prefill", "verify")
@@ -44,20 +45,30 @@ _FOLD_VIEWS = (
 )
 
 
-def _finish(mod: ir.Module, what: str) -> None:
-    run_pipeline(mod, _COPIES_TO_LOOPS, what)
+def _fold_views(mod: ir.Module, what: str) -> None:
     affine_accesses_to_memref(mod.operation)
     run_pipeline(mod, _FOLD_VIEWS, what)
 
 
+def _finish(mod: ir.Module, what: str) -> None:
+    run_pipeline(mod, _COPIES_TO_LOOPS, what)
+    _fold_views(mod, what)
+
+
 @dataclass(frozen=True)
 class TopPort:
-    """An argument of the top function. `role` is 'input', 'state', 'weight' or 'output'."""
+    """An argument of the top function. `role` is 'input', 'state', 'weight' or 'output'.
+
+    A `stacked` port has the layers as its leading dimension (weights and states of the
+    layer engine: `in_proj_w[n_layer][2E][D]`). `key` names a weight in the checkpoint:
+    the Hugging Face name, with `{i}` standing for the layer of a stacked one."""
 
     name: str
     shape: tuple[int, ...]
     dtype: torch.dtype
     role: str
+    stacked: bool = False
+    key: str | None = None
 
 
 @dataclass
@@ -92,19 +103,26 @@ class Design:
         return [p.name for p in self.ports if p.role == "weight"]
 
     def weights(self, model: torch.nn.Module) -> list[np.ndarray]:
-        """The model's weights as numpy arrays, in the top function's argument order."""
+        """The model's weights as numpy arrays, in the top function's argument order
+        (stacked ports: every layer's tensor, stacked along a leading axis)."""
         sd = model.state_dict()
         out = []
         for p in self.ports:
             if p.role != "weight":
                 continue
-            t = _weight(sd, p.name)
-            if t is None:
-                raise MambaflowError(f"design '{self.phase}' needs weight '{p.name}', which the model lacks")
-            t = t.detach().to(torch.float32).contiguous()
+            keys = [p.key.format(i=i) for i in range(self.cfg.n_layer)] if p.stacked else [p.key]
+            parts = []
+            for key in keys:
+                t = _weight(sd, key)
+                if t is None:
+                    raise MambaflowError(f"design '{self.phase}' needs weight '{key}' (port {p.name}), "
+                                         "which the model lacks")
+                parts.append(t.detach().to(torch.float32))
+            t = torch.stack(parts) if p.stacked else parts[0]
             if tuple(t.shape) != p.shape:
-                raise MambaflowError(f"weight '{p.name}' has shape {tuple(t.shape)}, the design expects {p.shape}")
-            out.append(t.numpy())
+                raise MambaflowError(f"weight '{p.key}' has shape {tuple(t.shape)}, the design expects {p.shape} "
+                                     f"(port {p.name})")
+            out.append(t.contiguous().numpy())
         return out
 
     def __str__(self) -> str:
@@ -134,21 +152,55 @@ def _mlir_type(shape: Iterable[int], dtype: torch.dtype) -> ir.MemRefType:
     return ir.MemRefType.get(list(shape), el)
 
 
-def _template(kernel: K.Kernel, T: int, tree: bool, ctx: ir.Context, fifo_depth: int | None = None,
-              write_states: bool = True) -> ir.Module:
-    """Capture one kernel as a module holding a single func named after its kind."""
+def _stacked(port: K.Port, tree: bool) -> bool:
+    """Whether a layer kernel's port is stacked by layer: its weights and states. In
+    verify, a node's conv state is rebuilt from the conv inputs, so the conv's state
+    output is a scratch buffer; the SSM's output is every node's state."""
+    if port.weight is not None or port.name in ("conv_state", "ssm_state"):
+        return True
+    if port.name == "conv_state_out":
+        return not tree
+    return port.name == "ssm_state_out"
+
+
+def _role(port: K.Port) -> str:
+    if port.weight is not None:
+        return "weight"
+    return "state" if "state" in port.name else "activation"
+
+
+def _template(kernel: K.Kernel, T: int, tree: bool, ctx: ir.Context, n_layer: int | None,
+              fifo_depth: int | None = None, write_states: bool = True) -> ir.Module:
+    """Capture one kernel as a module holding a single func named after its kind; a layer
+    kernel (`n_layer` given) is made layer-generic (`identity.stack_by_layer`)."""
     if not kernel.scan:
         mod = capture_function(kernel.fn, [_example(p) for p in kernel.inputs], kernel.kind, ctx)
-        _finish(mod, kernel.kind)
-        return mod
-    step_name = kernel.kind + "_step"
-    mod = capture_function(kernel.fn, [_example(p) for p in kernel.inputs], step_name, ctx, dynamic_layout=True)
-    step = funcs(mod)[step_name]
-    with ctx, ir.Location.unknown():
-        step.attributes["sym_visibility"] = ir.StringAttr.get("private")
-        per_token = [p.shape[0] == 1 and p.weight is None for p in kernel.inputs[1:]]
-        build_scan(mod, step, kernel.kind, per_token, T, tree, fifo_depth, write_states)
+    else:
+        step_name = kernel.kind + "_step"
+        mod = capture_function(kernel.fn, [_example(p) for p in kernel.inputs], step_name, ctx, dynamic_layout=True)
+        step = funcs(mod)[step_name]
+        with ctx, ir.Location.unknown():
+            step.attributes["sym_visibility"] = ir.StringAttr.get("private")
+            per_token = [p.shape[0] == 1 and p.weight is None for p in kernel.inputs[1:]]
+            build_scan(mod, step, kernel.kind, per_token, T, tree, fifo_depth, write_states)
+    fn = funcs(mod)[kernel.kind]
+    ports = list(kernel.inputs)
+    outs = [p for p in kernel.outputs if write_states or p.name != "ssm_state_out"]
+    names = [p.name for p in ports] + (["parents"] if kernel.scan and tree else []) + [p.name for p in outs]
+    roles = [_role(p) for p in ports] + (["parents"] if kernel.scan and tree else []) + [_role(p) for p in outs]
+    stacked = [False] * len(names)
     _finish(mod, kernel.kind)
+    if n_layer is not None:
+        flags = [_stacked(p, tree) for p in ports] + ([False] if kernel.scan and tree else [])
+        stacked = flags + [_stacked(p, tree) for p in outs]
+        with ctx:
+            stack_by_layer(fn, [k for k, s in enumerate(stacked) if s], n_layer)
+        names.append(LAYER_ARG)
+        roles.append("layer")
+        stacked.append(False)
+        _fold_views(mod, kernel.kind)
+    with ctx:
+        set_identity(fn, kernel.kind, names, roles, stacked)
     return mod
 
 
@@ -175,19 +227,21 @@ def _load_cached(path: Path, cfg: MambaConfig, phase: str, T: int, opts: dict) -
         return None
     try:
         info = json.loads(meta.read_text())
+        ports = [TopPort(n, tuple(s), getattr(torch, d), r, bool(st), k) for n, s, d, r, st, k in info["ports"]]
+        kernels = [str(k) for k in info["kernels"]]
         ctx = new_context()
         with ctx:
             module = ir.Module.parse(path.read_text())
-    except (OSError, ValueError, ir.MLIRError):
-        return None  # unreadable cache entries are recaptured
-    ports = [TopPort(n, tuple(s), getattr(torch, d), r) for n, s, d, r in info["ports"]]
-    return Design(module=module, cfg=cfg, phase=phase, T=T, ports=ports, kernels=info["kernels"], **opts)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, ir.MLIRError):
+        return None  # unreadable or malformed cache entries are recaptured
+    return Design(module=module, cfg=cfg, phase=phase, T=T, ports=ports, kernels=kernels, **opts)
 
 
 def _store_cached(path: Path, design: Design) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        ports = [[p.name, list(p.shape), str(p.dtype).removeprefix("torch."), p.role] for p in design.ports]
+        ports = [[p.name, list(p.shape), str(p.dtype).removeprefix("torch."), p.role, p.stacked, p.key]
+                 for p in design.ports]
         path.with_suffix(".json").write_text(json.dumps({"ports": ports, "kernels": design.kernels}))
         tmp = path.with_suffix(".tmp")
         tmp.write_text(str(design.module))
@@ -196,9 +250,19 @@ def _store_cached(path: Path, design: Design) -> None:
         pass  # the cache only saves time
 
 
+#: the function of the SSM kernel of a replaying verify layer (kind `ssm`, no state out)
+SSM_REPLAY = "ssm_replay"
+
+
 def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress: bool = True,
             cache: bool = True, replay_layers=(), fifo_depth: int | None = None) -> Design:
     """Capture `phase` of a Mamba model (or config) for T tokens as a named affine design.
+
+    The design has one function per kernel kind (`embed`, `norm`, `in_proj`, `conv`,
+    [`x_proj`], `ssm`, [`gated_norm`], `out_proj`, `norm_f`, `lm_head`): the layer
+    kernels take their weights and states stacked by layer plus the layer index, and
+    the top runs them in an `affine.for` named `layer`, so the hardware has each kernel
+    once whatever the depth of the model.
 
     decode: T = 1; prefill: T prompt tokens (default 16); verify: a tree of T nodes
     (default 8) given at run time by its parent indices. With `cache`, a capture made
@@ -209,9 +273,10 @@ def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress:
       of S slots (`state_fifo`) instead of reading parents back from the (T, ...) output;
       the tree must then have t - parents[t] < S for every node (BFS order keeps that
       below twice the tree's width).
-    - `replay_layers`: these layers write no per-node SSM state; they output their SSM
-      inputs instead (mamba1: `xc`, `delta`, `B`; mamba2: `xc`, `dt`), from which the
-      accepted path is replayed. They need the FIFO (S defaults to T).
+    - `replay_layers`: these layers write no per-node SSM state (their SSM runs as
+      `ssm_replay`); they output their SSM inputs instead (mamba1: `xc`, `delta`, `B`;
+      mamba2: `xc`, `dt`), from which the accepted path is replayed. They need the FIFO
+      (S defaults to T).
     """
     if phase not in PHASES:
         raise MambaflowError(f"unknown phase '{phase}': choose one of {', '.join(PHASES)}")
@@ -231,39 +296,32 @@ def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress:
         return hit
 
     ctx = new_context()
+    L = cfg.n_layer
     layer = K.layer_kernels(cfg, T)
     embed, norm_f, head = K.model_kernels(cfg, T)
-    todo = [(kern, kern.kind, True) for kern in (embed, *layer, norm_f, head)]
+    todo = [(kern, kern.kind, None, True) for kern in (embed, norm_f, head)]
+    todo += [(kern, kern.kind, L, True) for kern in layer if not (kern.scan and len(replay) == L)]
     if tree and replay:  # the SSM scan of a replaying layer keeps no per-node states
-        todo += [(kern, kern.kind + "/replay", False) for kern in layer if kern.scan]
+        todo += [(kern, SSM_REPLAY, L, False) for kern in layer if kern.scan]
     bar = tqdm(todo, desc=f"capture {phase}", unit="kernel", disable=not progress, leave=False)
     templates = {}
     keep = []  # the template modules own the funcs: keep them alive while cloning
-    for kern, key, write in bar:
-        bar.set_postfix_str(kern.kind)
-        mod = _template(kern, T, tree, ctx, fifo_depth if kern.scan else None, write)
+    for kern, name, n_layer, write in bar:
+        bar.set_postfix_str(name)
+        mod = _template(kern, T, tree, ctx, n_layer, fifo_depth if kern.scan else None, write)
         keep.append(mod)
         fn = funcs(mod)[kern.kind]
         with ctx:
             name_loops(fn)
-        templates[key] = fn
+        templates[name] = fn
 
     with ctx, ir.Location.unknown():
         module = ir.Module.create()
-        names: list[str] = []
-
-        def place(kind: str, name: str) -> None:
-            fn = templates[kind].clone(ir.InsertionPoint(module.body))
+        names = ["embed"] + [k.kind for k in layer] + ([SSM_REPLAY] if replay else []) + ["norm_f", "lm_head"]
+        names = [n for n in names if n in templates]
+        for name in names:
+            fn = templates[name].clone(ir.InsertionPoint(module.body))
             fn.attributes["sym_name"] = ir.StringAttr.get(name)
-            names.append(name)
-
-        place("embed", "embed")
-        for i in range(cfg.n_layer):
-            for kern in layer:
-                key = kern.kind + "/replay" if (kern.scan and i in replay) else kern.kind
-                place(key, f"layer{i}_{kern.kind}")
-        place("norm_f", "norm_f")
-        place("lm_head", "lm_head")
         ports = _build_top(module, cfg, phase, T, layer, (embed, norm_f, head), replay)
         try:
             module.operation.verify()
@@ -294,123 +352,168 @@ def _check_verify_options(cfg: MambaConfig, phase: str, T: int, replay_layers, f
     return replay
 
 
+def _const_table(fn: func.FuncOp, name: str, values: np.ndarray) -> ir.Value:
+    """A private constant i64 memref.global (inserted before `fn`) and its get_global at
+    the insertion point."""
+    i64 = ir.IntegerType.get_signless(64)
+    gtype = _mlir_type(values.shape, torch.int64)
+    with ir.InsertionPoint(fn.operation):
+        memref.GlobalOp(name, gtype, sym_visibility="private", constant=True,
+                        initial_value=ir.DenseElementsAttr.get(
+                            values.astype(np.int64), type=ir.RankedTensorType.get(list(values.shape), i64)))
+    return memref.get_global(gtype, name)
+
+
+def _copy_nest(src: ir.Value, dst: ir.Value, lead: ir.Value | None, name: str) -> None:
+    """dst[lead, ...] = src[...] (dst[...] without `lead`) as an affine nest whose loops
+    are named `name`, `name`_1, ... (a copy the top makes between kernels)."""
+    shape = ir.MemRefType(src.type).shape
+    loops, ivs = [], []
+    ip = ir.InsertionPoint.current
+    for d, n in enumerate(shape):
+        with ip:
+            loop = affine.AffineForOp(0, n, 1)
+        loop.operation.attributes[LOOP_ATTR] = ir.StringAttr.get(name if d == 0 else f"{name}_{d}")
+        loops.append(loop)
+        ivs.append(loop.induction_variable)
+        ip = ir.InsertionPoint(loop.body)
+    loops[0].operation.attributes[BAND_ATTR] = ir.StringAttr.get(name)
+    with ip:
+        v = affine.AffineLoadOp(ir.MemRefType(src.type).element_type, src, ivs,
+                                map=ir.AffineMapAttr.get(ir.AffineMap.get_identity(len(ivs)))).result
+        idx = ([lead] if lead is not None else []) + ivs
+        affine.AffineStoreOp(v, dst, idx, map=ir.AffineMapAttr.get(ir.AffineMap.get_identity(len(idx))))
+        affine.AffineYieldOp([])
+    for loop in loops[:-1]:
+        with ir.InsertionPoint(loop.body):
+            affine.AffineYieldOp([])
+
+
 def _build_top(module, cfg, phase, T, layer, outer, replay=()) -> list[TopPort]:
-    """The top function: calls every kernel in order, wiring activations through buffers."""
+    """The top function: embed, the `layer` loop over the layer kernels, final norm and
+    head; activations pass through buffers allocated once, weights and states are
+    stacked ports indexed by the loop."""
     embed, norm_f, head = outer
     tree = phase == "verify"
-    i64 = torch.int64
+    L = cfg.n_layer
+    i64, f32 = torch.int64, torch.float32
     ports: list[TopPort] = [TopPort("tokens", (T,), i64, "input")]
     if tree:
         ports += [TopPort("windows", (T, cfg.d_conv), i64, "input"), TopPort("parents", (T,), i64, "input")]
-    conv_state_shape = next(k for k in layer if k.kind == "conv").inputs[1].shape
-    ssm_state_shape = next(k for k in layer if k.scan).inputs[0].shape
-    for i in range(cfg.n_layer):
-        ports.append(TopPort(f"layer{i}.conv_state", conv_state_shape, torch.float32, "state"))
-        ports.append(TopPort(f"layer{i}.ssm_state", ssm_state_shape, torch.float32, "state"))
-    weights: list[TopPort] = []
+    by_kind = {k.kind: k for k in layer}
+    conv_state = by_kind["conv"].inputs[1].shape
+    ssm_state = next(k for k in layer if k.scan).inputs[0].shape
+    ports += [TopPort("conv_state", (L, *conv_state), f32, "state", True),
+              TopPort("ssm_state", (L, *ssm_state), f32, "state", True)]
     seen: set[str] = set()
-
-    def weight(kernel: K.Kernel, p: K.Port, i: int | None) -> str:
-        full = p.weight if i is None else f"backbone.layers.{i}.{p.weight}"
-        if full not in seen:
-            seen.add(full)
-            weights.append(TopPort(full, p.shape, p.dtype, "weight"))
-        return full
-
-    # walk the kernel graph once to learn the weights' order
-    plan: list[tuple[K.Kernel, int | None]] = [(embed, None)]
-    plan += [(k, i) for i in range(cfg.n_layer) for k in layer]
-    plan += [(norm_f, None), (head, None)]
-    for kern, i in plan:
+    for kern in (embed, *layer, norm_f, head):
         for p in kern.inputs:
-            if p.weight:
-                weight(kern, p, i)
-    ports += weights
-    V = cfg.vocab_size
-    outputs = [TopPort("logits", (T, V), torch.float32, "output")]
+            if p.weight and p.name not in seen:
+                seen.add(p.name)
+                if kern in layer:
+                    ports.append(TopPort(p.name, (L, *p.shape), p.dtype, "weight", True, "backbone.layers.{i}." + p.weight))
+                else:
+                    ports.append(TopPort(p.name, p.shape, p.dtype, "weight", False, p.weight))
+    ports.append(TopPort("logits", (T, cfg.vocab_size), f32, "output"))
     produced = {p.name: p for k in layer for p in k.outputs}
-    for i in range(cfg.n_layer):
-        if tree:
-            conv_in = next(p for p in layer if p.kind == "conv").inputs[0]
-            outputs.append(TopPort(f"layer{i}.conv_in", conv_in.shape, torch.float32, "output"))
-            if i in replay:
-                for a in REPLAY_ACTIVATIONS[cfg.arch]:
-                    outputs.append(TopPort(f"layer{i}.{a}", produced[a].shape, torch.float32, "output"))
-            else:
-                outputs.append(TopPort(f"layer{i}.ssm_states", (T, *ssm_state_shape), torch.float32, "output"))
-        else:
-            outputs.append(TopPort(f"layer{i}.conv_state_out", conv_state_shape, torch.float32, "output"))
-            outputs.append(TopPort(f"layer{i}.ssm_state_out", ssm_state_shape, torch.float32, "output"))
-    ports += outputs
+    acts = REPLAY_ACTIVATIONS[cfg.arch] if replay else ()
+    if tree:
+        ports.append(TopPort("conv_in", (L, *by_kind["conv"].inputs[0].shape), f32, "output", True))
+        if len(replay) < L:
+            ports.append(TopPort("ssm_states", (L, T, *ssm_state), f32, "output", True))
+        ports += [TopPort(a, (L, *produced[a].shape), f32, "output", True) for a in acts]
+    else:
+        ports += [TopPort("conv_state_out", (L, *conv_state), f32, "output", True),
+                  TopPort("ssm_state_out", (L, *ssm_state), f32, "output", True)]
 
     arg_types = [_mlir_type(p.shape, p.dtype) for p in ports]
     fn = func.FuncOp(phase, ir.FunctionType.get(arg_types, []), ip=ir.InsertionPoint(module.body))
-    fn.attributes["mf.top"] = ir.UnitAttr.get()
+    fn.attributes[TOP_ATTR] = ir.UnitAttr.get()
     entry = fn.add_entry_block()
-    by_name = {p.name: (p, v) for p, v in zip(ports, entry.arguments)}
+    set_identity(fn.operation, None, [p.name for p in ports], [p.role for p in ports], [p.stacked for p in ports])
+    arg = {p.name: v for p, v in zip(ports, entry.arguments)}
     with ir.InsertionPoint(entry):
-        if not tree:
-            win = _chain_windows(T, cfg.d_conv)
-            gname = f"chain_windows_{T}x{cfg.d_conv}"
-            gtype = _mlir_type(win.shape, i64)
-            with ir.InsertionPoint(fn.operation):
-                memref.GlobalOp(
-                    gname, gtype, sym_visibility="private", constant=True,
-                    initial_value=ir.DenseElementsAttr.get(win.astype(np.int64), type=ir.RankedTensorType.get(list(win.shape), ir.IntegerType.get_signless(64))),
-                )
-            windows = memref.get_global(gtype, gname)
-        else:
-            windows = by_name["windows"][1]
-
-        env: dict[str, ir.Value] = {"tokens": by_name["tokens"][1], "windows": windows}
         if tree:
-            env["parents"] = by_name["parents"][1]
+            windows = arg["windows"]
+        else:
+            windows = _const_table(fn, f"chain_windows_{T}x{cfg.d_conv}", _chain_windows(T, cfg.d_conv))
+        env: dict[str, ir.Value] = {"tokens": arg["tokens"], "windows": windows}
+        if tree:
+            env["parents"] = arg["parents"]
+        # the state inputs and outputs of the conv and SSM are the stacked ports
+        bound = {"conv_state": arg["conv_state"], "ssm_state": arg["ssm_state"]}
+        if tree:
+            if "ssm_states" in arg:
+                bound["ssm_state_out"] = arg["ssm_states"]
+        else:
+            bound["conv_state_out"] = arg["conv_state_out"]
+            bound["ssm_state_out"] = arg["ssm_state_out"]
 
-        def call(kern: K.Kernel, name: str, i: int | None, outs: dict[str, ir.Value], skip=()):
+        def buffer(p: K.Port, kern: K.Kernel) -> ir.Value:
+            shape = (T, *p.shape[1:]) if kern.scan and p.shape[0] == 1 else p.shape
+            return memref.alloc(_mlir_type(shape, p.dtype), [], [])
+
+        # every activation buffer is allocated once, before the layer loop
+        for kern in (embed, *layer, norm_f):
+            for p in kern.outputs:
+                if p.name not in bound and p.name not in env:
+                    env[p.name] = buffer(p, kern)
+        env["xn_f"] = buffer(norm_f.outputs[0], norm_f)
+
+        def call(kern: K.Kernel, callee: str, li: ir.Value | None, outs: dict[str, ir.Value], write=True):
             args = []
             for p in kern.inputs:
-                if p.weight:
-                    args.append(by_name[p.weight if i is None else f"backbone.layers.{i}.{p.weight}"][1])
-                elif p.name in ("conv_state", "ssm_state"):
-                    args.append(by_name[f"layer{i}.{p.name}"][1])
-                else:
-                    args.append(env[p.name])
+                args.append(arg[p.name] if p.weight else bound[p.name] if p.name in bound else env[p.name])
             if kern.scan and tree:
                 args.append(env["parents"])
-            results = []
             for p in kern.outputs:
-                if p.name in skip:
+                if p.name == "ssm_state_out" and not write:
                     continue
-                if p.name in outs:
-                    v = outs[p.name]
-                else:
-                    shape = (T, *p.shape[1:]) if kern.scan and p.shape[0] == 1 else p.shape
-                    v = memref.alloc(_mlir_type(shape, p.dtype), [], [])
-                results.append(v)
-                env[p.name] = v
-            func.CallOp([], ir.FlatSymbolRefAttr.get(name), args + results)
+                args.append(outs[p.name] if p.name in outs else bound[p.name] if p.name in bound else env[p.name])
+            func.CallOp([], ir.FlatSymbolRefAttr.get(callee), args + ([li] if li is not None else []))
 
+        resid = env["resid"]
         call(embed, "embed", None, {})
-        for i in range(cfg.n_layer):
-            outs = {}
-            if tree and i in replay:
-                for a in REPLAY_ACTIVATIONS[cfg.arch]:
-                    outs[a] = by_name[f"layer{i}.{a}"][1]
-            elif tree:
-                outs["ssm_state_out"] = by_name[f"layer{i}.ssm_states"][1]
-            else:
-                outs["conv_state_out"] = by_name[f"layer{i}.conv_state_out"][1]
-                outs["ssm_state_out"] = by_name[f"layer{i}.ssm_state_out"][1]
+        if tree and 0 < len(replay) < L:
+            mask = _const_table(fn, f"replay_layers_{L}", np.array([int(i in replay) for i in range(L)]))
+        loop = affine.AffineForOp(0, L, 1)
+        loop.operation.attributes[LOOP_ATTR] = ir.StringAttr.get("layer")
+        loop.operation.attributes[BAND_ATTR] = ir.StringAttr.get("layer")
+        with ir.InsertionPoint(loop.body):
+            li = loop.induction_variable
+            if tree and 0 < len(replay) < L:
+                flag = memref.load(mask, [li])
+                is_replay = arith.cmpi(arith.CmpIPredicate.ne, flag, arith.constant(ir.IntegerType.get_signless(64), 0))
             for kern in layer:
+                if kern.scan and tree and replay:
+                    if len(replay) == L:
+                        call(kern, SSM_REPLAY, li, {}, write=False)
+                    else:
+                        pick = scf.IfOp(is_replay, [], has_else=True)
+                        with ir.InsertionPoint(pick.then_block):
+                            call(kern, SSM_REPLAY, li, {}, write=False)
+                            scf.yield_([])
+                        with ir.InsertionPoint(pick.else_block):
+                            call(kern, kern.kind, li, {})
+                            scf.yield_([])
+                else:
+                    call(kern, kern.kind, li, {"resid_out": env["resid_out"]} if kern.kind == "out_proj" else {})
                 if tree and kern.kind == "in_proj":
                     # the conv inputs leave the design: speculative decoding rebuilds the
                     # accepted node's conv state from them
-                    outs["x"] = by_name[f"layer{i}.conv_in"][1]
-                skip = ("ssm_state_out",) if (kern.scan and tree and i in replay) else ()
-                call(kern, f"layer{i}_{kern.kind}", i, outs, skip)
-            env["resid"] = env["resid_out"]
-        call(norm_f, "norm_f", None, {})
-        call(head, "lm_head", None, {"logits": by_name["logits"][1]})
+                    _copy_nest(env["x"], arg["conv_in"], li, "conv_in")
+            for a in acts:  # a replaying layer's SSM inputs leave the design
+                if len(replay) == L:
+                    _copy_nest(env[a], arg[a], li, f"keep_{a}")
+                else:
+                    keep = scf.IfOp(is_replay, [], has_else=False)
+                    with ir.InsertionPoint(keep.then_block):
+                        _copy_nest(env[a], arg[a], li, f"keep_{a}")
+                        scf.yield_([])
+            _copy_nest(env["resid_out"], resid, None, "resid")  # the next layer's input
+            affine.AffineYieldOp([])
+        call(norm_f, "norm_f", None, {"xn": env["xn_f"]})
+        head_args = [env["xn_f"], arg["embed_w"], arg["logits"]]
+        func.CallOp([], ir.FlatSymbolRefAttr.get("lm_head"), head_args)
         func.ReturnOp([])
     return ports
-

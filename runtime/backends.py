@@ -166,9 +166,6 @@ class LLVMBackend(Backend):
         self._ssm_shape = (cfg.n_layer, *cfg.ssm_state_shape(1))
         self._node_state = tuple(cfg.ssm_state_shape(1)[1:])
         self._token = np.zeros(1, np.int64)  # decode's input, rewritten per call
-        n = 4  # float32 bytes
-        self._layer_offsets = [(i * cfg.conv_dim * cfg.d_conv * n, i * math.prod(self._node_state) * n)
-                               for i in range(cfg.n_layer)]
         self._act_widths = {"xc": cfg.d_inner if cfg.arch == "mamba1" else cfg.conv_dim, "delta": cfg.d_inner,
                             "B": cfg.d_state, "dt": cfg.nheads}
 
@@ -197,30 +194,21 @@ class LLVMBackend(Backend):
         return self._compile(phase, T, **opts).design
 
     def _state_ptrs(self, state: MambaState) -> tuple[list[int], tuple]:
-        """Pointers of every layer's (conv, ssm) state, in port order, and the tensors
-        (keep them alive through the call)."""
+        """Pointers of the stacked (conv, ssm) state ports, and the tensors (keep them
+        alive through the call)."""
         conv, ssm = _c(state.conv), _c(state.ssm)
         if tuple(conv.shape) != self._conv_shape or tuple(ssm.shape) != self._ssm_shape:
             raise MambaflowError(
                 f"llvm backend: a state of shapes conv {tuple(conv.shape)}, ssm {tuple(ssm.shape)} does not fit "
                 f"this model (conv {self._conv_shape}, ssm {self._ssm_shape}, batch 1)")
-        return self._interleave(conv, ssm), (conv, ssm)
-
-    def _interleave(self, conv: torch.Tensor, ssm: torch.Tensor) -> list[int]:
-        """Pointers of conv[i] and ssm[i] for every layer i, alternating (the port order):
-        pointer arithmetic on the two contiguous (n_layer, ...) float32 tensors."""
-        return self._layer_ptrs(conv.data_ptr(), ssm.data_ptr())
-
-    def _layer_ptrs(self, conv: int, ssm: int) -> list[int]:
-        """`_interleave` from the two buffers' addresses."""
-        return [p for a, b in self._layer_offsets for p in (conv + a, ssm + b)]
+        return [conv.data_ptr(), ssm.data_ptr()], (conv, ssm)
 
     def _step(self, phase: str, tokens_ptr: int, T: int, state: MambaState):
         call = self._compile(phase, T)
         logits = torch.empty(T, self.cfg.vocab_size)
         conv, ssm = torch.empty(self._conv_shape), torch.empty(self._ssm_shape)
         ins, _keep = self._state_ptrs(state)
-        call([tokens_ptr, *ins, logits.data_ptr(), *self._interleave(conv, ssm)])
+        call([tokens_ptr, *ins, logits.data_ptr(), conv.data_ptr(), ssm.data_ptr()])
         return logits, MambaState(conv, ssm)
 
     def prefill(self, tokens, state=None):
@@ -255,7 +243,7 @@ class LLVMBackend(Backend):
         # step k's buffers by address arithmetic (no per-step views: this runs every round)
         lg, c, h = logits.data_ptr(), conv.data_ptr(), ssm.data_ptr()
         lb, cb, hb = 4 * self.cfg.vocab_size, 4 * math.prod(self._conv_shape), 4 * math.prod(self._ssm_shape)
-        outs = [p for k in range(steps) for p in (lg + k * lb, *self._layer_ptrs(c + k * cb, h + k * hb))]
+        outs = [p for k in range(steps) for p in (lg + k * lb, c + k * cb, h + k * hb)]
         call([self._token.ctypes.data, *ins, tokens.data_ptr(), *outs])
         return tokens.tolist(), logits, _StepStates(conv, ssm)
 
@@ -283,26 +271,20 @@ class LLVMBackend(Backend):
         L = cfg.n_layer
         logits = torch.empty(T, cfg.vocab_size)
         conv_in = _reuse(out and out.conv_in, (L, T, cfg.conv_dim))
-        # every node's state, checkpointing layers
-        states = _reuse(out and out.states, (L - len(replay), T, *self._node_state))
-        names = REPLAY_ACTIVATIONS[cfg.arch]
-        act = {n: torch.empty(len(replay), T, self._act_widths[n]) for n in names} if replay else {}
         ins, _keep = self._state_ptrs(state)
-        ptrs = [tokens.data_ptr(), windows.data_ptr(), par.data_ptr(), *ins, logits.data_ptr()]
-        ssm, acts = [], []
-        c = r = 0
-        for i in range(L):
-            ptrs.append(conv_in[i].data_ptr())
-            if i in replay:
-                ptrs += [act[n][r].data_ptr() for n in names]
-                acts.append({n: act[n][r] for n in names})
-                ssm.append(None)
-                r += 1
-            else:
-                ptrs.append(states[c].data_ptr())
-                ssm.append(states[c])
-                acts.append(None)
-                c += 1
+        ptrs = [tokens.data_ptr(), windows.data_ptr(), par.data_ptr(), *ins, logits.data_ptr(), conv_in.data_ptr()]
+        # the stacked ports span every layer; a layer writes only the slices of its kind
+        # (checkpointing: its node states; replaying: its SSM inputs), and pages no
+        # layer writes are never touched
+        states = None
+        if len(replay) < L:
+            states = _reuse(out and out.states, (L, T, *self._node_state))
+            ptrs.append(states.data_ptr())
+        names = REPLAY_ACTIVATIONS[cfg.arch] if replay else ()
+        act = {n: torch.empty(L, T, self._act_widths[n]) for n in names}
+        ptrs += [act[n].data_ptr() for n in names]
+        ssm = [None if i in replay else states[i] for i in range(L)]
+        acts = [{n: act[n][i] for n in names} if i in replay else None for i in range(L)]
         call(ptrs)
         return logits, TreeCache(state, parents, windows, conv_in, ssm, acts, fifo_depth,
                                  states=states if not replay else None)

@@ -7,6 +7,8 @@ order 1 leaves headroom over the ~3e-7 observed while still catching any wrong i
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,8 @@ from torch_mlir import ir
 from mambaflow.errors import UnsupportedOpError
 from mambaflow.flow.capture import capture
 from mambaflow.flow.lowering import capture_function
-from mambaflow.flow.mlir import funcs, new_context, walk
+from mambaflow.flow.identity import arg_names, kernel_kind, stacked_args
+from mambaflow.flow.mlir import funcs, new_context, str_attr, walk
 from mambaflow.flow.naming import loops_of
 from mambaflow.models import build_model
 from mambaflow.models.common import MambaState
@@ -101,16 +104,25 @@ def test_kernels_are_named_funcs_with_named_loops():
     cfg = get_config("tiny-mamba2")
     d = capture(cfg, "prefill", T=4, progress=False)
     names = set(funcs(d.module))
-    for i in range(cfg.n_layer):
-        for kind in ("norm", "in_proj", "conv", "ssm", "gated_norm", "out_proj"):
-            assert f"layer{i}_{kind}" in names
-    assert {"embed", "norm_f", "lm_head", "prefill"} <= names
+    # one function per kernel kind, whatever the depth; kind and port names as attributes
+    kinds = ("embed", "norm", "in_proj", "conv", "ssm", "gated_norm", "out_proj", "norm_f", "lm_head")
+    assert names == set(kinds) | {"prefill"}
+    assert {k: kernel_kind(funcs(d.module)[k]) for k in kinds} == {k: k for k in kinds}
+    assert arg_names(funcs(d.module)["in_proj"]) == ["xn", "in_proj_w", "z", "x", "dt", "layer"]
+    assert stacked_args(funcs(d.module)["in_proj"]) == [False, True, False, False, False, False]
+    # the top loops over the layers; stacked weights are indexed by the loop
+    top = funcs(d.module)["prefill"]
+    layer_loops = [op for op in walk(top) if op.name == "affine.for" and str_attr(op, "loop_name") == "layer"]
+    assert len(layer_loops) == 1
+    assert str(ir.AffineMapAttr(layer_loops[0].attributes["upperBoundMap"]).value) == f"() -> ({cfg.n_layer})"
+    calls = [ir.FlatSymbolRefAttr(o.attributes["callee"]).value for o in walk(layer_loops[0]) if o.name == "func.call"]
+    assert calls == ["norm", "in_proj", "conv", "ssm", "gated_norm", "out_proj"]
     for name in d.kernels:
         for op in walk(funcs(d.module)[name]):
             if op.name == "affine.for":
                 assert "loop_name" in op.attributes, name
     # the prefill scan reaches MLIR as a loop named t over the 4 tokens, not unrolled
-    t_loops = [loops for loops in loops_of(funcs(d.module)["layer0_ssm"]).values() if "t" in loops]
+    t_loops = [loops for loops in loops_of(funcs(d.module)["ssm"]).values() if "t" in loops]
     assert len(t_loops) == 1
     upper = ir.AffineMapAttr(t_loops[0]["t"].attributes["upperBoundMap"]).value
     assert str(upper) == "() -> (4)"
@@ -122,14 +134,17 @@ def test_loop_names_stable_across_captures():
     b = capture(cfg, "decode", progress=False, cache=False)
     names = lambda d: {k: {band: sorted(loops) for band, loops in loops_of(funcs(d.module)[k]).items()} for k in d.kernels}  # noqa: E731
     assert names(a) == names(b)
-    assert names(a)["layer0_in_proj"]  # there is something to compare
+    assert names(a)["in_proj"]  # there is something to compare
     assert str(a.module) == str(b.module)
 
 
 def test_weights_are_arguments_not_constants():
     d = capture(get_config("tiny-mamba1"), "decode", progress=False)
     weights = [p for p in d.ports if p.role == "weight"]
-    assert {p.name for p in weights} >= {"backbone.embeddings.weight", "backbone.layers.1.mixer.A"}
+    by_name = {p.name: p for p in weights}
+    assert by_name["embed_w"].key == "backbone.embeddings.weight" and not by_name["embed_w"].stacked
+    assert by_name["A"].key == "backbone.layers.{i}.mixer.A" and by_name["A"].stacked
+    assert by_name["A"].shape == (2, 64, 8)  # (n_layer, d_inner, d_state)
     sizes = [
         int(np.prod(ir.ShapedType(op.attributes[key].type).shape))
         for op in walk(d.module.operation)
@@ -179,10 +194,9 @@ def test_jit_disk_cache_reloads_same_code(tmp_path, monkeypatch):
     assert list(tmp_path.glob("*.so"))
     outs = []
     for fn in (first, second):
-        args = [np.array([7], np.int64)]
-        for _ in range(model.config.n_layer):
-            args += [np.zeros((model.config.conv_dim, 4), np.float32),
-                     np.zeros(model.config.ssm_state_shape(1)[1:], np.float32)]
+        L = model.config.n_layer
+        args = [np.array([7], np.int64), np.zeros((L, model.config.conv_dim, 4), np.float32),
+                np.zeros((L, *model.config.ssm_state_shape(1)[1:]), np.float32)]
         args += d.weights(model)
         out = [np.zeros(p.shape, np.float32) for p in d.outputs]
         fn(*args, *out)
@@ -190,3 +204,18 @@ def test_jit_disk_cache_reloads_same_code(tmp_path, monkeypatch):
     np.testing.assert_array_equal(outs[0], outs[1])
     ref, _ = model.decode(torch.tensor([7]), MambaState.zeros(model.config, 1))
     _close(outs[0], ref.detach())
+
+
+def test_hardware_does_not_grow_with_depth():
+    """A 2-layer and a 6-layer model of one width have the same kernel functions (the
+    same IR), and only the top's layer loop and the stacked ports' leading dim differ."""
+    two = get_config("tiny-mamba1")
+    six = dataclasses.replace(two, n_layer=6)
+    a = capture(two, "decode", progress=False, cache=False)
+    b = capture(six, "decode", progress=False, cache=False)
+    assert a.kernels == b.kernels
+    for k in a.kernels:
+        ka, kb = str(funcs(a.module)[k]), str(funcs(b.module)[k])
+        assert ka.replace("memref<2x", "memref<L x") == kb.replace("memref<6x", "memref<L x"), k
+    assert [p.shape[1:] if p.stacked else p.shape for p in a.ports] == \
+           [p.shape[1:] if p.stacked else p.shape for p in b.ports]
