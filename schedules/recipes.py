@@ -29,11 +29,10 @@ the same Design, scheduled (the `benchmarks/decode_cpu.py --schedule NAME` contr
 
 from __future__ import annotations
 
-import re
-
 from torch_mlir import ir
 
 from ..errors import ScheduleError
+from ..flow.identity import stacked_args
 from ..flow.mlir import funcs, str_attr, walk
 from . import deps as dp
 from . import rewrite as rw
@@ -41,20 +40,6 @@ from .cpu import EXPANSIONS
 from .schedule import Schedule, customize
 
 LINEAR_KINDS = ("in_proj", "x_proj", "out_proj", "lm_head")
-
-
-def _kind(kernel: str) -> str:
-    m = re.match(r"layer\d+_(.+)$", kernel)
-    return m.group(1) if m else kernel
-
-
-def _layers(s: Schedule) -> list[int]:
-    out = set()
-    for k in s.kernels():
-        m = re.match(r"layer(\d+)_", k)
-        if m:
-            out.add(int(m.group(1)))
-    return sorted(out)
 
 
 def _path(s: Schedule, kernel: str, loop_op: ir.Operation) -> str:
@@ -216,7 +201,7 @@ def cpu_schedule(design, rows: int = 4, fuse: bool = True, vectorize: bool = Tru
     s = customize(design)
     for k in s.kernels():
         done = set()
-        if _kind(k) in LINEAR_KINDS and rows > 1:
+        if s.kind(k) in LINEAR_KINDS and rows > 1:
             rl = _row_loop(s, k)
             if rl is not None:
                 band, i, j, buf = rl
@@ -229,12 +214,12 @@ def cpu_schedule(design, rows: int = 4, fuse: bool = True, vectorize: bool = Tru
                     s.unroll(inner, 0, materialize=True)
                     s.buffer_at(f"{k}:{buf}", o)
                     done.add(band)
-        if fuse and _kind(k) in ("ssm", "conv"):
+        if fuse and s.kind(k) in ("ssm", "conv"):
             fuse_bands(s, k)
             for band, loops in s.get_loops(k).items():
                 if next(iter(loops)) == "t":  # a token scan (prefill, verify): its nests
                     fuse_nests(s, k, f"{band}.t")
-        if vectorize and _kind(k) in ("ssm", "conv", "x_proj") and any(
+        if vectorize and s.kind(k) in ("ssm", "conv", "x_proj") and any(
                 o.name in EXPANSIONS for o in walk(funcs(s.module)[k])):
             s.vectorize(k)
         for buf, loop in accumulators(s, k):
@@ -269,18 +254,20 @@ def _matvec_bands(s: Schedule, kernel: str):
     out = []
     fn = funcs(s.module)[kernel]
     args = list(fn.regions[0].blocks[0].arguments)
+    stacked = stacked_args(fn)
     for buf, loop in accumulators(s, kernel):
         band, ln = loop.split(":", 1)[1].split(".", 1)
         names = list(s.get_loops(kernel)[band])
         if len(names) != 2 or names[0] != ln:
             continue
         j = s.loop(f"{kernel}:{band}.{names[1]}").op
-        weight = None
+        weight = None  # (buffer, the rank of the weight: its last dim is the reduction)
         for o in walk(j):
             if o.name == "affine.load":
                 m = ir.AffineMapAttr(o.attributes["map"]).value
-                if m.n_dims == 2 and len(m.results) == 2 and any(o.operands[0] == a for a in args):
-                    weight = next(f"arg{k}" for k, a in enumerate(args) if a == o.operands[0])
+                hit = [k for k, a in enumerate(args) if a == o.operands[0]]
+                if m.n_dims == 2 and hit and (len(m.results) == 2 or stacked[hit[0]]):
+                    weight = (f"arg{hit[0]}", len(m.results))
         out.append((band, names[0], names[1], buf, weight))
     return out
 
@@ -292,7 +279,7 @@ def linear_parallel_schedule(design, tile: int = 16, ii: int = 1, s: Schedule | 
     register (buffer_at), the tile loop pipelined at `ii`."""
     s = s or customize(design)
     for k in s.kernels():
-        if _kind(k) not in LINEAR_KINDS:
+        if s.kind(k) not in LINEAR_KINDS:
             continue
         for band, i, j, buf, weight in _matvec_bands(s, k):
             n = dp.trip_count(s.loop(f"{k}:{band}.{j}").op)
@@ -303,7 +290,7 @@ def linear_parallel_schedule(design, tile: int = 16, ii: int = 1, s: Schedule | 
                 s.unroll(ji, 0)
                 s.pipeline(jo, ii=ii)
                 if weight is not None:
-                    s.partition(f"{k}:{weight}", "cyclic", dim=2, factor=t)
+                    s.partition(f"{k}:{weight[0]}", "cyclic", dim=weight[1], factor=t)
             else:
                 s.pipeline(f"{k}:{band}.{j}", ii=ii)
     return s
@@ -316,7 +303,7 @@ def ssm_serial_schedule(design, ii: int = 1, lanes: int = 16, s: Schedule | None
     state and A arrays partitioned to feed the lanes."""
     s = s or customize(design)
     for k in s.kernels():
-        if _kind(k) not in ("conv", "ssm"):
+        if s.kind(k) not in ("conv", "ssm"):
             continue
         for band, loops in s.get_loops(k).items():
             names = list(loops)
@@ -362,13 +349,14 @@ def layer_pipeline_schedule(design, depth: int = 2, s: Schedule | None = None) -
         raise ScheduleError("layer_pipeline: the design has no top function")
     s.dataflow(top)
     topfn = funcs(s.module)[top]
-    calls = [o for o in walk(topfn) if o.name == "func.call"]
+    layer_loop = next((o for o in walk(topfn) if o.name == "affine.for" and str_attr(o, "loop_name") == "layer"), None)
+    if layer_loop is None:
+        raise ScheduleError(f"layer_pipeline: the top '{top}' has no loop named 'layer' over the layer kernels")
+    calls = [o for o in walk(layer_loop) if o.name == "func.call"]
+    in_layer = {ir.FlatSymbolRefAttr(c.attributes["callee"]).value for c in calls}
     pairs = []
     for c in calls:
         callee = ir.FlatSymbolRefAttr(c.attributes["callee"]).value
-        m = re.match(r"layer(\d+)_", callee)
-        if not m:
-            continue
         for pos, v in enumerate(c.operands):
             owner = v.owner
             if isinstance(owner, ir.Block):
@@ -378,7 +366,7 @@ def layer_pipeline_schedule(design, depth: int = 2, s: Schedule | None = None) -
                 continue
             users = {ir.FlatSymbolRefAttr(_user(u).attributes["callee"]).value for u in v.uses
                      if _user(u).name == "func.call"}
-            if len(users) == 2 and all(u.startswith(f"layer{m.group(1)}_") for u in users):
+            if len(users) == 2 and users <= in_layer and all(_user(u).name == "func.call" for u in v.uses):
                 first = next(u for u in calls if any(x == v for x in u.operands))
                 if first == c:
                     dst = next(iter(users - {callee}), None)

@@ -1,11 +1,11 @@
 """The schedule language: Allo's primitives as checked, transactional MLIR rewrites.
 
     s = mambaflow.customize(design)          # a Design from flow.capture, or an ir.Module
-    loops = s.get_loops("layer0_in_proj")
-    jo, ji = s.split(loops["S_i_j"]["j"], 8)  # or s.split("layer0_in_proj:S_i_j.j", 8)
-    s.reorder(ji, "layer0_in_proj:S_i_j.i")
+    loops = s.get_loops("in_proj")
+    jo, ji = s.split(loops["S_i_j"]["j"], 8)  # or s.split("in_proj:S_i_j.j", 8)
+    s.reorder(ji, "in_proj:S_i_j.i")
     s.pipeline(ji, ii=1)
-    s.partition("layer0_in_proj:in_proj_w", "cyclic", dim=2, factor=8)
+    s.partition("in_proj:alloc0", "cyclic", dim=2, factor=8)  # an on-chip buffer
     s.save("sched.json");  replay(fresh_design, "sched.json")
 
 Addresses. Loops are `"kernel:band.loop"` (band = the `op_name` of the band's outermost
@@ -50,6 +50,7 @@ from torch_mlir import ir
 
 from ..dialects import directives as D
 from ..errors import ScheduleError
+from ..flow.identity import arg_names, kernel_kind
 from ..flow.mlir import funcs, str_attr, walk
 from ..flow.naming import BAND_ATTR, LOOP_ATTR, loops_of, name_loops
 from . import deps as dp
@@ -185,7 +186,6 @@ class Schedule:
         self.log: list[dict[str, Any]] = []
         self._versions: dict[str, int] = {}  # kernel -> edits (keys the dataflow trace cache)
         self._dataflow_cache: dict = {}
-        self._ports = _port_names(self.design) if self.design is not None else {}
 
     # ------------------------------------------------------------- lookups
 
@@ -196,6 +196,10 @@ class Schedule:
                 return name
         return None
 
+    def kind(self, kernel: str) -> str | None:
+        """The kind of a kernel (`in_proj`, `ssm`, ...: the `mf.kind` capture sets)."""
+        return kernel_kind(self._func(kernel, "kind"))
+
     def kernels(self) -> list[str]:
         return [n for n, f in funcs(self.module).items() if "mf.top" not in f.attributes
                 and str_attr(f, "sym_visibility") != "private" and f.regions[0].blocks]
@@ -203,6 +207,11 @@ class Schedule:
     def _func(self, kernel: str, prim: str) -> ir.Operation:
         fn = funcs(self.module).get(kernel)
         if fn is None:
+            legacy = _LAYER_CLONE.fullmatch(kernel)
+            if legacy and legacy.group(1) in funcs(self.module):
+                raise ScheduleError(
+                    f"{prim}: '{kernel}' names a per-layer clone, but kernels are per kind now (the hardware "
+                    f"has one '{legacy.group(1)}' that every layer reuses): write '{legacy.group(1)}' instead, e.g. '{legacy.group(1)}:<band>.<loop>'")
             near = [k for k in funcs(self.module) if kernel in k or k in kernel][:5]
             hint = f" (did you mean {', '.join(near)}?)" if near else ""
             raise ScheduleError(f"{prim}: unknown kernel '{kernel}'{hint}")
@@ -263,7 +272,7 @@ class Schedule:
     def _buffers(self, fn: ir.Operation, kernel: str) -> dict[str, D.BufferRef]:
         out: dict[str, D.BufferRef] = {}
         nargs = len(fn.regions[0].blocks[0].arguments)
-        ports = self._ports.get(_kind(kernel), [])
+        ports = arg_names(fn) or []
         for i in range(nargs):
             ref = D.BufferRef(fn, arg=i)
             if i < len(ports):
@@ -762,7 +771,7 @@ class Schedule:
     @_primitive
     def compose(self, other: "Schedule", id: str | None = None) -> None:
         """Replay another schedule's log here. With `id`, kernel names in that log are
-        mapped to this design's instance: `layer0_x` (or a bare kind `x`) -> `<id>_x`."""
+        mapped to this design's instance: kernel `x` -> `<id>_x`."""
         entries = other.log if isinstance(other, Schedule) else list(other)
         if id is not None:
             entries = [_rename_entry(e, id) for e in entries]
@@ -874,34 +883,8 @@ def _defined_before(v: ir.Value, op: ir.Operation) -> bool:
     return True
 
 
-def _kind(kernel: str) -> str:
-    m = re.match(r"layer\d+_(.+)$", kernel)
-    return m.group(1) if m else kernel
-
-
-def _port_names(design) -> dict[str, list[str]]:
-    """kernel kind -> argument names (inputs then outputs) from flow.kernels."""
-    try:
-        from ..flow import kernels as K
-        cfg, T = design.cfg, design.T
-        ks = list(K.layer_kernels(cfg, T)) + list(K.model_kernels(cfg, T))
-    except Exception:  # noqa: BLE001 - names are a convenience; argN always works
-        return {}
-    out = {}
-    for k in ks:
-        names = [p.name for p in k.inputs]
-        if k.scan and getattr(design, "phase", None) == "verify":
-            names.append("parents")
-        names += [p.name for p in k.outputs]
-        out[k.kind] = names
-    return out
-
-
 def _rename(addr: str, id: str) -> str:
-    if ":" not in addr:
-        return f"{id}_{_kind(addr)}"
-    k, rest = addr.split(":", 1)
-    return f"{id}_{_kind(k)}:{rest}"
+    return f"{id}_{addr}"
 
 
 def _rename_entry(e: dict, id: str) -> dict:
@@ -915,6 +898,11 @@ def _rename_entry(e: dict, id: str) -> dict:
     if "dst" in out:
         out["dst"] = _rename(out["dst"], id)
     return out
+
+
+#: an address written for the per-layer clones of earlier designs (`layer3_in_proj`),
+#: recognized only to say what to write instead
+_LAYER_CLONE = re.compile(r"layer\d+_(\w+)")
 
 
 _REPLAY: dict[str, Callable[[Schedule, dict], Any]] = {

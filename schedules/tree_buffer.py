@@ -1,7 +1,7 @@
 """The FIFO tree buffer of speculative tree verification, as a schedule on the states.
 
 A verify design captured with `fifo_depth=S` (`flow.capture(model, "verify", T,
-fifo_depth=S)`) computes each layer's tree scan `layer{i}_ssm` node by node in
+fifo_depth=S)`) computes each layer's tree scan `ssm` (and `ssm_replay`) node by node in
 breadth-first order and keeps the live SSM states in a ring `state_fifo` of S slots:
 node t writes slot t mod S and reads its parent's slot (S is bounded by two levels of
 the tree, not by its size; `runtime.trees`). This recipe maps that ring onto on-chip
@@ -24,7 +24,6 @@ ScheduleError by `tree_buffer_schedule`.
 
 from __future__ import annotations
 
-import re
 
 from ..errors import ScheduleError
 from ..flow.mlir import funcs, walk
@@ -45,9 +44,7 @@ def tree_buffer_schedule(design, lanes: int = 16, ii: int = 1, impl: str = "auto
         raise ScheduleError("tree_buffer: needs a verify design captured with fifo_depth "
                             "(flow.capture(model, 'verify', T, fifo_depth=S))")
     s = customize(design)
-    layers = sorted(int(m.group(1)) for k in s.kernels() if (m := re.fullmatch(r"layer(\d+)_ssm", k)))
-    for i in layers:
-        k = f"layer{i}_ssm"
+    for k in [k for k in s.kernels() if s.kind(k) == "ssm"]:  # `ssm` and `ssm_replay`
         fn = funcs(s.module)[k]
         ring = next((o for o in walk(fn) if o.name == "memref.alloc" and "buffer_name" in o.attributes), None)
         if ring is None:

@@ -29,7 +29,7 @@ The llvm run equals PyTorch (tests/test_speculative_llvm.py).
 from __future__ import annotations
 
 from ..errors import ScheduleError
-from .recipes import LINEAR_KINDS, _kind, accumulators, cpu_schedule
+from .recipes import LINEAR_KINDS, accumulators, cpu_schedule
 from .schedule import Schedule, customize
 
 
@@ -45,7 +45,7 @@ def verify_cpu_schedule(design, max_jam: int = 8) -> Schedule:
     s = customize(design)
     if U > 1:
         for k in s.kernels():
-            if _kind(k) not in LINEAR_KINDS:
+            if s.kind(k) not in LINEAR_KINDS:
                 continue
             for buf, loop in accumulators(s, k):
                 band, row = loop.split(":", 1)[1].split(".", 1)

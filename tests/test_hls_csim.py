@@ -45,7 +45,7 @@ def test_decode_csim_equals_pytorch(decode_case, tmp_path):
     assert r.ok, r.summary()
     assert r.headers == "mambaflow shims"
     ports = {c.port for c in r.compares}
-    assert "logits" in ports and "layer1_ssm_state_out" in ports
+    assert "logits" in ports and "ssm_state_out" in ports
     assert len([c for c in r.compares if c.port == "logits"]) == 3  # every step compared
     # the csim outputs read back agree with PyTorch too (the comparison is not only in C++)
     assert np.allclose(r.outputs["logits"], golden["logits"][-1], **TOL)
@@ -62,23 +62,23 @@ def test_csim_catches_a_wrong_value(decode_case, tmp_path):
     assert not r.ok
     bad = {(c.port, c.step): c.mismatches for c in r.compares if c.mismatches}
     assert bad[("logits", 1)] == 1 and ("logits", 0) not in bad
-    assert bad[("layer0_ssm_state_out", 1)] > 0
+    assert bad[("ssm_state_out", 1)] > 0
 
 
 def test_scheduled_decode_csim(tmp_path):
     m = lively("tiny-mamba2", seed=3)
     d = copy_design(capture(m, "decode", progress=False))
     s = customize(d)
-    jo, ji = s.split("layer0_in_proj:S_i_j.j", 16)
+    jo, ji = s.split("in_proj:S_i_j.j", 16)
     s.pipeline(ji, ii=1)
-    s.reorder("layer1_out_proj:S_i_j.j", "layer1_out_proj:S_i_j.i")
-    s.unroll("layer1_out_proj:S_i_j.i", 4)
-    s.partition("layer0_ssm:alloc0", "cyclic", dim=1, factor=2)
-    s.storage("layer1_ssm:alloc1", "uram")
-    s.dataflow("layer0_norm")
+    s.reorder("out_proj:S_i_j.j", "out_proj:S_i_j.i")
+    s.unroll("out_proj:S_i_j.i", 4)
+    s.partition("ssm:alloc0", "cyclic", dim=1, factor=2)
+    s.storage("ssm:alloc1", "uram")
+    s.dataflow("norm")
     s.inline("norm_f")
     code = emit_design(d)
-    assert any("pipeline" in p for p in code.pragmas["layer0_in_proj"])
+    assert any("pipeline" in p for p in code.pragmas["in_proj"])
     inputs, golden, spec = reference_data(m, d, steps=2, **TOL)
     r = run_csim(code, tmp_path, inputs, golden, spec)
     assert r.ok, r.summary()

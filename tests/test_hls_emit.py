@@ -129,14 +129,14 @@ def gxx(path, extra=()):
 
 def test_unscheduled_kernel_shape(m1):
     code = emit_design(m1)
-    f = func(code.source, "layer0_in_proj")
+    f = func(code.source, "in_proj")
     # readable argument names from the kernel ports, read-only ones const
     assert "void layer0_in_proj(\n    const float xn[1][32],\n    const float in_proj_w[128][32],\n    float x[1][64],\n    float z[1][64])" in code.source
     band = find(f, "loop", "S_i_j_i")
     inner = find(band, "loop", "S_i_j_j")
     assert inner.parent is band
-    assert code.labels["layer0_in_proj"]["S_i_j.j"] == "S_i_j_j"
-    assert code.labels["layer0_in_proj"]["S_i_j.i"] == "S_i_j_i"
+    assert code.labels["in_proj"]["S_i_j.j"] == "S_i_j_j"
+    assert code.labels["in_proj"]["S_i_j.i"] == "S_i_j_i"
     assert f.pragmas() == [] and inner.pragmas() == []
     # math goes through hls::
     assert "hls::exp(" in code.source and "hls::rsqrt(" in code.source and "hls::log1p(" in code.source
@@ -165,59 +165,59 @@ def test_top_interfaces(m1):
 def test_pipeline_unroll_order_and_place(m1):
     d = copy_design(m1)
     s = customize(d)
-    jo, ji = s.split("layer0_in_proj:S_i_j.j", 8)
+    jo, ji = s.split("in_proj:S_i_j.j", 8)
     s.pipeline(ji, ii=2, rewind=True)
-    s.unroll("layer0_out_proj:S_i_j.j", 4)
-    s.pipeline("layer0_x_proj:S_i_j.i", ii=1)
-    s.unroll("layer0_x_proj:S_i_j.i", 2)
+    s.unroll("out_proj:S_i_j.j", 4)
+    s.pipeline("x_proj:S_i_j.i", ii=1)
+    s.unroll("x_proj:S_i_j.i", 2)
     s.unroll("lm_head:S_i_j.j", 0)
     code = emit_design(d)
-    f = func(code.source, "layer0_in_proj")
+    f = func(code.source, "in_proj")
     inner = find(f, "loop", "S_i_j_j_inner")
     assert inner.first() == ("pragma", "pipeline II=2 rewind")
     # the split inner loop has variable bounds: its trip count is stated for the reports
     assert ("pragma", "loop_tripcount min=8 max=8 avg=8") in inner.items
     assert find(f, "loop", "S_i_j_j_outer").pragmas() == []
-    assert find(func(code.source, "layer0_out_proj"), "loop", "S_i_j_j").first() == ("pragma", "unroll factor=4")
-    xb = find(func(code.source, "layer0_x_proj"), "loop", "S_i_j_i")
+    assert find(func(code.source, "out_proj"), "loop", "S_i_j_j").first() == ("pragma", "unroll factor=4")
+    xb = find(func(code.source, "x_proj"), "loop", "S_i_j_i")
     assert xb.pragmas()[:2] == ["pipeline II=1", "unroll factor=2"]  # pipeline first
     assert xb.items[0][0] == "pragma" and xb.items[1][0] == "pragma"
     assert find(func(code.source, "lm_head"), "loop", "S_i_j_j").first() == ("pragma", "unroll")
     # other layers are untouched
-    assert find(func(code.source, "layer1_in_proj"), "loop", "S_i_j_j").pragmas() == []
+    assert find(func(code.source, "in_proj"), "loop", "S_i_j_j").pragmas() == []
 
 
 def test_partition_and_storage_follow_the_declaration(m1):
     d = copy_design(m1)
     s = customize(d)
-    s.partition("layer0_in_proj:alloc0", "cyclic", dim=2, factor=8)
-    s.partition("layer0_ssm:alloc1", "block", dim=1, factor=4)
-    s.storage("layer0_ssm:alloc1", "uram")
-    s.partition("layer0_ssm:alloc2", "complete", dim=0)
-    s.partition("layer0_conv:x", "complete", dim=2)      # an argument fed by an on-chip buffer
+    s.partition("in_proj:alloc0", "cyclic", dim=2, factor=8)
+    s.partition("ssm:alloc1", "block", dim=1, factor=4)
+    s.storage("ssm:alloc1", "uram")
+    s.partition("ssm:alloc2", "complete", dim=0)
+    s.partition("conv:x", "complete", dim=2)      # an argument fed by an on-chip buffer
     code = emit_design(d)
-    f = func(code.source, "layer0_in_proj")
+    f = func(code.source, "in_proj")
     i = f.items.index(("stmt", "float buf0[1][128];"))
     assert f.items[i + 1] == ("pragma", "array_partition variable=buf0 type=cyclic factor=8 dim=2")
-    g = func(code.source, "layer0_ssm")
+    g = func(code.source, "ssm")
     i = g.items.index(("stmt", "float buf1[64][8];"))
     assert g.items[i + 1:i + 3] == [("pragma", "array_partition variable=buf1 type=block factor=4 dim=1"),
                                     ("pragma", "bind_storage variable=buf1 type=ram_2p impl=uram")]
     i = g.items.index(("stmt", "float buf2[64];"))
     assert g.items[i + 1] == ("pragma", "array_partition variable=buf2 type=complete dim=0")
-    c = func(code.source, "layer0_conv")
+    c = func(code.source, "conv")
     assert c.first() == ("pragma", "array_partition variable=x type=complete dim=2")
     assert code.warnings == []
     r = {k.name: k for k in code.resources.kernels}
-    assert r["layer0_ssm"].uram == 4 and r["layer0_ssm"].register_bits == 64 * 32
+    assert r["ssm"].uram == 4 and r["ssm"].register_bits == 64 * 32
 
 
 def test_partition_of_offchip_argument_warns(m1):
     d = copy_design(m1)
-    customize(d).partition("layer0_in_proj:in_proj_w", "cyclic", dim=2, factor=4)
+    customize(d).partition("in_proj:in_proj_w", "cyclic", dim=2, factor=4)
     code = emit_design(d)
     assert len(code.warnings) == 1
-    assert "layer0_in_proj" in code.warnings[0] and "layer0_in_proj_weight" in code.warnings[0]
+    assert "in_proj" in code.warnings[0] and "in_proj_weight" in code.warnings[0]
     assert "m_axi" in code.warnings[0]
 
 
@@ -225,16 +225,16 @@ def test_dataflow_and_inline(m1):
     d = copy_design(m1)
     s = customize(d)
     s.dataflow()                        # the top
-    s.dataflow("layer0_norm")
-    s.dataflow("layer1_ssm:S_i_j_1.i")  # a loop
-    s.inline("layer1_norm")
+    s.dataflow("norm")
+    s.dataflow("ssm:S_i_j_1.i")  # a loop
+    s.inline("norm")
     code = emit_design(d)
     top = func(code.source, "decode")
     n = len(code.ports) + 1
     assert top.items[n] == ("pragma", "dataflow")      # right after the interface pragmas
-    assert func(code.source, "layer0_norm").first() == ("pragma", "dataflow")
-    assert func(code.source, "layer1_norm").first() == ("pragma", "inline")
-    assert find(func(code.source, "layer1_ssm"), "loop", "S_i_j_1_i").first() == ("pragma", "dataflow")
+    assert func(code.source, "norm").first() == ("pragma", "dataflow")
+    assert func(code.source, "norm").first() == ("pragma", "inline")
+    assert find(func(code.source, "ssm"), "loop", "S_i_j_1_i").first() == ("pragma", "dataflow")
 
 
 def test_top_argument_partition_is_rejected(m1):
@@ -262,8 +262,8 @@ def test_byte_identical(m1, m2):
     d1, d2 = copy_design(m2), copy_design(fresh)
     for d in (d1, d2):
         s = customize(d)
-        s.pipeline(s.split("layer1_in_proj:S_i_j.j", 16).inner)
-        s.partition("layer0_ssm:alloc0", "cyclic", dim=1, factor=2)
+        s.pipeline(s.split("in_proj:S_i_j.j", 16).inner)
+        s.partition("ssm:alloc0", "cyclic", dim=1, factor=2)
     assert emit_design(d1).source == emit_design(d2).source
 
 

@@ -65,24 +65,24 @@ def rejects(design, call, *match):
 
 def test_customize_is_exported_and_loops_are_addressable(design):
     s = mambaflow.customize(design)
-    loops = s.get_loops("layer0_in_proj")
+    loops = s.get_loops("in_proj")
     assert set(loops) == {"S_i", "S_i_j", "S_i_1", "S_i_2"}
     h = loops["S_i_j"]["j"]
-    assert h.path == "layer0_in_proj:S_i_j.j"
+    assert h.path == "in_proj:S_i_j.j"
     assert loops.S_i_j.j == h
-    assert s.loop("layer0_in_proj:S_i_j.j") == h
+    assert s.loop("in_proj:S_i_j.j") == h
     assert s.loop(h) is h
-    assert "in_proj_w" in s.get_buffers("layer0_in_proj")
+    assert "in_proj_w" in s.get_buffers("in_proj")
 
 
 def test_unknown_names_are_errors(design):
     s = customize(design)
-    rejects(design, lambda: s.split("layer0_in_prj:S_i_j.j", 4), "unknown kernel 'layer0_in_prj'")
-    rejects(design, lambda: s.split("layer0_in_proj:S_i_j.q", 4), "no loop 'q'", "S_i_j")
-    rejects(design, lambda: s.split("layer0_in_proj:S_x.j", 4), "no loop")
+    rejects(design, lambda: s.split("in_prj:S_i_j.j", 4), "unknown kernel 'in_prj'")
+    rejects(design, lambda: s.split("in_proj:S_i_j.q", 4), "no loop 'q'", "S_i_j")
+    rejects(design, lambda: s.split("in_proj:S_x.j", 4), "no loop")
     rejects(design, lambda: s.split("no colon", 4), "kernel:band.loop")
-    rejects(design, lambda: s.get_loops("layer0_in_proj")["S_q"], "has no 'S_q'")
-    rejects(design, lambda: s.partition("layer0_in_proj:nope", "complete"), "no buffer 'nope'")
+    rejects(design, lambda: s.get_loops("in_proj")["S_q"], "has no 'S_q'")
+    rejects(design, lambda: s.partition("in_proj:nope", "complete"), "no buffer 'nope'")
     assert s.log == []
 
 
@@ -91,29 +91,29 @@ def test_unknown_names_are_errors(design):
 
 def test_split_effect_and_numbers(design):
     s = customize(design)
-    o, i = s.split(s.get_loops("layer0_in_proj")["S_i_j"]["j"], 8)
-    assert (o.path, i.path) == ("layer0_in_proj:S_i_j.j.outer", "layer0_in_proj:S_i_j.j.inner")
-    assert o == s.loop("layer0_in_proj:S_i_j.j").outer
-    assert loop_names(design, "layer0_in_proj")["S_i_j"] == ["i", "j.outer", "j.inner"]
+    o, i = s.split(s.get_loops("in_proj")["S_i_j"]["j"], 8)
+    assert (o.path, i.path) == ("in_proj:S_i_j.j.outer", "in_proj:S_i_j.j.inner")
+    assert o == s.loop("in_proj:S_i_j.j").outer
+    assert loop_names(design, "in_proj")["S_i_j"] == ["i", "j.outer", "j.inner"]
     outer = o.op
     assert ir.IntegerAttr(outer.attributes["step"]).value == 8
-    assert str_attr(fn_of(design, "layer0_in_proj"), "sym_name") == "layer0_in_proj"
-    check_kernel(design.module, design, "layer0_in_proj")
+    assert str_attr(fn_of(design, "in_proj"), "sym_name") == "in_proj"
+    check_kernel(design.module, design, "in_proj")
 
 
 def test_split_non_dividing_factor_uses_min_bound(design):
     s = customize(design)
-    _, inner = s.split("layer0_x_proj:S_i_j.i", 5)  # 18 rows by 5
+    _, inner = s.split("x_proj:S_i_j.i", 5)  # 18 rows by 5
     ub = str(ir.AffineMapAttr(inner.op.attributes["upperBoundMap"]).value)
     assert "18" in ub and "+ 5" in ub
-    check_kernel(design.module, design, "layer0_x_proj")
+    check_kernel(design.module, design, "x_proj")
 
 
 def test_split_errors(design):
     s = customize(design)
-    rejects(design, lambda: s.split("layer0_in_proj:S_i_j.j", 0), "split of layer0_in_proj:S_i_j.j", "positive")
-    rejects(design, lambda: s.split("layer0_in_proj:S_i_j.j", 33), "exceeds the trip count 32")
-    rejects(design, lambda: s.split("layer0_in_proj:S_i_j.j", 2.5), "positive integer")
+    rejects(design, lambda: s.split("in_proj:S_i_j.j", 0), "split of layer0_in_proj:S_i_j.j", "positive")
+    rejects(design, lambda: s.split("in_proj:S_i_j.j", 33), "exceeds the trip count 32")
+    rejects(design, lambda: s.split("in_proj:S_i_j.j", 2.5), "positive integer")
 
 
 # -------------------------------------------------------------------- reorder
@@ -121,27 +121,27 @@ def test_split_errors(design):
 
 def test_reorder_effect_and_numbers(design):
     s = customize(design)
-    jo, ji = s.split("layer0_in_proj:S_i_j.j", 4)
-    s.reorder(jo, "layer0_in_proj:S_i_j.i")
-    assert loop_names(design, "layer0_in_proj")["S_i_j"] == ["j.outer", "i", "j.inner"]
-    band = s.get_loops("layer0_in_proj")["S_i_j"]
+    jo, ji = s.split("in_proj:S_i_j.j", 4)
+    s.reorder(jo, "in_proj:S_i_j.i")
+    assert loop_names(design, "in_proj")["S_i_j"] == ["j.outer", "i", "j.inner"]
+    band = s.get_loops("in_proj")["S_i_j"]
     assert str_attr(band["j.outer"].op, "op_name") == "S_i_j"  # the band keeps its name
-    check_kernel(design.module, design, "layer0_in_proj")
-    s.reorder("layer0_conv:S_i_j_1.j", "layer0_conv:S_i_j_1.i")
-    check_kernel(design.module, design, "layer0_conv")
+    check_kernel(design.module, design, "in_proj")
+    s.reorder("conv:S_i_j_1.j", "conv:S_i_j_1.i")
+    check_kernel(design.module, design, "conv")
 
 
 def test_reorder_errors(design):
     s = customize(design)
-    s.split("layer0_in_proj:S_i_j.j", 4)
-    rejects(design, lambda: s.reorder("layer0_in_proj:S_i_j.j.inner", "layer0_in_proj:S_i_j.j.outer"),
+    s.split("in_proj:S_i_j.j", 4)
+    rejects(design, lambda: s.reorder("in_proj:S_i_j.j.inner", "in_proj:S_i_j.j.outer"),
             "reorder", "depend on 'j.outer'")
-    rejects(design, lambda: s.reorder("layer0_in_proj:S_i_j.i"), "at least two")
-    rejects(design, lambda: s.reorder("layer0_in_proj:S_i_j.i", "layer0_in_proj:S_i.i"), "one band")
+    rejects(design, lambda: s.reorder("in_proj:S_i_j.i"), "at least two")
+    rejects(design, lambda: s.reorder("in_proj:S_i_j.i", "in_proj:S_i.i"), "one band")
     # the prefill SSM's token loop holds several nests: not a perfect nest
     pre = capture(design.cfg, "prefill", T=2, progress=False)
     sp = customize(pre)
-    rejects(pre, lambda: sp.reorder("layer0_ssm:S_t_i_j.i", "layer0_ssm:S_t_i_j.t"), "perfect nest")
+    rejects(pre, lambda: sp.reorder("ssm:S_t_i_j.i", "ssm:S_t_i_j.t"), "perfect nest")
 
 
 STENCIL = """
@@ -183,25 +183,25 @@ def test_reorder_that_breaks_a_dependence_is_rejected(base):
 
 def test_fuse_nested_flattens(design):
     s = customize(design)
-    h = s.fuse("layer0_x_proj:S_i_j.i", "layer0_x_proj:S_i_j.j")
-    assert h.path == "layer0_x_proj:S_i_j.i_j_fused"
-    assert loop_names(design, "layer0_x_proj")["S_i_j"] == ["i_j_fused"]
+    h = s.fuse("x_proj:S_i_j.i", "x_proj:S_i_j.j")
+    assert h.path == "x_proj:S_i_j.i_j_fused"
+    assert loop_names(design, "x_proj")["S_i_j"] == ["i_j_fused"]
     from mambaflow.schedules.deps import trip_count
 
     assert trip_count(h.op) == 18 * 64
-    check_kernel(design.module, design, "layer0_x_proj")
+    check_kernel(design.module, design, "x_proj")
 
 
 def test_fuse_siblings_and_dependence_check(design):
     s = customize(design)
-    s.fuse("layer0_in_proj:S_i_1.i", "layer0_in_proj:S_i_2.i")
-    assert "S_i_2" not in loop_names(design, "layer0_in_proj")
-    check_kernel(design.module, design, "layer0_in_proj")
+    s.fuse("in_proj:S_i_1.i", "in_proj:S_i_2.i")
+    assert "S_i_2" not in loop_names(design, "in_proj")
+    check_kernel(design.module, design, "in_proj")
     # norm: S_i sums squares into one scalar that every iteration of S_i_1 reads;
     # fusing would read the partial sum
-    rejects(design, lambda: s.fuse("layer0_norm:S_i.i", "layer0_norm:S_i_1.i"), "fuse", "breaking a dependence")
-    rejects(design, lambda: s.fuse("layer0_in_proj:S_i.i", "layer0_in_proj:S_i_1.i"), "different")
-    rejects(design, lambda: s.fuse("layer0_in_proj:S_i.i"), "at least two")
+    rejects(design, lambda: s.fuse("norm:S_i.i", "norm:S_i_1.i"), "fuse", "breaking a dependence")
+    rejects(design, lambda: s.fuse("in_proj:S_i.i", "in_proj:S_i_1.i"), "different")
+    rejects(design, lambda: s.fuse("in_proj:S_i.i"), "at least two")
 
 
 # ------------------------------------------------------------ unroll, pipeline
@@ -209,24 +209,24 @@ def test_fuse_siblings_and_dependence_check(design):
 
 def test_unroll_and_pipeline_annotate_and_run(design):
     s = customize(design)
-    jo, ji = s.split("layer0_in_proj:S_i_j.j", 8)
+    jo, ji = s.split("in_proj:S_i_j.j", 8)
     s.unroll(ji)
     s.pipeline(jo, ii=2, rewind=True)
-    s.unroll("layer0_in_proj:S_i.i", 4)
+    s.unroll("in_proj:S_i.i", 4)
     assert D.get_unroll(ji.op) == 0 and D.get_pipeline(jo.op) == 2 and D.is_rewind(jo.op)
-    assert D.get_unroll(s.loop("layer0_in_proj:S_i.i").op) == 4
-    check_kernel(design.module, design, "layer0_in_proj")
-    rejects(design, lambda: s.unroll("layer0_in_proj:S_i.i", -1), "unroll", ">= 0")
-    rejects(design, lambda: s.unroll("layer0_in_proj:S_i.i", 1000), "exceeds the trip count 128")
-    rejects(design, lambda: s.pipeline("layer0_in_proj:S_i.i", ii=0), "pipeline", ">= 1")
-    rejects(design, lambda: s.pipeline("layer0_in_proj:S_i_j.i"), "already pipelined")
+    assert D.get_unroll(s.loop("in_proj:S_i.i").op) == 4
+    check_kernel(design.module, design, "in_proj")
+    rejects(design, lambda: s.unroll("in_proj:S_i.i", -1), "unroll", ">= 0")
+    rejects(design, lambda: s.unroll("in_proj:S_i.i", 1000), "exceeds the trip count 128")
+    rejects(design, lambda: s.pipeline("in_proj:S_i.i", ii=0), "pipeline", ">= 1")
+    rejects(design, lambda: s.pipeline("in_proj:S_i_j.i"), "already pipelined")
 
 
 def test_parallel_checks_carried_dependences(design):
     s = customize(design)
-    s.parallel("layer0_in_proj:S_i_j.i")  # rows are independent
-    assert D.get_unroll(s.loop("layer0_in_proj:S_i_j.i").op) == 0
-    rejects(design, lambda: s.parallel("layer0_in_proj:S_i_j.j"), "depend on each other")
+    s.parallel("in_proj:S_i_j.i")  # rows are independent
+    assert D.get_unroll(s.loop("in_proj:S_i_j.i").op) == 0
+    rejects(design, lambda: s.parallel("in_proj:S_i_j.j"), "depend on each other")
 
 
 # ------------------------------------------------------------------ buffers
@@ -234,34 +234,34 @@ def test_parallel_checks_carried_dependences(design):
 
 def test_partition_and_storage(design):
     s = customize(design)
-    s.partition("layer0_in_proj:in_proj_w", "cyclic", dim=2, factor=8)
-    s.partition("layer0_in_proj:alloc0", "complete", dim=2)
-    s.storage("layer0_in_proj:in_proj_w", "uram")
-    fn = fn_of(design, "layer0_in_proj")
+    s.partition("in_proj:in_proj_w", "cyclic", dim=2, factor=8)
+    s.partition("in_proj:alloc0", "complete", dim=2)
+    s.storage("in_proj:in_proj_w", "uram")
+    fn = fn_of(design, "in_proj")
     assert D.partitions_of(D.BufferRef(fn, arg=1)) == [D.Partition("cyclic", 2, 8)]
     alloc = next(o for o in walk(fn) if o.name == "memref.alloc")
     assert D.partitions_of(alloc) == [D.Partition("complete", 2, 0)]
     assert D.storage_of(D.BufferRef(fn, arg=1)) == "uram"
     fn.verify()
-    check_kernel(design.module, design, "layer0_in_proj")
-    rejects(design, lambda: s.partition("layer0_in_proj:in_proj_w", "diagonal"), "kind must be one of")
-    rejects(design, lambda: s.partition("layer0_in_proj:in_proj_w", "block", dim=3, factor=2), "out of range")
-    rejects(design, lambda: s.partition("layer0_in_proj:in_proj_w", "block", dim=2, factor=0), "factor >= 1")
-    rejects(design, lambda: s.partition("layer0_in_proj:in_proj_w", "block", dim=2, factor=64), "exceeds")
-    rejects(design, lambda: s.storage("layer0_in_proj:in_proj_w", "dram"), "storage")
+    check_kernel(design.module, design, "in_proj")
+    rejects(design, lambda: s.partition("in_proj:in_proj_w", "diagonal"), "kind must be one of")
+    rejects(design, lambda: s.partition("in_proj:in_proj_w", "block", dim=3, factor=2), "out of range")
+    rejects(design, lambda: s.partition("in_proj:in_proj_w", "block", dim=2, factor=0), "factor >= 1")
+    rejects(design, lambda: s.partition("in_proj:in_proj_w", "block", dim=2, factor=64), "exceeds")
+    rejects(design, lambda: s.storage("in_proj:in_proj_w", "dram"), "storage")
 
 
 def test_dataflow_and_inline(design):
     s = customize(design)
     s.dataflow()  # the top function
-    s.dataflow("layer0_ssm")
-    s.dataflow("layer0_in_proj:S_i_j.i")
-    s.inline("layer0_norm")
-    assert D.is_dataflow(fn_of(design, "decode")) and D.is_dataflow(fn_of(design, "layer0_ssm"))
-    assert D.is_dataflow(s.loop("layer0_in_proj:S_i_j.i").op)
-    assert D.is_inline(fn_of(design, "layer0_norm"))
+    s.dataflow("ssm")
+    s.dataflow("in_proj:S_i_j.i")
+    s.inline("norm")
+    assert D.is_dataflow(fn_of(design, "decode")) and D.is_dataflow(fn_of(design, "ssm"))
+    assert D.is_dataflow(s.loop("in_proj:S_i_j.i").op)
+    assert D.is_inline(fn_of(design, "norm"))
     rejects(design, lambda: s.inline("decode"), "top function")
-    rejects(design, lambda: s.inline("layer9_norm"), "unknown kernel")
+    rejects(design, lambda: s.inline("norm"), "unknown kernel")
 
 
 # -------------------------------------------------------------- compute_at
@@ -270,14 +270,14 @@ def test_dataflow_and_inline(design):
 def test_compute_at_fuses_producer_into_consumer(design):
     s = customize(design)
     # ssm: the state update (S_i_j_1) into the y reduction (S_i_j_2), down to j
-    h = s.compute_at("layer0_ssm:S_i_j_1.i", "layer0_ssm:S_i_j_2.j")
-    names = loop_names(design, "layer0_ssm")
+    h = s.compute_at("ssm:S_i_j_1.i", "ssm:S_i_j_2.j")
+    names = loop_names(design, "ssm")
     assert "S_i_j_2" not in names and names["S_i_j_1"] == ["i", "j"]
-    assert h.path == "layer0_ssm:S_i_j_1.j"
-    check_kernel(design.module, design, "layer0_ssm")
-    rejects(design, lambda: s.compute_at("layer0_norm:S_i.i", "layer0_norm:S_i_1.i"), "compute_at",
+    assert h.path == "ssm:S_i_j_1.j"
+    check_kernel(design.module, design, "ssm")
+    rejects(design, lambda: s.compute_at("norm:S_i.i", "norm:S_i_1.i"), "compute_at",
             "breaking a dependence")
-    rejects(design, lambda: s.compute_at("layer0_norm:S_i.i", "layer0_in_proj:S_i.i"), "one kernel")
+    rejects(design, lambda: s.compute_at("norm:S_i.i", "in_proj:S_i.i"), "one kernel")
 
 
 # ------------------------------------------------------------------ log
@@ -285,14 +285,14 @@ def test_compute_at_fuses_producer_into_consumer(design):
 
 def test_log_prints_saves_and_replays_byte_identically(design, tmp_path):
     s = customize(design)
-    jo, ji = s.split("layer0_in_proj:S_i_j.j", 8)
-    s.reorder(jo, "layer0_in_proj:S_i_j.i")
+    jo, ji = s.split("in_proj:S_i_j.j", 8)
+    s.reorder(jo, "in_proj:S_i_j.i")
     s.pipeline(ji)
-    s.partition("layer0_in_proj:in_proj_w", "cyclic", 2, 8)
-    s.fuse("layer0_x_proj:S_i_j.i", "layer0_x_proj:S_i_j.j")
-    s.compute_at("layer0_ssm:S_i_j_1.i", "layer0_ssm:S_i_j_2.j")
+    s.partition("in_proj:in_proj_w", "cyclic", 2, 8)
+    s.fuse("x_proj:S_i_j.i", "x_proj:S_i_j.j")
+    s.compute_at("ssm:S_i_j_1.i", "ssm:S_i_j_2.j")
     s.dataflow()
-    assert "split(loop='layer0_in_proj:S_i_j.j', factor=8)" in str(s)
+    assert "split(loop='in_proj:S_i_j.j', factor=8)" in str(s)
     path = tmp_path / "sched.json"
     s.save(path)
     assert json.loads(path.read_text())["log"] == s.log
@@ -304,15 +304,15 @@ def test_log_prints_saves_and_replays_byte_identically(design, tmp_path):
 
 def test_compose_applies_a_layer_schedule_to_every_layer(design):
     s0 = customize(copy_design(design))
-    s0.split("layer0_in_proj:S_i_j.j", 8)
-    s0.pipeline("layer0_in_proj:S_i_j.j.inner")
+    s0.split("in_proj:S_i_j.j", 8)
+    s0.pipeline("in_proj:S_i_j.j.inner")
     s = customize(design)
     for i in range(design.cfg.n_layer):
         s.compose(s0, id=f"layer{i}")
     for i in range(design.cfg.n_layer):
         names = loop_names(design, f"layer{i}_in_proj")["S_i_j"]
         assert names == ["i", "j.outer", "j.inner"]
-    assert [e["loop"] for e in s.log if e["op"] == "split"] == ["layer0_in_proj:S_i_j.j", "layer1_in_proj:S_i_j.j"]
+    assert [e["loop"] for e in s.log if e["op"] == "split"] == ["in_proj:S_i_j.j", "in_proj:S_i_j.j"]
 
 
 def test_failed_rewrite_restores_ir_exactly(design, monkeypatch):
@@ -326,7 +326,7 @@ def test_failed_rewrite_restores_ir_exactly(design, monkeypatch):
 
     monkeypatch.setattr(rewrite, "split", broken)
     s = customize(design)
-    e = rejects(design, lambda: s.split("layer0_in_proj:S_i_j.j", 8), "internal error", "unchanged")
+    e = rejects(design, lambda: s.split("in_proj:S_i_j.j", 8), "internal error", "unchanged")
     assert s.log == []
 
 
@@ -361,11 +361,11 @@ def test_scheduled_design_matches_pytorch_end_to_end(design, model):
 def test_the_kernel_check_catches_a_wrong_rewrite(design):
     """The numeric oracle has teeth: a loop that skips every other row is caught."""
     s = customize(design)
-    L = s.loop("layer0_in_proj:S_i_j.i").op
+    L = s.loop("in_proj:S_i_j.i").op
     with design.module.context:
         L.attributes["step"] = ir.IntegerAttr.get(ir.IndexType.get(), 2)
     with pytest.raises(AssertionError):
-        check_kernel(design.module, design, "layer0_in_proj")
+        check_kernel(design.module, design, "in_proj")
 
 
 # ------------------------------------------------------- buffer_at / reuse_at
@@ -373,21 +373,21 @@ def test_the_kernel_check_catches_a_wrong_rewrite(design):
 
 def test_buffer_at_makes_a_register_accumulator(design):
     s = customize(design)
-    b = s.buffer_at("layer0_in_proj:alloc0", "layer0_in_proj:S_i_j.i")
-    assert b.path == "layer0_in_proj:alloc0.buf"
-    fn = fn_of(design, "layer0_in_proj")
+    b = s.buffer_at("in_proj:alloc0", "in_proj:S_i_j.i")
+    assert b.path == "in_proj:alloc0.buf"
+    fn = fn_of(design, "in_proj")
     local = next(o for o in walk(fn) if o.name == "memref.alloca")
     assert str(local.results[0].type) == "memref<1x1xf32>" and str_attr(local, "buffer_name") == "alloc0.buf"
-    j = s.loop("layer0_in_proj:S_i_j.j").op
+    j = s.loop("in_proj:S_i_j.j").op
     assert all(o.operands[0] != next(x for x in walk(fn) if x.name == "memref.alloc").results[0]
                for o in walk(j) if o.name == "affine.load")
-    check_kernel(design.module, design, "layer0_in_proj")
-    s.split("layer0_out_proj:S_i_j.j", 16)
-    s.buffer_at("layer0_out_proj:resid_out", "layer0_out_proj:S_i_j.j.outer")
-    check_kernel(design.module, design, "layer0_out_proj")
-    rejects(design, lambda: s.buffer_at("layer0_in_proj:in_proj_w", "layer0_in_proj:S_i.i"), "does not access")
+    check_kernel(design.module, design, "in_proj")
+    s.split("out_proj:S_i_j.j", 16)
+    s.buffer_at("out_proj:resid_out", "out_proj:S_i_j.j.outer")
+    check_kernel(design.module, design, "out_proj")
+    rejects(design, lambda: s.buffer_at("in_proj:in_proj_w", "in_proj:S_i.i"), "does not access")
     # the conv gathers its window with computed (non-affine) indices
-    rejects(design, lambda: s.buffer_at("layer0_conv:alloc1", "layer0_conv:S_i_j_1.i"), "non-affine")
+    rejects(design, lambda: s.buffer_at("conv:alloc1", "conv:S_i_j_1.i"), "non-affine")
 
 
 STENCIL1D = """

@@ -22,7 +22,7 @@ from mambaflow.schedules import customize
 from mambaflow.schedules.deps import trip_count
 from mambaflow.schedules.testing import kernel_case, kernel_module, run_kernel
 
-KERNELS = ["layer0_in_proj", "layer0_x_proj", "layer0_ssm", "layer0_conv", "layer0_norm", "layer0_out_proj"]
+KERNELS = ["in_proj", "x_proj", "ssm", "conv", "norm", "out_proj"]
 
 
 @pytest.fixture(scope="module")

@@ -49,10 +49,10 @@ def test_accelerator_recipe_on_130m_shaped_decode(name):
     fifos = {S.stream_name(o): D.stream_depth(o) for o in walk(top) if o.name == S.CREATE}
     assert min(fifos.values()) == 2 and len(fifos) >= 5 * cfg.n_layer
     if name == "mamba-130m":
-        assert fifos["layer0_in_proj_arg2"] == 2  # x streams to the conv element by element
+        assert fifos["in_proj_arg2"] == 2  # x streams to the conv element by element
         # z is written before x: a shallow z FIFO would deadlock, the Kahn check widened it
-        assert fifos["layer0_in_proj_arg3"] == cfg.d_inner
-    in_proj = funcs(design.module)["layer0_in_proj"]
+        assert fifos["in_proj_arg3"] == cfg.d_inner
+    in_proj = funcs(design.module)["in_proj"]
     assert D.partitions_of(D.BufferRef(in_proj, arg=1)) == [D.Partition("cyclic", 2, 16)]
     assert any(D.get_pipeline(o) == 1 for o in walk(in_proj) if o.name == "affine.for")
     _decode_matches(model, design)
@@ -82,7 +82,7 @@ def test_cpu_recipe_matches_pytorch(name):
     s = recipes.cpu_schedule(design)
     ops = [e["op"] for e in s.log]
     assert "vectorize" in ops and "buffer_at" in ops and "unroll" in ops
-    assert not any(o.name == "math.exp" for o in walk(funcs(design.module)["layer0_ssm"]))
+    assert not any(o.name == "math.exp" for o in walk(funcs(design.module)["ssm"]))
     assert recipes.cpu(capture(model, "decode", progress=False)) is not None
     _decode_matches(model, design)
 
@@ -113,13 +113,13 @@ def test_fuse_nests_fuses_like_nests_of_a_tree_scan(name):
     T = 5
     design = capture(model, "verify", T=T, progress=False)
     s = customize(design)
-    band = next(b for b, loops in s.get_loops("layer0_ssm").items() if next(iter(loops)) == "t")
+    band = next(b for b, loops in s.get_loops("ssm").items() if next(iter(loops)) == "t")
 
     def nests():  # the nests inside the token loop (looked up afresh: fuse rewrites the IR)
-        return [o for o in recipes.rw.body_ops(s.loop(f"layer0_ssm:{band}.t").op) if o.name == "affine.for"]
+        return [o for o in recipes.rw.body_ops(s.loop(f"ssm:{band}.t").op) if o.name == "affine.for"]
 
     before = [recipes._reduces(o) for o in nests()]
-    n = recipes.fuse_nests(s, "layer0_ssm", f"{band}.t")
+    n = recipes.fuse_nests(s, "ssm", f"{band}.t")
     after = [recipes._reduces(o) for o in nests()]
     assert n > 0 and all(e["op"] == "fuse" for e in s.log)
     # elementwise nests merged; the y = h.C reduction stayed a nest of its own (fused into

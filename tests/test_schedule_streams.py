@@ -206,13 +206,13 @@ def test_streamed_mamba_layer_matches_pytorch_and_replays(tiny, tmp_path):
     design = copy_design(base)
     E = design.cfg.d_inner
     s = customize(design)
-    s.to("layer0_in_proj:x", "layer0_conv", depth=2)
-    with pytest.raises(S.DeadlockError, match="layer0_in_proj blocked writing FIFO 'layer0_in_proj_z'"):
-        s.to("layer0_in_proj:z", "layer0_ssm", depth=2)  # z is written before x: needs E
-    s.to("layer0_in_proj:z", "layer0_ssm", depth=E)
-    s.to("layer0_ssm:y", "layer0_out_proj", depth=2)
+    s.to("in_proj:x", "conv", depth=2)
+    with pytest.raises(S.DeadlockError, match="in_proj blocked writing FIFO 'in_proj_z'"):
+        s.to("in_proj:z", "ssm", depth=2)  # z is written before x: needs E
+    s.to("in_proj:z", "ssm", depth=E)
+    s.to("ssm:y", "out_proj", depth=2)
     with pytest.raises(ScheduleError, match="exactly one consumer"):
-        s.to("layer0_out_proj:resid_out", "layer1_norm", depth=2)  # also read by layer1_out_proj
+        s.to("out_proj:resid_out", "norm", depth=2)  # also read by layer1_out_proj
     s.save(tmp_path / "s.json")
     fresh = capture(design.cfg, "decode", progress=False)
     replay(fresh, tmp_path / "s.json")

@@ -92,7 +92,7 @@ def test_project_is_consistent(tiny, board, tmp_path):
         assert by_port[p.name] in mems
         assert by_port[p.name] == b.memory_of_bundle(p.bundle)
     # a state and its output share a memory, so the host can ping-pong the buffers
-    assert by_port["layer0_ssm_state"] == by_port["layer0_ssm_state_out"]
+    assert by_port["ssm_state"] == by_port["ssm_state_out"]
     assert re.findall(r"^freqHz=(\d+):(\w+)$", lcfg, re.M) == [(str(int(b.clock_mhz * 1e6)), "decode_1")]
     assert "sc=" not in lcfg
 
@@ -224,7 +224,7 @@ def test_build_csim_without_vitis(tmp_path, monkeypatch):
     the XRT host program (on a stub XRT that calls the C++ kernel) pass on the data."""
     _no_vitis(monkeypatch)
     sched = tmp_path / "sched.py"
-    sched.write_text("def schedule(s):\n    s.pipeline(s.split('layer0_in_proj:S_i_j.j', 8).inner)\n")
+    sched.write_text("def schedule(s):\n    s.pipeline(s.split('in_proj:S_i_j.j', 8).inner)\n")
     out = tmp_path / "proj"
     r = build("tiny-mamba1", "vck190", str(sched), "csim", out, progress=False)
     assert r.csim is not None and r.csim.ok and r.fit.fits
@@ -376,23 +376,23 @@ def test_parse_csynth_reports(tmp_path):
     rep.mkdir(parents=True)
     (rep / "csynth.xml").write_text(TOP_XML)
     (rep / "decode_csynth.xml").write_text(TOP_XML)
-    (rep / "layer0_in_proj_csynth.xml").write_text(KERNEL_XML)
+    (rep / "in_proj_csynth.xml").write_text(KERNEL_XML)
     r = parse_csynth(tmp_path)
     assert r.top == "decode" and r.part == "xcvc1902-vsva2197-2MP-e-S" and r.version == "2023.2"
-    assert [k.name for k in r.kernels] == ["decode", "layer0_in_proj"]
+    assert [k.name for k in r.kernels] == ["decode", "in_proj"]
     top = r.kernel("decode")
     assert (top.latency_best, top.latency_avg, top.latency_worst) == (51234, 51300, 52000)
     assert (top.interval_min, top.interval_max) == (51235, 52001)
     assert top.resources == {"DSP": 163, "LUT": 60321, "FF": 40123, "BRAM_18K": 36, "URAM": 0}
     assert top.estimated_clock_ns == pytest.approx(2.431) and top.target_clock_ns == pytest.approx(3.33)
     assert r.available["DSP"] == 1968 and r.available["BRAM_18K"] == 1934
-    k = r.kernel("layer0_in_proj")
+    k = r.kernel("in_proj")
     assert k.latency_worst is None and k.interval_max is None and k.latency_best == 4240  # 'undef'
     assert [lp.name for lp in k.loops] == ["S_i_i", "S_i_j_i"]
     inner = k.loops[1].loops[0]
     assert (inner.name, inner.trip_count, inner.pipeline_ii, inner.pipeline_depth) == ("S_i_j_j", 32, 1, 5)
     table = r.table()
-    assert "layer0_in_proj" in table and "available" in table and "?" in table
+    assert "in_proj" in table and "available" in table and "?" in table
     with pytest.raises(ReportError, match="no csynth.xml"):
         parse_csynth(tmp_path / "nothing")
     bad = tmp_path / "bad.xml"
