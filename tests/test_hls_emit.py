@@ -131,7 +131,14 @@ def test_unscheduled_kernel_shape(m1):
     code = emit_design(m1)
     f = func(code.source, "in_proj")
     # readable argument names from the kernel ports, read-only ones const
-    assert "void layer0_in_proj(\n    const float xn[1][32],\n    const float in_proj_w[128][32],\n    float x[1][64],\n    float z[1][64])" in code.source
+    # one engine for every layer: the stacked weight and the layer index as arguments
+    assert ("void in_proj(\n    const float xn[1][32],\n    const float in_proj_w[2][128][32],\n"
+            "    float x[1][64],\n    float z[1][64],\n    int layer)") in code.source
+    body = code.source[code.source.index("void in_proj(\n    const float xn[1][32],", code.source.index("void in_proj(") + 1):]
+    assert "in_proj_w[layer][" in body.split("\n}\n", 1)[0]
+    layer_loop = find(func(code.source, "decode"), "loop", "layer_layer")  # the layer loop calls the engines
+    assert [t.split("(")[0] for k, t in layer_loop.items if k == "stmt"][:2] == ["norm", "in_proj"]
+    assert code.source.count("void in_proj(") == 2  # declaration + definition, never a clone
     band = find(f, "loop", "S_i_j_i")
     inner = find(band, "loop", "S_i_j_j")
     assert inner.parent is band
@@ -183,8 +190,6 @@ def test_pipeline_unroll_order_and_place(m1):
     assert xb.pragmas()[:2] == ["pipeline II=1", "unroll factor=2"]  # pipeline first
     assert xb.items[0][0] == "pragma" and xb.items[1][0] == "pragma"
     assert find(func(code.source, "lm_head"), "loop", "S_i_j_j").first() == ("pragma", "unroll")
-    # other layers are untouched
-    assert find(func(code.source, "in_proj"), "loop", "S_i_j_j").pragmas() == []
 
 
 def test_partition_and_storage_follow_the_declaration(m1):
@@ -214,10 +219,10 @@ def test_partition_and_storage_follow_the_declaration(m1):
 
 def test_partition_of_offchip_argument_warns(m1):
     d = copy_design(m1)
-    customize(d).partition("in_proj:in_proj_w", "cyclic", dim=2, factor=4)
+    customize(d).partition("in_proj:in_proj_w", "cyclic", dim=3, factor=4)
     code = emit_design(d)
     assert len(code.warnings) == 1
-    assert "in_proj" in code.warnings[0] and "in_proj_weight" in code.warnings[0]
+    assert "in_proj" in code.warnings[0] and "in_proj_w" in code.warnings[0]
     assert "m_axi" in code.warnings[0]
 
 
@@ -227,13 +232,13 @@ def test_dataflow_and_inline(m1):
     s.dataflow()                        # the top
     s.dataflow("norm")
     s.dataflow("ssm:S_i_j_1.i")  # a loop
-    s.inline("norm")
+    s.inline("norm_f")
     code = emit_design(d)
     top = func(code.source, "decode")
     n = len(code.ports) + 1
     assert top.items[n] == ("pragma", "dataflow")      # right after the interface pragmas
     assert func(code.source, "norm").first() == ("pragma", "dataflow")
-    assert func(code.source, "norm").first() == ("pragma", "inline")
+    assert func(code.source, "norm_f").first() == ("pragma", "inline")
     assert find(func(code.source, "ssm"), "loop", "S_i_j_1_i").first() == ("pragma", "dataflow")
 
 

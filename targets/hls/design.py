@@ -1,59 +1,28 @@
 """Emit a captured (and scheduled) Mamba `Design` as Vitis HLS C++.
 
-Adds what only the design knows to the generic emitter: readable argument names for
-every kernel (the port names of `flow.kernels`), the top's port names and roles, and the
-grouping of the top's m_axi ports into bundles (memory channels).
+Adds what only the design knows to the generic emitter: the top's port roles and the
+grouping of its m_axi ports into bundles (memory channels). Argument names come from
+the IR (`mf.name`, set by capture).
 """
 
 from __future__ import annotations
 
-from ...flow import kernels as K
 from .emitter import HlsCode, emit_module
-
-
-def kernel_arg_names(design) -> dict[str, list[str]]:
-    """function name -> argument names, from the kernel definitions the flow captured."""
-    cfg, T = design.cfg, design.T
-    tree = design.phase == "verify"
-    layer = {k.kind: k for k in K.layer_kernels(cfg, T)}
-    outer = {k.kind: k for k in K.model_kernels(cfg, T)}
-    out: dict[str, list[str]] = {}
-    for fname in design.kernels:
-        if fname in outer:
-            kern = outer[fname]
-        else:
-            kind = fname.split("_", 1)[1] if fname.startswith("layer") and "_" in fname else fname
-            kern = layer.get(kind)
-            if kern is None:
-                continue
-        names = [p.name for p in kern.inputs]
-        if kern.scan and tree:
-            names.append("parents")
-        names += [p.name for p in kern.outputs]
-        out[fname] = names
-    out[design.top] = [p.name for p in design.ports]
-    return out
-
-
-def _layer_of(name: str) -> int | None:
-    parts = name.split(".")
-    if len(parts) > 2 and parts[0] == "backbone" and parts[1] == "layers" and parts[2].isdigit():
-        return int(parts[2])
-    return None
 
 
 def default_bundles(design, weight_bundles: int = 1) -> dict[str, str]:
     """Design port -> m_axi bundle: activations and states in `gmem_io`, outputs in
-    `gmem_out`, weights spread over `weight_bundles` bundles `gmem_w<k>` by layer (the
-    embedding and final norm in `gmem_w0`), so boards with several memory channels
-    (HBM pseudo-channels, DDR + LPDDR) stream weights of different layers in parallel."""
+    `gmem_out`, weights spread round-robin over `weight_bundles` bundles `gmem_w<k>`
+    (port order: the embedding first), so boards with several memory channels (HBM
+    pseudo-channels, DDR + LPDDR) stream different weights in parallel. Every weight
+    port holds all layers, so the layer loop streams a layer's slice from each."""
     n = max(1, int(weight_bundles))
     out = {}
+    k = 0
     for p in design.ports:
         if p.role == "weight":
-            layer = _layer_of(p.name)
-            k = 0 if layer is None or n == 1 else (layer % (n - 1)) + 1 if n > 1 else 0
-            out[p.name] = f"gmem_w{k}"
+            out[p.name] = f"gmem_w{k % n}"
+            k += 1
         elif p.role == "output":
             out[p.name] = "gmem_out"
         else:
@@ -72,7 +41,6 @@ def emit_design(design, weight_bundles: int = 1, bundles: dict[str, str] | None 
     return emit_module(
         design.module,
         design.top,
-        arg_names=kernel_arg_names(design),
         port_info=[(p.name, p.role) for p in design.ports],
         bundles=bundles or default_bundles(design, weight_bundles),
         title=design_title(design),

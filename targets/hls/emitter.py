@@ -1295,12 +1295,5 @@ def _emit_module(module, top, arg_names, port_info, bundles, title) -> HlsCode:
 
 
 def port_cname(name: str) -> str:
-    """The C identifier of a design port: HF weight names lose `backbone.` and `mixer.`,
-    `layers.<i>.` becomes `layer<i>_`, dots become underscores."""
-    parts = name.split(".")
-    if parts and parts[0] == "backbone":
-        parts = parts[1:]
-    if len(parts) >= 2 and parts[0] == "layers" and parts[1].isdigit():
-        parts = [f"layer{parts[1]}"] + parts[2:]
-    parts = [p for p in parts if p != "mixer"]
-    return c_ident("_".join(parts))
+    """The C identifier of a design port (dots become underscores)."""
+    return c_ident(name.replace(".", "_"))

@@ -14,9 +14,8 @@ from ...models.common import MambaState
 from .testbench import TestbenchSpec
 
 
-def _state_ports(n_layer: int) -> list[tuple[str, str]]:
-    return [(f"layer{i}.conv_state", f"layer{i}.conv_state_out") for i in range(n_layer)] + \
-           [(f"layer{i}.ssm_state", f"layer{i}.ssm_state_out") for i in range(n_layer)]
+#: (state input, state output) ports of decode and prefill designs, stacked by layer
+STATE_PORTS = (("conv_state", "conv_state_out"), ("ssm_state", "ssm_state_out"))
 
 
 def random_state(cfg, seed: int, scale: float = 0.5) -> MambaState:
@@ -49,9 +48,8 @@ def reference_data(model, design, steps: int = 2, seed: int = 0, rtol: float = 1
     tokens = rng.integers(0, cfg.vocab_size, size=(steps, design.T), dtype=np.int64)
     state = random_state(cfg, seed)
     inputs: dict[str, np.ndarray] = {"tokens": tokens}
-    for i in range(cfg.n_layer):
-        inputs[f"layer{i}.conv_state"] = state.conv[i, 0].numpy().copy()
-        inputs[f"layer{i}.ssm_state"] = state.ssm[i, 0].numpy().copy()
+    inputs["conv_state"] = state.conv[:, 0].numpy().copy()
+    inputs["ssm_state"] = state.ssm[:, 0].numpy().copy()
     for name, w in zip(design.weight_names, design.weights(model)):
         inputs[name] = w
     logits = []
@@ -64,9 +62,8 @@ def reference_data(model, design, steps: int = 2, seed: int = 0, rtol: float = 1
             out = out[0]
         logits.append(out.reshape(design.T, cfg.vocab_size).float().numpy())
     golden: dict[str, np.ndarray] = {"logits": np.stack(logits)}
-    for i in range(cfg.n_layer):
-        golden[f"layer{i}.conv_state_out"] = state.conv[i, 0].numpy().copy()
-        golden[f"layer{i}.ssm_state_out"] = state.ssm[i, 0].numpy().copy()
-    spec = TestbenchSpec(steps=steps, per_step={"tokens"}, feedback={o: i for i, o in _state_ports(cfg.n_layer)},
+    golden["conv_state_out"] = state.conv[:, 0].numpy().copy()
+    golden["ssm_state_out"] = state.ssm[:, 0].numpy().copy()
+    spec = TestbenchSpec(steps=steps, per_step={"tokens"}, feedback={o: i for i, o in STATE_PORTS},
                          rtol=rtol, atol=atol)
     return inputs, golden, spec
