@@ -32,7 +32,7 @@ def build_draft_chain(design: Design, steps: int, vocab_limit: int | None = None
     """A design whose top function `draft` runs `steps` greedy decode steps of `design`
     (a decode design, scheduled or not) from one token and state. Its outputs are
     `tokens_out` (steps,), the argmax after each step, then each step's decode outputs
-    (`step{s}.logits`, `step{s}.layer{i}.conv_state_out`, ...)."""
+    (`step{s}.logits`, `step{s}.conv_state_out`, ...)."""
     if design.phase != "decode" or design.T != 1:
         raise MambaflowError(f"a draft chain is built from a decode design (T=1), not '{design.phase}' T={design.T}")
     if not isinstance(steps, int) or steps < 1:

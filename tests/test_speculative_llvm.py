@@ -193,7 +193,7 @@ def test_draft_chain_on_llvm_equals_decode_loop(llvm_pair):
             torch.testing.assert_close(a.ssm, b.ssm, atol=2e-5, rtol=1e-5)
             torch.testing.assert_close(a.conv, b.conv, atol=2e-5, rtol=1e-5)
     design = target.design("draft", 4, vocab_limit=40)
-    assert [p.name for p in design.outputs][:3] == ["tokens_out", "step0.logits", "step0.layer0.conv_state_out"]
+    assert [p.name for p in design.outputs][:3] == ["tokens_out", "step0.logits", "step0.conv_state_out"]
     with pytest.raises(MambaflowError, match="decode design"):
         build_draft_chain(target.design("verify", T, fifo_depth=FIFO), 4)
     with pytest.raises(MambaflowError, match="vocab_limit"):
