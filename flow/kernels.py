@@ -2,8 +2,9 @@
 
 Each kernel is a pure PyTorch function over a leading token axis T (1 for decode, L for
 prefill, the node count for tree verify) and becomes one `func.func` of the captured
-module. The flow captures a kernel once per shape and clones it for every layer, so a
-24-layer model costs as much to capture as a 1-layer one.
+module. A layer kernel is captured once and runs every layer (its weights and states
+stacked by layer, `flow.identity`), so a 24-layer model costs as much to capture, and
+as much hardware, as a 1-layer one.
 
 The SSM kernel is special: its function is the state update of ONE token, and the flow
 builds the loop over tokens (or tree nodes) around it in MLIR, so FX never unrolls a
@@ -49,7 +50,7 @@ DERIVED_WEIGHTS: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] =
 class Kernel:
     """A hardware kernel: `fn(*inputs) -> outputs`, all positional tensors."""
 
-    kind: str  # "norm", "in_proj", ... : the func is named f"layer{i}_{kind}"
+    kind: str  # "norm", "in_proj", ... : the func of the kernel (one per kind, every layer reuses it)
     fn: Callable
     inputs: tuple[Port, ...]
     outputs: tuple[Port, ...]

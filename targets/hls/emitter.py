@@ -13,8 +13,8 @@ What the C++ looks like
   (`float x[1][64]`), read-only ones `const`;
 * every SSA value is one statement (`float v3 = v1 * v2;`), constants are inlined as
   exactly round-tripping literals, loop induction variables take the loop's name;
-* loop labels: a loop named `j` in the band `S_i_j` of kernel `layer0_in_proj` (schedule
-  address `"layer0_in_proj:S_i_j.j"`) is labelled `S_i_j_j:` - band name, `_`, loop
+* loop labels: a loop named `j` in the band `S_i_j` of kernel `in_proj` (schedule
+  address `"in_proj:S_i_j.j"`) is labelled `S_i_j_j:` - band name, `_`, loop
   name, with non-identifier characters (e.g. the `.` of `i.outer`) replaced by `_`.
   `HlsCode.labels[kernel][address] == label` records the mapping;
 * directives (see `mambaflow.dialects.directives`) become pragmas at the places Vitis
@@ -75,7 +75,7 @@ class Port:
     """One argument of the emitted top function."""
 
     name: str                 # C identifier in the emitted code
-    source: str               # the design's port name (e.g. 'layer0.conv_state')
+    source: str               # the design's port name (e.g. 'conv_state')
     elem: str                 # C element type ('float', 'int64_t', ...)
     shape: tuple[int, ...]    # () for a scalar argument
     role: str                 # 'input' | 'state' | 'weight' | 'output' (design roles)
