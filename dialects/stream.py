@@ -463,8 +463,8 @@ def _simulate(fname, fn, fs, creates, cache=None, versions=None) -> dict:
         procs.append((kname, pruns))
         w = set()
         for a, v in enumerate(ops):
-            if v in fifo_of:
-                continue
+            if v in fifo_of or not isinstance(v.type, ir.MemRefType):
+                continue  # a stream, or a scalar (the layer index): no buffer dependence
             r, wr = eff[a] if a < len(eff) else (True, True)
             for j, r2, w2 in history.get(v, ()):
                 if (w2 and (r or wr)) or (wr and r2):
