@@ -50,7 +50,7 @@ def measure(name: str, threads: int, steps: int, queue) -> None:
     from mambaflow.models import build_model
     from mambaflow.models.config import get_config, num_params
     from mambaflow.runtime.backends import LLVMBackend, TorchBackend
-    from mambaflow.schedules import recipes
+    from mambaflow.schedules.registry import apply_recipe
     from mambaflow.schedules.testing import copy_design
     from mambaflow.targets.llvm.jit import JitFunction
 
@@ -63,7 +63,7 @@ def measure(name: str, threads: int, steps: int, queue) -> None:
     fn = JitFunction(base.module, base.top, cache=False)
     t2 = time.perf_counter()
     sched = copy_design(base)
-    recipes.cpu_schedule(sched)
+    apply_recipe("cpu", sched)
     t3 = time.perf_counter()
     backends = {
         "torch": TorchBackend(model),

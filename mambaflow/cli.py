@@ -152,13 +152,18 @@ def main(argv: list[str] | None = None) -> int:
                      help="how states return to the accepted node")
     run.set_defaults(fn=cmd_run)
 
+    from .schedules.registry import describe
     from .targets.versal import MODES
     from .targets.versal.boards import BOARDS
 
-    build = sub.add_parser("build", help="emit Vitis HLS C++, run csim, write the Versal project and run the vendor steps it can")
+    build = sub.add_parser("build", help="emit Vitis HLS C++, run csim, write the Versal project and run the vendor steps it can",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="schedule recipes (--schedule NAME):\n" + describe())
     build.add_argument("--model", help="shipped model, preset name or checkpoint directory (default: the shipped Mamba1 target)")
     build.add_argument("--board", choices=sorted(BOARDS), default="vck190")
-    build.add_argument("--schedule", help="a recipe name, a FILE.py defining schedule(s), or a saved schedule .json")
+    build.add_argument("--schedule", metavar="RECIPE|FILE.py|LOG.json",
+                       help="a recipe name (listed below), a FILE.py defining schedule(s), or a saved schedule .json "
+                            "(as the build writes to OUT/schedule.json)")
     build.add_argument("--mode", choices=MODES, default="csim")
     build.add_argument("--out", default="build", help="project directory")
     build.add_argument("--steps", type=int, default=2, help="decode steps the testbench checks")

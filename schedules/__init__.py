@@ -8,6 +8,7 @@
 Modules: `schedule` (the Schedule: addressing, transactions, log), `rewrite` (loop
 rewrites), `deps` (dependence test), `buffers` (buffer_at / reuse_at), `streams` (to),
 `cpu` (vectorize's exp expansion), `recipes` (Mamba accelerator and CPU recipes),
+`registry` (the recipes by name: `mambaflow build --schedule NAME`),
 `testing` (kernel-level checks against PyTorch).
 """
 

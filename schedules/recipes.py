@@ -1,9 +1,10 @@
 """Schedule recipes: parameterized schedules for any captured Mamba1/Mamba2 design.
 
 Every recipe is written with the public primitives only, so its log replays on a fresh
-capture and every step is checked. Each takes a Design (and parameters) and returns
-the same Design, scheduled (the `benchmarks/decode_cpu.py --schedule NAME` contract);
-`*_schedule` variants return the Schedule to inspect its log.
+capture and every step is checked. Each `*_schedule(x, ...)` takes a Design or a
+Schedule (then it schedules into that Schedule and its log) and returns the Schedule;
+the plain names return the Design, scheduled (LLVMBackend's `schedule=` contract).
+`schedules.registry` names them for `mambaflow build --schedule NAME`.
 
 - `cpu`: the llvm backend. Linear layers: rows unrolled-and-jammed by `rows` (split,
   reorder, materialized unroll) with register accumulators (buffer_at), so several
@@ -32,7 +33,7 @@ from __future__ import annotations
 from torch_mlir import ir
 
 from ..errors import ScheduleError
-from ..flow.identity import stacked_args
+from ..flow.identity import arg_names, stacked_args
 from ..flow.mlir import funcs, str_attr, walk
 from . import deps as dp
 from . import rewrite as rw
@@ -272,12 +273,12 @@ def _matvec_bands(s: Schedule, kernel: str):
     return out
 
 
-def linear_parallel_schedule(design, tile: int = 16, ii: int = 1, s: Schedule | None = None) -> Schedule:
+def linear_parallel_schedule(design, tile: int = 16, ii: int = 1) -> Schedule:
     """Linear layers as MAC arrays: reduction split by `tile` (the largest divisor of the
     reduction length not above it), the tile unrolled (`tile` parallel MACs), the weight
     partitioned cyclically along the reduction by the same factor, the accumulator a
     register (buffer_at), the tile loop pipelined at `ii`."""
-    s = s or customize(design)
+    s = customize(design)
     for k in s.kernels():
         if s.kind(k) not in LINEAR_KINDS:
             continue
@@ -296,12 +297,12 @@ def linear_parallel_schedule(design, tile: int = 16, ii: int = 1, s: Schedule | 
     return s
 
 
-def ssm_serial_schedule(design, ii: int = 1, lanes: int = 16, s: Schedule | None = None) -> Schedule:
+def ssm_serial_schedule(design, ii: int = 1, lanes: int = 16) -> Schedule:
     """The conv and the SSM update as serial pipelines: in every band of the conv and
     SSM kernels the loop above the innermost is pipelined at `ii` with the innermost
     unrolled by up to `lanes` (the state dimension N of Mamba1, the taps of the conv),
     state and A arrays partitioned to feed the lanes."""
-    s = s or customize(design)
+    s = customize(design)
     for k in s.kernels():
         if s.kind(k) not in ("conv", "ssm"):
             continue
@@ -335,7 +336,7 @@ def ssm_serial_schedule(design, ii: int = 1, lanes: int = 16, s: Schedule | None
     return s
 
 
-def layer_pipeline_schedule(design, depth: int = 2, s: Schedule | None = None) -> Schedule:
+def layer_pipeline_schedule(design, depth: int = 2) -> Schedule:
     """Layers as dataflow pipelines: the top becomes a dataflow region, and every buffer
     passed from one kernel to exactly one other kernel of the same layer becomes a
     stream of `depth`; where the producer's write order needs more (the Kahn check
@@ -343,7 +344,7 @@ def layer_pipeline_schedule(design, depth: int = 2, s: Schedule | None = None) -
     readers (the residual) stay ping-pong buffers."""
     from ..dialects.stream import DeadlockError
 
-    s = s or customize(design)
+    s = customize(design)
     top = s.top
     if top is None:
         raise ScheduleError("layer_pipeline: the design has no top function")
@@ -374,7 +375,9 @@ def layer_pipeline_schedule(design, depth: int = 2, s: Schedule | None = None) -
                         n = 1
                         for d in ir.MemRefType(v.type).shape:
                             n *= d
-                        pairs.append((callee, f"arg{pos}", dst, n))
+                        ports = arg_names(funcs(s.module)[callee]) or []
+                        port = ports[pos] if pos < len(ports) and ports.count(ports[pos]) == 1 else f"arg{pos}"
+                        pairs.append((callee, port, dst, n))
     for producer, arg, dst, n in pairs:
         for dep in (depth, n):
             try:
@@ -395,9 +398,9 @@ def accelerator_schedule(design, tile: int = 16, ii: int = 1, lanes: int = 16, d
     """LightMamba / SpecMamba structure: linear layers parallel (MAC arrays), the conv
     and SSM serial (pipelined), the layers a dataflow pipeline over streams."""
     s = customize(design)
-    linear_parallel_schedule(design, tile=tile, ii=ii, s=s)
-    ssm_serial_schedule(design, ii=ii, lanes=lanes, s=s)
-    layer_pipeline_schedule(design, depth=depth, s=s)
+    linear_parallel_schedule(s, tile=tile, ii=ii)
+    ssm_serial_schedule(s, ii=ii, lanes=lanes)
+    layer_pipeline_schedule(s, depth=depth)
     return s
 
 

@@ -177,6 +177,9 @@ class Schedule:
     """Allo-style primitives over one captured design (or any module of named kernels)."""
 
     def __init__(self, design):
+        if isinstance(design, Schedule):
+            raise ScheduleError("Schedule() of a Schedule would log into a second, empty schedule; "
+                                "use customize(s), which returns s")
         if isinstance(design, ir.Module):
             self.design, self.module = None, design
         elif hasattr(design, "module"):
@@ -204,14 +207,18 @@ class Schedule:
         return [n for n, f in funcs(self.module).items() if "mf.top" not in f.attributes
                 and str_attr(f, "sym_visibility") != "private" and f.regions[0].blocks]
 
-    def _func(self, kernel: str, prim: str) -> ir.Operation:
+    def _func(self, kernel: str, prim: str, rest: str | None = None) -> ir.Operation:
+        """The kernel's func; `rest` (what followed 'kernel:' in an address) lets the
+        error for an old per-layer address spell out the new one."""
         fn = funcs(self.module).get(kernel)
         if fn is None:
             legacy = _LAYER_CLONE.fullmatch(kernel)
             if legacy and legacy.group(1) in funcs(self.module):
+                k = legacy.group(1)
+                new = f"{k}:{rest}" if rest is not None else k
                 raise ScheduleError(
                     f"{prim}: '{kernel}' names a per-layer clone, but kernels are per kind now (the hardware "
-                    f"has one '{legacy.group(1)}' that every layer reuses): write '{legacy.group(1)}' instead, e.g. '{legacy.group(1)}:<band>.<loop>'")
+                    f"has one '{k}' that every layer reuses): write '{new}' instead")
             near = [k for k in funcs(self.module) if kernel in k or k in kernel][:5]
             hint = f" (did you mean {', '.join(near)}?)" if near else ""
             raise ScheduleError(f"{prim}: unknown kernel '{kernel}'{hint}")
@@ -234,7 +241,7 @@ class Schedule:
         if not isinstance(x, str) or ":" not in x:
             raise ScheduleError(f"{prim}: a loop is addressed as 'kernel:band.loop' or by a LoopHandle, got {x!r}")
         kernel, rest = x.split(":", 1)
-        fn = self._func(kernel, prim)
+        fn = self._func(kernel, prim, rest)
         bands = loops_of(fn)
         if "." in rest:
             band, loop = rest.split(".", 1)
@@ -271,9 +278,11 @@ class Schedule:
 
     def _buffers(self, fn: ir.Operation, kernel: str) -> dict[str, D.BufferRef]:
         out: dict[str, D.BufferRef] = {}
-        nargs = len(fn.regions[0].blocks[0].arguments)
+        args = fn.regions[0].blocks[0].arguments
         ports = arg_names(fn) or []
-        for i in range(nargs):
+        for i, a in enumerate(args):
+            if isinstance(a.type, (ir.IndexType, ir.IntegerType, ir.FloatType)):
+                continue  # a scalar (the layer index of a layer kernel), not a buffer
             ref = D.BufferRef(fn, arg=i)
             if i < len(ports):
                 out.setdefault(ports[i], ref)
@@ -296,7 +305,7 @@ class Schedule:
             h = BufferHandle(self, k, n)
         else:
             raise ScheduleError(f"{prim}: a buffer is addressed as 'kernel:name' or by a BufferHandle, got {x!r}")
-        fn = self._func(h.kernel, prim)
+        fn = self._func(h.kernel, prim, h.name)
         bufs = self._buffers(fn, h.kernel)
         if h.name not in bufs:
             raise ScheduleError(f"{prim}: kernel '{h.kernel}' has no buffer '{h.name}'; buffers: {', '.join(bufs)}")
@@ -930,8 +939,9 @@ def register_primitive(name: str, replay: Callable[[Schedule, dict], Any]) -> No
 
 
 def customize(design) -> Schedule:
-    """Start a schedule on a captured Design (or an ir.Module of named kernels)."""
-    return Schedule(design)
+    """Start a schedule on a captured Design (or an ir.Module of named kernels). Given a
+    Schedule, returns it: a recipe called on one schedules, and logs, into it."""
+    return design if isinstance(design, Schedule) else Schedule(design)
 
 
 def load_log(log) -> list[dict]:

@@ -1,6 +1,6 @@
 """`to(buffer, dst, depth)`: turn a buffer between two kernels into a FIFO stream.
 
-The buffer is an output argument of the producer kernel (`"layer0_in_proj:x"`), the
+The buffer is an output argument of the producer kernel (`"in_proj:x"`), the
 top function's local buffer behind it must be written by that kernel only and read by
 `dst` only (a second reader or writer is rejected, as Vitis rejects a stream with
 several consumers or producers). The top function gets an `mf.stream_create` of the
@@ -16,6 +16,11 @@ values right but make the other side wait for the whole stream, which is what th
 deadlock check then sees. After the rewrite the whole dataflow function is simulated
 as a Kahn process network with the declared depths (`dialects.stream.check_dataflow`);
 a deadlock is raised as `DeadlockError` and the IR is rolled back.
+
+The layer kernels are called inside the top's `layer` loop. Both ends of a stream must
+be called in one loop body: each iteration then writes and reads every element once, so
+the FIFO is empty again at the end of an iteration, and the simulation of one pass over
+the calls (what the check does) holds for every layer.
 """
 
 from __future__ import annotations
@@ -211,6 +216,10 @@ def apply_to(s, buffer, dst: str, depth: int = 2, adapt: bool = True):
         raise ScheduleError(f"to {target}: {dst} does not read '{h.name}'")
     if len(users) != 2 or {c for _, c, _ in users} != {h.kernel, dst}:
         raise ScheduleError(f"to {target}: the buffer must be passed once to each of the two kernels")
+    if pcall.parent != dcalls[0].parent:
+        raise ScheduleError(f"to {target}: {h.kernel} and {dst} are called in different loops of '{top}' (one "
+                            "inside the layer loop, one outside?); a stream connects two calls of one loop body, "
+                            "which write and read it once per iteration")
     if not pcall.is_before_in_block(dcalls[0]):
         raise ScheduleError(f"to {target}: {dst} is called before {h.kernel}")
     dpos = next(p for _, c, p in users if c == dst)

@@ -40,7 +40,7 @@ def _innermost(loop) -> bool:
 
 def tree_buffer_schedule(design, lanes: int = 16, ii: int = 1, impl: str = "auto") -> Schedule:
     """Schedule the FIFO tree buffers of a verify design (see the module doc)."""
-    if getattr(design, "phase", None) != "verify" or getattr(design, "fifo_depth", None) is None:
+    if not _has_fifo(design):
         raise ScheduleError("tree_buffer: needs a verify design captured with fifo_depth "
                             "(flow.capture(model, 'verify', T, fifo_depth=S))")
     s = customize(design)
@@ -70,6 +70,12 @@ def tree_buffer_schedule(design, lanes: int = 16, ii: int = 1, impl: str = "auto
 def tree_buffer(design, **kw):
     """`tree_buffer_schedule` for verify designs with a FIFO; other designs pass through.
     Returns the design (the `schedule=` contract of LLVMBackend and the recipes)."""
-    if getattr(design, "phase", None) == "verify" and getattr(design, "fifo_depth", None) is not None:
+    if _has_fifo(design):
         tree_buffer_schedule(design, **kw)
     return design
+
+
+def _has_fifo(design) -> bool:
+    """Whether a Design (or a Schedule's) is a verify design with a FIFO tree buffer."""
+    d = design.design if isinstance(design, Schedule) else design
+    return getattr(d, "phase", None) == "verify" and getattr(d, "fifo_depth", None) is not None

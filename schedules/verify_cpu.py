@@ -41,8 +41,9 @@ def jam_factor(T: int, max_jam: int = 8) -> int:
 def verify_cpu_schedule(design, max_jam: int = 8) -> Schedule:
     """Token unroll-and-jam of the verify linear layers, then the CPU recipe (see the
     module doc). Any phase is accepted: only verify designs get the jam."""
-    U = jam_factor(design.T, max_jam) if getattr(design, "phase", None) == "verify" else 1
     s = customize(design)
+    d = s.design
+    U = jam_factor(d.T, max_jam) if getattr(d, "phase", None) == "verify" else 1
     if U > 1:
         for k in s.kernels():
             if s.kind(k) not in LINEAR_KINDS:
@@ -56,9 +57,7 @@ def verify_cpu_schedule(design, max_jam: int = 8) -> Schedule:
                 s.reorder(io, f"{p}.j", f"{p}.k", ii)
                 s.unroll(ii, 0, materialize=True)
                 s.buffer_at(f"{k}:{buf}", f"{p}.j")
-    cpu = cpu_schedule(design)
-    for entry in cpu.log:  # one log: what the jam did, then the CPU recipe
-        s.log.append(entry)
+    cpu_schedule(s)  # one log: what the jam did, then the CPU recipe
     return s
 
 

@@ -7,6 +7,7 @@ the PyTorch function the flow captured; end-to-end tests compile the whole desig
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -22,7 +23,7 @@ from mambaflow.flow.mlir import funcs, str_attr, walk
 from mambaflow.flow.naming import loops_of
 from mambaflow.models import build_model, get_config
 from mambaflow.schedules import customize, replay
-from mambaflow.schedules.testing import check_kernel, copy_design
+from mambaflow.schedules.testing import check_kernel, copy_design, kernel_case, run_kernel
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_split_non_dividing_factor_uses_min_bound(design):
 
 def test_split_errors(design):
     s = customize(design)
-    rejects(design, lambda: s.split("in_proj:S_i_j.j", 0), "split of layer0_in_proj:S_i_j.j", "positive")
+    rejects(design, lambda: s.split("in_proj:S_i_j.j", 0), "split of in_proj:S_i_j.j", "positive")
     rejects(design, lambda: s.split("in_proj:S_i_j.j", 33), "exceeds the trip count 32")
     rejects(design, lambda: s.split("in_proj:S_i_j.j", 2.5), "positive integer")
 
@@ -234,21 +235,25 @@ def test_parallel_checks_carried_dependences(design):
 
 def test_partition_and_storage(design):
     s = customize(design)
-    s.partition("in_proj:in_proj_w", "cyclic", dim=2, factor=8)
+    # in_proj_w is stacked by layer, [L][2E][D]: dim 3 is the reduction
+    s.partition("in_proj:in_proj_w", "cyclic", dim=3, factor=8)
     s.partition("in_proj:alloc0", "complete", dim=2)
     s.storage("in_proj:in_proj_w", "uram")
     fn = fn_of(design, "in_proj")
-    assert D.partitions_of(D.BufferRef(fn, arg=1)) == [D.Partition("cyclic", 2, 8)]
+    assert D.partitions_of(D.BufferRef(fn, arg=1)) == [D.Partition("cyclic", 3, 8)]
     alloc = next(o for o in walk(fn) if o.name == "memref.alloc")
     assert D.partitions_of(alloc) == [D.Partition("complete", 2, 0)]
     assert D.storage_of(D.BufferRef(fn, arg=1)) == "uram"
     fn.verify()
     check_kernel(design.module, design, "in_proj")
     rejects(design, lambda: s.partition("in_proj:in_proj_w", "diagonal"), "kind must be one of")
-    rejects(design, lambda: s.partition("in_proj:in_proj_w", "block", dim=3, factor=2), "out of range")
-    rejects(design, lambda: s.partition("in_proj:in_proj_w", "block", dim=2, factor=0), "factor >= 1")
-    rejects(design, lambda: s.partition("in_proj:in_proj_w", "block", dim=2, factor=64), "exceeds")
+    rejects(design, lambda: s.partition("in_proj:in_proj_w", "block", dim=4, factor=2), "out of range")
+    rejects(design, lambda: s.partition("in_proj:in_proj_w", "block", dim=3, factor=0), "factor >= 1")
+    rejects(design, lambda: s.partition("in_proj:in_proj_w", "block", dim=3, factor=64), "exceeds")
     rejects(design, lambda: s.storage("in_proj:in_proj_w", "dram"), "storage")
+    # the trailing layer index of a layer kernel is a scalar, not a buffer
+    rejects(design, lambda: s.partition("in_proj:layer", "complete"), "no buffer 'layer'")
+    rejects(design, lambda: s.partition("in_proj:arg4", "complete"), "no buffer 'arg4'")
 
 
 def test_dataflow_and_inline(design):
@@ -261,7 +266,7 @@ def test_dataflow_and_inline(design):
     assert D.is_dataflow(s.loop("in_proj:S_i_j.i").op)
     assert D.is_inline(fn_of(design, "norm"))
     rejects(design, lambda: s.inline("decode"), "top function")
-    rejects(design, lambda: s.inline("norm"), "unknown kernel")
+    rejects(design, lambda: s.inline("nrom"), "unknown kernel 'nrom'")
 
 
 # -------------------------------------------------------------- compute_at
@@ -288,7 +293,7 @@ def test_log_prints_saves_and_replays_byte_identically(design, tmp_path):
     jo, ji = s.split("in_proj:S_i_j.j", 8)
     s.reorder(jo, "in_proj:S_i_j.i")
     s.pipeline(ji)
-    s.partition("in_proj:in_proj_w", "cyclic", 2, 8)
+    s.partition("in_proj:in_proj_w", "cyclic", 3, 8)
     s.fuse("x_proj:S_i_j.i", "x_proj:S_i_j.j")
     s.compute_at("ssm:S_i_j_1.i", "ssm:S_i_j_2.j")
     s.dataflow()
@@ -302,17 +307,54 @@ def test_log_prints_saves_and_replays_byte_identically(design, tmp_path):
     assert s2.log == s.log
 
 
-def test_compose_applies_a_layer_schedule_to_every_layer(design):
-    s0 = customize(copy_design(design))
+def test_compose_applies_a_kernel_schedule_to_every_layer(design):
+    """Kernels are per kind: a schedule written on a one-layer capture composes onto the
+    two-layer design as it is, and the one scheduled in_proj is right at every layer."""
+    one = capture(dataclasses.replace(design.cfg, n_layer=1), "decode", progress=False)
+    s0 = customize(one)
     s0.split("in_proj:S_i_j.j", 8)
     s0.pipeline("in_proj:S_i_j.j.inner")
     s = customize(design)
-    for i in range(design.cfg.n_layer):
-        s.compose(s0, id=f"layer{i}")
-    for i in range(design.cfg.n_layer):
-        names = loop_names(design, f"layer{i}_in_proj")["S_i_j"]
-        assert names == ["i", "j.outer", "j.inner"]
-    assert [e["loop"] for e in s.log if e["op"] == "split"] == ["in_proj:S_i_j.j", "in_proj:S_i_j.j"]
+    s.compose(s0)
+    assert s.log == s0.log
+    assert loop_names(design, "in_proj")["S_i_j"] == ["i", "j.outer", "j.inner"]
+    layer_loop = next(o for o in walk(fn_of(design, design.top)) if str_attr(o, "loop_name") == "layer")
+    assert [ir.FlatSymbolRefAttr(c.attributes["callee"]).value for c in walk(layer_loop)
+            if c.name == "func.call"].count("in_proj") == 1
+    for layer in range(design.cfg.n_layer):
+        ins, exp = kernel_case(design, "in_proj", seed=layer, layer=layer)
+        got = run_kernel(design.module, "in_proj", ins, [e.shape for e in exp], layer=layer)
+        for g, e in zip(got, exp):
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_compose_with_id_maps_kernels_to_a_prefixed_instance(base):
+    with base.module.context:
+        src = ir.Module.parse(STENCIL)
+        mod = ir.Module.parse(STENCIL.replace("@transpose_ok", "@draft_transpose_ok"))
+    s0 = customize(src)
+    s0.reorder("transpose_ok:S_i_j.j", "transpose_ok:S_i_j.i")
+    s0.split("transpose_ok:S_i_j.i", 4)
+    s = customize(mod)
+    s.compose(s0, id="draft")
+    assert [e.get("loop") or e.get("loops") for e in s.log] == [
+        ["draft_transpose_ok:S_i_j.j", "draft_transpose_ok:S_i_j.i"], "draft_transpose_ok:S_i_j.i"]
+    assert str(funcs(mod)["draft_transpose_ok"]) == str(funcs(src)["transpose_ok"]).replace(
+        "@transpose_ok", "@draft_transpose_ok")
+    assert str(funcs(mod)["wave"]) == str(funcs(src)["wave"])  # not in the log: untouched
+
+
+def test_per_layer_addresses_name_the_per_kind_address(design):
+    s = customize(design)
+    rejects(design, lambda: s.split("layer0_in_proj:S_i_j.j", 8),
+            "split", "'layer0_in_proj' names a per-layer clone", "per kind now", "write 'in_proj:S_i_j.j'")
+    rejects(design, lambda: s.partition("layer1_in_proj:in_proj_w", "cyclic", 3, 8), "write 'in_proj:in_proj_w'")
+    rejects(design, lambda: s.get_loops("layer0_ssm"), "write 'ssm'")
+    # composing a kernel schedule per layer, as for the old per-layer clones, says the same
+    s0 = customize(copy_design(design))
+    s0.split("in_proj:S_i_j.j", 8)
+    rejects(design, lambda: s.compose(s0, id="layer0"), "per kind now", "write 'in_proj:S_i_j.j'")
+    assert s.log == []
 
 
 def test_failed_rewrite_restores_ir_exactly(design, monkeypatch):
@@ -337,14 +379,13 @@ def test_scheduled_design_matches_pytorch_end_to_end(design, model):
     from mambaflow.runtime.backends import LLVMBackend, TorchBackend
     from mambaflow.targets.llvm.jit import JitFunction
 
-    s = customize(design)
-    for i in range(design.cfg.n_layer):
-        jo, ji = s.split(f"layer{i}_in_proj:S_i_j.j", 8)
-        s.reorder(jo, f"layer{i}_in_proj:S_i_j.i")
-        s.pipeline(ji)
-        s.fuse(f"layer{i}_x_proj:S_i_j.i", f"layer{i}_x_proj:S_i_j.j")
-        s.compute_at(f"layer{i}_ssm:S_i_j_1.i", f"layer{i}_ssm:S_i_j_2.j")
-        s.partition(f"layer{i}_in_proj:in_proj_w", "cyclic", 2, 8)
+    s = customize(design)  # each kind once: the layer loop runs the scheduled kernels L times
+    jo, ji = s.split("in_proj:S_i_j.j", 8)
+    s.reorder(jo, "in_proj:S_i_j.i")
+    s.pipeline(ji)
+    s.fuse("x_proj:S_i_j.i", "x_proj:S_i_j.j")
+    s.compute_at("ssm:S_i_j_1.i", "ssm:S_i_j_2.j")
+    s.partition("in_proj:in_proj_w", "cyclic", 3, 8)
     s.split("lm_head:S_i_j.i", 16)
     s.dataflow()
     fn = JitFunction(design.module, design.top, opt_level=1)

@@ -13,10 +13,12 @@ import torch
 from mambaflow.dialects import directives as D
 from mambaflow.dialects import stream as S
 from mambaflow.flow.capture import capture
-from mambaflow.flow.mlir import funcs, walk
+from mambaflow.flow.mlir import funcs, str_attr, walk
 from mambaflow.models import build_model, get_config
 from mambaflow.runtime.backends import LLVMBackend, TorchBackend
-from mambaflow.schedules import recipes, replay
+from mambaflow.errors import ScheduleError
+from mambaflow.schedules import Schedule, customize, recipes, replay
+from mambaflow.schedules.registry import RECIPES, apply_recipe
 from mambaflow.schedules.testing import copy_design
 from mambaflow.targets.llvm.jit import JitFunction
 
@@ -34,6 +36,12 @@ def _decode_matches(model, design, tokens=(1, 2, 3), tol=1e-4):
     np.testing.assert_allclose(st_l.conv.numpy(), st_t.conv.numpy(), rtol=tol, atol=tol)
 
 
+STREAMS = {  # the streams layer_pipeline builds, as <producer>_<port>
+    "mamba1": {"norm_xn", "in_proj_x", "in_proj_z", "x_proj_delta", "x_proj_B", "x_proj_C", "ssm_y"},
+    "mamba2": {"norm_xn", "in_proj_z", "in_proj_x", "in_proj_dt", "conv_xc", "ssm_y", "gated_norm_yn"},
+}
+
+
 @pytest.mark.parametrize("name", ["mamba-130m", "mamba2-130m"])
 def test_accelerator_recipe_on_130m_shaped_decode(name):
     # every dimension of the 130m model (d_model 768, vocab 50280, ...), two layers
@@ -41,19 +49,27 @@ def test_accelerator_recipe_on_130m_shaped_decode(name):
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     design = capture(model, "decode", progress=False)
-    s = recipes.accelerator_schedule(design, tile=16, ii=1, lanes=16, depth=2)
+    s = apply_recipe("accelerator", design)  # tile 16, II 1, 16 lanes, depth 2
     ops = {e["op"] for e in s.log}
     assert {"split", "unroll", "pipeline", "partition", "buffer_at", "to", "dataflow"} <= ops
     top = funcs(design.module)[design.top]
     assert D.is_dataflow(top)
-    fifos = {S.stream_name(o): D.stream_depth(o) for o in walk(top) if o.name == S.CREATE}
-    assert min(fifos.values()) == 2 and len(fifos) >= 5 * cfg.n_layer
-    if name == "mamba-130m":
-        assert fifos["in_proj_arg2"] == 2  # x streams to the conv element by element
-        # z is written before x: a shallow z FIFO would deadlock, the Kahn check widened it
-        assert fifos["in_proj_arg3"] == cfg.d_inner
+    creates = [o for o in walk(top) if o.name == S.CREATE]
+    fifos = {S.stream_name(o): D.stream_depth(o) for o in creates}
+    # one stream per pair of kernel kinds, created once and used by the calls in the
+    # layer loop at every layer (not one per layer)
+    assert set(fifos) == STREAMS[cfg.arch] and min(fifos.values()) == 2
+    layer_loop = next(o for o in walk(top) if o.name == "affine.for" and str_attr(o, "loop_name") == "layer")
+    for c in creates:
+        users = [u.owner for u in c.results[0].uses]
+        assert len(users) == 2 and all(u.name == "func.call" and u.parent == layer_loop for u in users)
+    assert fifos["in_proj_x"] == 2  # x streams to the conv element by element
+    # z is written before x (Mamba1; Mamba2 writes z first too): a shallow z FIFO would
+    # deadlock, the Kahn check widened it to the buffer
+    assert fifos["in_proj_z"] == cfg.d_inner
     in_proj = funcs(design.module)["in_proj"]
-    assert D.partitions_of(D.BufferRef(in_proj, arg=1)) == [D.Partition("cyclic", 2, 16)]
+    # in_proj_w is stacked by layer, [L][2E][D]: partitioned along the reduction, dim 3
+    assert D.partitions_of(D.BufferRef(in_proj, arg=1)) == [D.Partition("cyclic", 3, 16)]
     assert any(D.get_pipeline(o) == 1 for o in walk(in_proj) if o.name == "affine.for")
     _decode_matches(model, design)
 
@@ -79,7 +95,7 @@ def test_cpu_recipe_matches_pytorch(name):
     torch.manual_seed(0)
     model = build_model(get_config(name)).eval()
     design = capture(model, "decode", progress=False)
-    s = recipes.cpu_schedule(design)
+    s = apply_recipe("cpu", design)
     ops = [e["op"] for e in s.log]
     assert "vectorize" in ops and "buffer_at" in ops and "unroll" in ops
     assert not any(o.name == "math.exp" for o in walk(funcs(design.module)["ssm"]))
@@ -91,7 +107,7 @@ def test_recipes_apply_to_prefill():
     torch.manual_seed(0)
     model = build_model(get_config("tiny-mamba1")).eval()
     design = capture(model, "prefill", T=4, progress=False)
-    recipes.accelerator_schedule(design)
+    apply_recipe("accelerator", design)
     fn = JitFunction(design.module, design.top, opt_level=1)
     llvm = LLVMBackend.from_compiled(model, {("prefill", 4): (design, fn)}, prefill_chunk=4)
     toks = torch.tensor([5, 6, 7, 8])
@@ -106,8 +122,6 @@ def test_fuse_nests_fuses_like_nests_of_a_tree_scan(name):
     """fuse_nests inside the verify scan's token loop: elementwise nests fuse (the state
     update takes the copy of the node's state out), reductions stay apart from them, and
     the verify still equals PyTorch node for node."""
-    from mambaflow.schedules import customize
-
     torch.manual_seed(0)
     model = build_model(get_config(name)).eval()
     T = 5
@@ -136,3 +150,62 @@ def test_fuse_nests_fuses_like_nests_of_a_tree_scan(name):
     for node in range(T):
         np.testing.assert_allclose(llvm.state_at(ca, node).ssm.numpy(), ref.state_at(cb, node).ssm.numpy(),
                                    rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ the registry
+
+
+@pytest.fixture(scope="module")
+def tiny1():
+    torch.manual_seed(0)
+    model = build_model(get_config("tiny-mamba1")).eval()
+    return model, capture(model, "decode", progress=False)
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_a_recipe_by_name_saves_a_log_that_replays_to_the_same_ir(name, tiny1, tmp_path):
+    """`mambaflow build --schedule NAME` (apply_schedule) schedules the design and
+    returns the Schedule holding the whole log: schedule.json replays byte-identically."""
+    from mambaflow.targets.versal.build import apply_schedule
+
+    model, base = tiny1
+    design = copy_design(base)
+    s = apply_schedule(design, name)
+    if name == "tree_buffer":  # a decode design has no tree FIFO: left as it is
+        assert s.log == [] and str(design.module) == str(base.module)
+    else:
+        assert s.log and str(design.module) != str(base.module)
+    if name == "ssm_serial":  # the SSM state and A, stacked [L][E][N], partitioned along N
+        parts = {e["buffer"]: e["dim"] for e in s.log if e["op"] == "partition"}
+        assert parts == {"ssm:ssm_state": 3, "ssm:A": 3, "ssm:ssm_state_out": 3}
+    s.save(tmp_path / "schedule.json")
+    fresh = capture(model, "decode", progress=False)
+    again = apply_schedule(fresh, str(tmp_path / "schedule.json"))
+    assert again.log == s.log
+    assert str(fresh.module) == str(design.module)
+
+
+def test_recipes_schedule_into_the_schedule_they_are_given(tiny1):
+    _, base = tiny1
+    s = customize(copy_design(base))
+    assert customize(s) is s
+    with pytest.raises(ScheduleError, match="customize"):
+        Schedule(s)
+    assert apply_recipe("linear_parallel", s) is s and s.log
+    n = len(s.log)
+    apply_recipe("ssm_serial", s)
+    assert len(s.log) > n and {e["op"] for e in s.log[n:]} >= {"pipeline", "partition"}
+    with pytest.raises(ScheduleError, match="unknown schedule recipe 'nope'; known: cpu, linear_parallel"):
+        apply_recipe("nope", s)
+
+
+def test_build_help_lists_every_recipe(capsys):
+    from mambaflow.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main(["build", "--help"])
+    assert ei.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "RECIPE|FILE.py|LOG.json" in text
+    for r in RECIPES.values():
+        assert f"{r.name} {r.description}" in text

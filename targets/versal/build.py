@@ -170,11 +170,13 @@ def apply_schedule(design, schedule, out_dir: Path | None = None):
 
     schedule: None; a callable taking a `Schedule` (from `schedules.customize`); a path
     to a `.py` file defining `schedule(s)`; a `.json` schedule log (replayed); or the
-    name of a recipe in `mambaflow.schedules.recipes`.
+    name of a recipe in `mambaflow.schedules.registry`. The Schedule returned holds the
+    whole log, so saving it and replaying gives the same IR.
     """
     if schedule is None:
         return None
-    from ...schedules import customize, replay
+    from ...schedules import Schedule, customize, replay
+    from ...schedules.registry import get_recipe
 
     if isinstance(schedule, (str, Path)) and str(schedule).endswith(".json"):
         p = Path(schedule)
@@ -192,24 +194,14 @@ def apply_schedule(design, schedule, out_dir: Path | None = None):
         if not callable(fn):
             raise MambaflowError(f"build: {p} must define a function `schedule(s)` taking a mambaflow Schedule")
     elif isinstance(schedule, str):
-        try:
-            from ...schedules import recipes  # type: ignore[attr-defined]
-        except ImportError:
-            raise MambaflowError(f"build: no schedule recipe '{schedule}': this installation has no "
-                                 "mambaflow.schedules.recipes; pass a .py file defining schedule(s) instead") from None
-        fn = getattr(recipes, "get", None)
-        fn = fn(schedule) if callable(fn) else getattr(recipes, schedule, None)
-        if not callable(fn):
-            known = getattr(recipes, "RECIPES", None)
-            raise MambaflowError(f"build: unknown schedule recipe '{schedule}'"
-                                 + (f"; known: {', '.join(known)}" if known else ""))
+        fn = get_recipe(schedule).fn
     elif callable(schedule):
         fn = schedule
     else:
         raise MambaflowError(f"build: cannot use {type(schedule).__name__} as a schedule")
     s = customize(design)
     out = fn(s)
-    return out if hasattr(out, "log") else s
+    return out if isinstance(out, Schedule) else s
 
 
 def _which(tool: str) -> str | None:
