@@ -219,3 +219,12 @@ def test_hardware_does_not_grow_with_depth():
         assert ka.replace("memref<2x", "memref<L x") == kb.replace("memref<6x", "memref<L x"), k
     assert [p.shape[1:] if p.stacked else p.shape for p in a.ports] == \
            [p.shape[1:] if p.stacked else p.shape for p in b.ports]
+    # the HLS C++: as many hardware functions, the same on-chip resources
+    from mambaflow.targets.hls import emit_design
+
+    ca, cb = emit_design(a), emit_design(b)
+    assert len(ca.functions) == len(cb.functions) == len(a.kernels) + 1
+    ra, rb = ca.resources, cb.resources
+    assert (ra.dsp, ra.bram18k, ra.uram, ra.lutram_bits, ra.register_bits) == \
+           (rb.dsp, rb.bram18k, rb.uram, rb.lutram_bits, rb.register_bits)
+    assert ra.dsp > 0 and ra.bram18k > 0
