@@ -221,7 +221,7 @@ class ResourceEstimate:
         return sum(k.register_bits for k in self.kernels)
 
     def largest_user(self, resource: str) -> KernelResources:
-        return max(self.all_kernels, key=lambda k: (k.get(resource), k.name))
+        return max(self.all_kernels, key=lambda k: k.get(resource))  # ties: the first kernel
 
     def to_dict(self) -> dict:
         return {
