@@ -10,6 +10,7 @@ synthesis.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 from .boards import Board
@@ -65,6 +66,15 @@ class FitReport:
                 "items": [asdict(i) | {"utilization": i.utilization} for i in self.items]}
 
 
+def _port_bytes(p) -> int:
+    """Off-chip bytes of a top port; `ap_int<W>` ports (which `Port.nbytes` does not
+    size) count W bits per element, packed."""
+    m = re.fullmatch(r"ap_u?(?:int|fixed)<(\d+)(?:,\s*\d+)?>", p.elem)
+    if m:
+        return -(-p.size * int(m.group(1)) // 8)
+    return p.nbytes
+
+
 def _largest(buffers, key):
     cands = [b for b in buffers if key(b) > 0]
     return max(cands, key=lambda b: (key(b), b.name)) if cands else None
@@ -85,6 +95,8 @@ def knob(resource: str, k) -> str:
         if b is None:
             return unroll
         where = f"{k.name}:{b.name}"
+        if b.name.startswith("fifo "):
+            return f"reduce the depth of stream {b.name[5:]} in {k.name} ({b.shape[0]:,} slots; a smaller `depth` in the recipe)"
         if b.banks > 1:
             return f"reduce the partition factor of buffer {where} ({b.banks:,} banks), or stream it instead of buffering"
         other = "uram" if resource == "BRAM18K" else "bram"
@@ -126,7 +138,7 @@ def check_fit(resources, board: Board, max_util: float = 1.0, ports=None) -> Fit
         for p in ports:
             if p.interface == "m_axi":
                 m = board.memory_of_bundle(p.bundle or "gmem0")
-                per_mem[m] = per_mem.get(m, 0) + p.nbytes
+                per_mem[m] = per_mem.get(m, 0) + _port_bytes(p)
         sizes = {m.name: m.size_gib for m in board.memories}
         for m, used in per_mem.items():
             if m in sizes:
