@@ -180,3 +180,22 @@ def test_lut_knobs(est):
     finally:
         est.maxi_bundles = 2
     assert "bufs takes 1,044 " in lut and lut.endswith("bind buffer bufs:alloc1 to BRAM (s.storage('bufs:alloc1', 'bram'))")
+
+
+def test_fifo_and_global_knobs():
+    from mambaflow.targets.hls.resources import BufferUse, KernelResources
+    from mambaflow.targets.versal.fit import knob
+
+    k = KernelResources("top", bram18k=3, buffers=[BufferUse("fifo x_to_ssm", (1536,), 1536 * 32, 1, "bram", bram18k=3)])
+    assert knob("BRAM18K", k) == "reduce the depth of stream x_to_ssm in top (1,536 slots; a smaller `depth` in the recipe)"
+    g = KernelResources("global w_embed", bram18k=100)
+    assert knob("BRAM18K", g).startswith("stream weights instead of buffering: make `w_embed` an off-chip port")
+
+
+def test_offchip_bytes_of_narrow_ports():
+    from mambaflow.targets.hls.emitter import Port
+    from mambaflow.targets.versal.fit import _port_bytes
+
+    p = Port(name="w", source="layers.0.in_proj.w", elem="ap_int<4>", shape=(1024, 768), role="weight", read=True, written=False,
+             interface="m_axi", bundle="gmem_w0")
+    assert _port_bytes(p) == 1024 * 768 // 2
