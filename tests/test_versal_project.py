@@ -33,7 +33,7 @@ build_mod = importlib.import_module("mambaflow.targets.versal.build")
 def test_boards():
     v = get_board("VCK190")
     assert v.part == "xcvc1902-vsva2197-2MP-e-S"
-    assert (v.dsp, v.lut, v.bram36, v.uram) == (1968, 899_840, 967, 463)  # AMD AM004 / DS950
+    assert (v.dsp, v.lut, v.ff, v.bram36, v.uram) == (1968, 899_840, 1_799_680, 967, 463)  # AMD AM004 / DS950
     assert v.bram18k == 1934 and v.resources_verified
     h = get_board("vhk158")
     assert h.part == "xcvh1582-vsva3697-2MP-e-S"
@@ -41,6 +41,7 @@ def test_boards():
     assert len(hbm) == 32 and abs(sum(m.bandwidth_gbs for m in hbm) - 819.2) < 1e-6
     assert not h.resources_verified
     for b in BOARDS.values():
+        assert b.ff == 2 * b.lut  # 32 LUTs and 64 flip-flops per CLB (UG1273)
         assert b.platform.startswith(f"xilinx_{b.name}_base_")
         assert b.clock_mhz > 0 and b.io_memory in {m.name for m in b.memories}
         assert set(b.weight_memories) <= {m.name for m in b.memories}
@@ -265,13 +266,16 @@ def test_build_csim_without_vitis(tmp_path, monkeypatch):
 def test_build_does_not_fit(tmp_path, monkeypatch):
     _no_vitis(monkeypatch)
     small = Board(name="tinyboard", part="xcvc1902-vsva2197-2MP-e-S", platform="xilinx_vck190_base_202320_1",
-                  dsp=50, lut=1000, ff=2000, bram36=100, uram=0, clock_mhz=100.0, io_memory="DDR",
+                  dsp=50, lut=500_000, ff=1_000_000, bram36=100, uram=0, clock_mhz=100.0, io_memory="DDR",
                   weight_memories=("DDR",), memories=get_board("vck190").memories[:1])
     r = build("tiny-mamba1", small, None, "hw", tmp_path / "p", progress=False)
     assert not r.fit.fits and r.exit_code == 1
     over = {i.resource for i in r.fit.items if not i.fits}
     assert over == {"DSP"}
-    assert "<-- over" in r.fit.table() and "largest users" in r.fit.table()
+    # the message names the resource, the kernel that takes most of it and the knob
+    (msg,) = r.fit.advice
+    assert msg.startswith("DSP: ") and "layer0_ssm takes 26 " in msg and "is not unrolled: quantize it" in msg
+    assert "<-- over" in r.fit.table() and "largest users" in r.fit.table() and msg in r.fit.table()
     assert "does not fit" in r.report()
 
 
@@ -280,7 +284,8 @@ def test_fit_counts_offchip_memory(tiny):
     b = get_board("vck190")
     rep = check_fit(code.resources, b, ports=code.ports)
     names = [i.resource for i in rep.items]
-    assert names[:3] == ["DSP", "BRAM18K", "URAM"] and "DDR MiB" in names and rep.fits
+    assert names[:5] == ["DSP", "LUT", "FF", "BRAM18K", "URAM"] and "DDR MiB" in names and rep.fits
+    assert rep.advice == []
     h = check_fit(code.resources, get_board("vhk158"))
     assert any("unverified" in n for n in h.notes)
 

@@ -5,12 +5,17 @@ fit check uses, the default kernel clock and the memories kernels can reach (wit
 names v++ connectivity uses for them).
 
 Sources. VCK190 / XCVC1902: DSP58 count from AMD AM004 (Table 1, VC1902: 1,968);
-LUT 899,840, BRAM36 967, URAM 463 from the project's DESIGN/REFERENCE notes (AMD DS950).
+LUT 899,840, FF 1,799,680, BRAM36 967 (= 1,934 BRAM18K), URAM 463 from AMD DS950
+(Versal AI Core Series product table, VC1902). FF = 2 x LUT on every Versal part: a
+CLB has 32 LUTs and 64 flip-flops (AMD UG1273, "Programmable Logic"), which checks the
+FF figures of both boards.
 VHK158 / XCVH1582: the part number and the HBM2e (32 GB, 819 GB/s, 32 pseudo-channels
-of 25.6 GB/s) are from AMD UG1611 / DS950; its PL resource figures below were NOT
-checked against DS950 from this environment and are marked `resources_verified=False`:
-the fit check says so, and after a csynth run the report's AvailableResources (from
-Vitis' own part database) are printed next to them.
+of 25.6 GB/s) are from AMD UG1611 / DS950; its PL resource figures (DS957, Versal HBM
+Series product table) could NOT be checked from this environment (the document
+search has the HBM series' AC/DC sheet DS960 and UG1611, not the product table), so
+they are marked `resources_verified=False`: the fit check says so, and after a csynth
+run the report's AvailableResources (from Vitis' own part database) are printed next
+to them.
 Memory names (`DDR`, `LPDDR`, `HBM[k]`) and platform names follow AMD's base platforms
 of the 2023.2 release; `make platforminfo` in a generated project lists what the
 installed platform really offers, and `PLATFORM=...` overrides the platform.
@@ -73,7 +78,7 @@ class Board:
         mems = ", ".join(f"{m.name} ({m.kind}, {m.bandwidth_gbs:g} GB/s)" for m in self.memories)
         flag = "" if self.resources_verified else "  [PL resource figures unverified]"
         return (f"{self.name}: {self.part}, platform {self.platform}, {self.dsp} DSP58, {self.lut:,} LUT, "
-                f"{self.bram36} BRAM36, {self.uram} URAM, {self.clock_mhz:g} MHz; memories: {mems}{flag}")
+                f"{self.ff:,} FF, {self.bram36} BRAM36, {self.uram} URAM, {self.clock_mhz:g} MHz; memories: {mems}{flag}")
 
 
 _HBM_PCS = 32
@@ -83,6 +88,7 @@ BOARDS: dict[str, Board] = {
         name="vck190",
         part="xcvc1902-vsva2197-2MP-e-S",
         platform="xilinx_vck190_base_202320_1",
+        # AM004 Table 1 (DSP58); DS950 VC1902 (LUT, BRAM36, URAM); FF = 2 x LUT (UG1273)
         dsp=1968, lut=899_840, ff=1_799_680, bram36=967, uram=463,
         clock_mhz=300.0,
         io_memory="DDR",
@@ -97,6 +103,7 @@ BOARDS: dict[str, Board] = {
         name="vhk158",
         part="xcvh1582-vsva3697-2MP-e-S",
         platform="xilinx_vhk158_base_202320_1",
+        # DS957 (Versal HBM product table, VH1582): NOT verified here, see the module docstring
         dsp=7_392, lut=1_139_040, ff=2_278_080, bram36=2_541, uram=1_301,
         clock_mhz=300.0,
         io_memory="HBM[0]",
