@@ -274,7 +274,7 @@ def test_build_does_not_fit(tmp_path, monkeypatch):
     assert over == {"DSP"}
     # the message names the resource, the kernel that takes most of it and the knob
     (msg,) = r.fit.advice
-    assert msg.startswith("DSP: ") and "layer0_ssm takes 26 " in msg and "is not unrolled: quantize it" in msg
+    assert msg.startswith("DSP: ") and "; ssm takes 26 " in msg and "ssm is not unrolled: quantize it" in msg
     assert "<-- over" in r.fit.table() and "largest users" in r.fit.table() and msg in r.fit.table()
     assert "does not fit" in r.report()
 
