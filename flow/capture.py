@@ -69,6 +69,27 @@ class TopPort:
     role: str
     stacked: bool = False
     key: str | None = None
+    bits: int | None = None  # an integer port's width in the IR when narrower than dtype's
+
+    @property
+    def width(self) -> int:
+        """The element width in the IR, in bits."""
+        return self.bits or _DTYPE_BITS[self.dtype]
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        """The numpy storage of one element as the compiled code lays it out (LLVM stores
+        an iN in the next power-of-two number of bytes)."""
+        if self.dtype.is_floating_point or self.bits is None:
+            return np.dtype(torch.empty(0, dtype=self.dtype).numpy().dtype)
+        nbytes = 1
+        while nbytes * 8 < self.bits:
+            nbytes *= 2
+        return np.dtype({1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}[nbytes])
+
+
+_DTYPE_BITS = {torch.float32: 32, torch.float64: 64, torch.int64: 64, torch.int32: 32, torch.int16: 16,
+               torch.int8: 8, torch.uint8: 8, torch.bool: 1}
 
 
 @dataclass
@@ -85,10 +106,20 @@ class Design:
     # replay), and the depth of the FIFO tree buffer holding the live states (None: all T)
     replay_layers: tuple[int, ...] = ()
     fifo_depth: int | None = None
+    # an integer design (quant.flow): its scheme's name, the top's name when it is not
+    # the phase's (one layer: `decode_layer`), and the layers its stacked ports hold
+    quant: str | None = None
+    top_name: str | None = None
+    layers: tuple[int, ...] | None = None
 
     @property
     def top(self) -> str:
-        return self.phase
+        return self.top_name or self.phase
+
+    @property
+    def stacked_layers(self) -> tuple[int, ...]:
+        """The layers a stacked port holds, in order (all of the model's by default)."""
+        return self.layers if self.layers is not None else tuple(range(self.cfg.n_layer))
 
     @property
     def inputs(self) -> list[TopPort]:
@@ -102,27 +133,29 @@ class Design:
     def weight_names(self) -> list[str]:
         return [p.name for p in self.ports if p.role == "weight"]
 
-    def weights(self, model: torch.nn.Module) -> list[np.ndarray]:
+    def weights(self, model) -> list[np.ndarray]:
         """The model's weights as numpy arrays, in the top function's argument order
-        (stacked ports: every layer's tensor, stacked along a leading axis)."""
-        sd = model.state_dict()
+        (stacked ports: every layer's tensor, stacked along a leading axis). `model` is
+        a float Mamba (its state dict) or, for an integer design, a QuantizedMamba (its
+        integer `params`), stored as the port's `np_dtype`."""
+        sd = model.params if self.quant else model.state_dict()
         out = []
         for p in self.ports:
             if p.role != "weight":
                 continue
-            keys = [p.key.format(i=i) for i in range(self.cfg.n_layer)] if p.stacked else [p.key]
+            keys = [p.key.format(i=i) for i in self.stacked_layers] if p.stacked else [p.key]
             parts = []
             for key in keys:
                 t = _weight(sd, key)
                 if t is None:
-                    raise MambaflowError(f"design '{self.phase}' needs weight '{key}' (port {p.name}), "
+                    raise MambaflowError(f"design '{self.top}' needs weight '{key}' (port {p.name}), "
                                          "which the model lacks")
-                parts.append(t.detach().to(torch.float32))
+                parts.append(t.detach() if self.quant else t.detach().to(torch.float32))
             t = torch.stack(parts) if p.stacked else parts[0]
             if tuple(t.shape) != p.shape:
                 raise MambaflowError(f"weight '{p.key}' has shape {tuple(t.shape)}, the design expects {p.shape} "
                                      f"(port {p.name})")
-            out.append(t.contiguous().numpy())
+            out.append(np.ascontiguousarray(t.numpy().astype(p.np_dtype, copy=False)))
         return out
 
     def __str__(self) -> str:
@@ -364,7 +397,7 @@ def _const_table(fn: func.FuncOp, name: str, values: np.ndarray) -> ir.Value:
     return memref.get_global(gtype, name)
 
 
-def _copy_nest(src: ir.Value, dst: ir.Value, lead: ir.Value | None, name: str) -> None:
+def copy_nest(src: ir.Value, dst: ir.Value, lead: ir.Value | None, name: str) -> None:
     """dst[lead, ...] = src[...] (dst[...] without `lead`) as an affine nest whose loops
     are named `name`, `name`_1, ... (a copy the top makes between kernels)."""
     shape = ir.MemRefType(src.type).shape
@@ -501,16 +534,16 @@ def _build_top(module, cfg, phase, T, layer, outer, replay=()) -> list[TopPort]:
                 if tree and kern.kind == "in_proj":
                     # the conv inputs leave the design: speculative decoding rebuilds the
                     # accepted node's conv state from them
-                    _copy_nest(env["x"], arg["conv_in"], li, "conv_in")
+                    copy_nest(env["x"], arg["conv_in"], li, "conv_in")
             for a in acts:  # a replaying layer's SSM inputs leave the design
                 if len(replay) == L:
-                    _copy_nest(env[a], arg[a], li, f"keep_{a}")
+                    copy_nest(env[a], arg[a], li, f"keep_{a}")
                 else:
                     keep = scf.IfOp(is_replay, [], has_else=False)
                     with ir.InsertionPoint(keep.then_block):
-                        _copy_nest(env[a], arg[a], li, f"keep_{a}")
+                        copy_nest(env[a], arg[a], li, f"keep_{a}")
                         scf.yield_([])
-            _copy_nest(env["resid_out"], resid, None, "resid")  # the next layer's input
+            copy_nest(env["resid_out"], resid, None, "resid")  # the next layer's input
             affine.AffineYieldOp([])
         call(norm_f, "norm_f", None, {"xn": env["xn_f"]})
         head_args = [env["xn_f"], arg["embed_w"], arg["logits"]]

@@ -2,118 +2,69 @@
 
 `capture_quantized(qm, scope)` captures the integer kernels of `integer_ref` (the very
 functions the reference runs) with the flow's `capture_function` - torch-mlir, linalg,
-bufferization, named affine loop nests - once per kernel kind, clones them per layer and
-builds a top function that calls them in order, like `flow.capture` does for the float
-design. Ports keep their integer widths (i8 weights, activations and states, i16
-nonlinearity inputs, i32 residual stream and tables, i64 where the arithmetic needs it);
-`narrow_ports` then gives 4-bit weight ports (and other ports whose values provably fit)
-their exact width in the IR (`i4` becomes `ap_int<4>` in the HLS C++), and
-`narrow_arith` runs MLIR's integer range analysis to narrow the arithmetic inside the
-kernels (a third of the i64 ops become i8/i16/i32 on the tiny designs).
+bufferization, named affine loop nests - once per kernel kind, made layer-generic like
+the float kernels (parameters and states stacked by layer, the layer index an
+argument), and builds a top that loops over the layers: the same `Design` as
+`flow.capture`'s, marked `quant`. Ports keep their integer widths (i8 weights,
+activations and states, i16 nonlinearity inputs, i32 residual stream and tables, i64
+where the arithmetic needs it); `narrow_ports` then gives 4-bit weight ports (and other
+ports whose values provably fit) their exact width in the IR (`TopPort.bits`; `i4`
+becomes `ap_int<4>` in the HLS C++), and `narrow_arith` runs MLIR's integer range
+analysis to narrow the arithmetic inside the kernels.
 
-scope: "layer" (one layer: resid, states -> resid_out, states; the layer's parameters
-are ports) or "model" (tokens -> logits, all layers).
+scope: "model" (tokens -> logits, all layers) or "layer" (one layer: resid, states ->
+resid_out, states).
 
-`QDesign.run_llvm(...)` compiles the top with the llvm target and runs it on numpy
-arrays; `QDesign.emit_hls()` emits Vitis HLS C++ (the HLS emitter of
-`mambaflow.targets.hls`), `QDesign.run_csim(...)` compiles that C++ with g++ and the
-project's header shims and runs it on the same arrays.
+`run_llvm(design, values)` compiles the top with the llvm target and runs it on numpy
+arrays; `run_csim(design, values)` emits Vitis HLS C++ (`targets.hls.emit_design`),
+compiles it with g++ and the project's header shims and runs it on the same arrays.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
+import dataclasses
 import subprocess
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch_mlir import ir
-from torch_mlir.dialects import func, memref
+from torch_mlir.dialects import affine, func, memref
 
 from mambaflow.errors import MambaflowError
+from mambaflow.flow.capture import Design, TopPort
 
-from .integer_ref import QKernel, layer_kernels, model_kernels, run_kernel
+from .integer_ref import QKernel, run_kernel
 from .ptq import QState, QuantizedMamba
 
 _EL_BITS = {torch.int8: 8, torch.uint8: 8, torch.int16: 16, torch.int32: 32, torch.int64: 64, torch.bool: 1}
-_NP = {torch.int8: np.int8, torch.uint8: np.uint8, torch.int16: np.int16, torch.int32: np.int32,
-       torch.int64: np.int64}
+_STATES = ("conv_state", "ssm_state", "conv_state_out", "ssm_state_out")
 
 
-@dataclass(frozen=True)
-class QPort:
-    name: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    role: str          # input | state | weight | output
-    bits: int          # width in the IR (after narrowing)
+def run_llvm(design: Design, values: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Run an integer design's top on the CPU (llvm JIT): `values` maps every non-output
+    port name to a tensor; returns every output port as a numpy array."""
+    from mambaflow.targets.llvm.jit import JitFunction
 
-    @property
-    def np_dtype(self):
-        """The numpy storage of one element as the compiled code lays it out (LLVM stores
-        an iN in the next power-of-two number of bytes)."""
-        if self.dtype == torch.uint8:
-            return np.uint8
-        return {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}[_store_bytes(self.bits)]
+    jit = JitFunction(design.module, design.top)
+    args = [np.ascontiguousarray(_np(values[p.name], p)) for p in design.inputs]
+    outs = [np.zeros(p.shape, dtype=p.np_dtype) for p in design.outputs]
+    jit(*args, *outs)
+    return {p.name: o for p, o in zip(design.outputs, outs)}
 
 
-def _store_bytes(bits: int) -> int:
-    b = 1
-    while b * 8 < bits:
-        b *= 2
-    return b
+def run_csim(design: Design, values: dict[str, torch.Tensor], workdir: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Emit the design's HLS C++ (`targets.hls.emit_design`), compile it with g++ and the
+    project's ap_int/ap_fixed shims plus a testbench that reads every input port and
+    writes every output port, run it, and return the outputs."""
+    from mambaflow.targets.hls import emit_design
+
+    return csim(emit_design(design), design, values, workdir)
 
 
-@dataclass
-class QDesign:
-    module: ir.Module
-    top: str
-    ports: list[QPort]
-    kernels: list[str] = field(default_factory=list)
-    _jit: object = None
-
-    def __str__(self):
-        return str(self.module)
-
-    @property
-    def inputs(self) -> list[QPort]:
-        return [p for p in self.ports if p.role != "output"]
-
-    @property
-    def outputs(self) -> list[QPort]:
-        return [p for p in self.ports if p.role == "output"]
-
-    def run_llvm(self, values: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        """Run the top on the CPU: `values` maps every non-output port name to a tensor."""
-        from mambaflow.targets.llvm.jit import JitFunction
-
-        if self._jit is None:
-            self._jit = JitFunction(self.module, self.top)
-        args = [np.ascontiguousarray(_np(values[p.name], p)) for p in self.inputs]
-        outs = [np.zeros(p.shape, dtype=p.np_dtype) for p in self.outputs]
-        self._jit(*args, *outs)
-        return {p.name: o for p, o in zip(self.outputs, outs)}
-
-    def emit_hls(self):
-        from mambaflow.targets.hls.emitter import emit_module
-
-        return emit_module(self.module, self.top, port_info=[(p.name, p.role) for p in self.ports],
-                           title=f"integer {self.top}")
-
-    def run_csim(self, values: dict[str, torch.Tensor], workdir: str | Path | None = None) -> dict[str, np.ndarray]:
-        """Emit HLS C++, compile it with g++ and the project's ap_int/ap_fixed shims plus a
-        generated testbench that reads every input port from a binary file and writes every
-        output port, run it, and return the outputs."""
-        code = self.emit_hls()
-        return csim(code, self, values, workdir)
-
-
-def _np(t, p: QPort) -> np.ndarray:
+def _np(t, p: TopPort) -> np.ndarray:
     a = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
     if tuple(a.shape) != p.shape:
         raise MambaflowError(f"port '{p.name}': got shape {tuple(a.shape)}, the design expects {p.shape}")
@@ -125,8 +76,18 @@ def _mlir_type(shape, dtype, bits=None) -> ir.MemRefType:
     return ir.MemRefType.get(list(shape), ir.IntegerType.get_signless(w))
 
 
-def _capture_kernel(k: QKernel, args: list[torch.Tensor], ctx) -> ir.Operation:
-    from mambaflow.flow.capture import _finish
+def _is_stacked(qm: QuantizedMamba, name: str, layer: int) -> bool:
+    """A layer kernel's argument is stacked by layer: its states and per-layer params."""
+    if name.startswith("p:"):
+        return f"layers.{layer}.{name[2:]}" in qm.params
+    return name in _STATES
+
+
+def _capture_kernel(k: QKernel, args: list[torch.Tensor], ctx, stack: list[bool] | None, n_layer: int):
+    """One integer kernel as a named affine func; a layer kernel (`stack` given: which
+    arguments are stacked) made layer-generic like the float ones (`identity`)."""
+    from mambaflow.flow.capture import _finish, _fold_views
+    from mambaflow.flow.identity import LAYER_ARG, set_identity, stack_by_layer
     from mambaflow.flow.lowering import capture_function
     from mambaflow.flow.mlir import funcs
     from mambaflow.flow.naming import name_loops
@@ -136,15 +97,22 @@ def _capture_kernel(k: QKernel, args: list[torch.Tensor], ctx) -> ir.Operation:
         mod = capture_function(k.fn, args, k.kind, ctx)
     _finish(mod, k.kind)
     fn = funcs(mod)[k.kind]
+    names = [n[2:] if n.startswith("p:") else n for n in k.inputs] + list(k.outputs)
+    roles = ["weight" if n.startswith("p:") else "state" if n in _STATES else "activation"
+             for n in (*k.inputs, *k.outputs)]
+    stacked = list(stack) if stack is not None else [False] * len(names)
+    with ctx:
+        if stack is not None:
+            stack_by_layer(fn, [i for i, s in enumerate(stacked) if s], n_layer)
+            names.append(LAYER_ARG)
+            roles.append("layer")
+            stacked.append(False)
+    if stack is not None:
+        _fold_views(mod, k.kind)
     with ctx:
         name_loops(fn)
         _prefix_globals(mod, fn, k.kind)
-        # readable argument names for the HLS C++ (the emitter reads `mf.name`)
-        names = [n[2:] if n.startswith("p:") else n for n in k.inputs] + list(k.outputs)
-        n_args = len(ir.FunctionType(ir.TypeAttr(fn.attributes["function_type"]).value).inputs)
-        if len(names) == n_args:
-            fn.attributes["arg_attrs"] = ir.ArrayAttr.get(
-                [ir.DictAttr.get({"mf.name": ir.StringAttr.get(n)}) for n in names])
+        set_identity(fn, k.kind, names, roles, stacked)
     return mod, fn
 
 
@@ -183,73 +151,66 @@ def example_env(qm: QuantizedMamba, batch: int = 1, seed: int = 0):
     return toks[3], st
 
 
-def capture_quantized(qm: QuantizedMamba, scope: str = "layer", layer: int = 0, batch: int = 1,
-                      narrow: bool = True) -> QDesign:
-    """Capture the integer decode step of `qm` as a `QDesign` (see the module docstring).
+def capture_quantized(qm: QuantizedMamba, scope: str = "model", layer: int = 0, batch: int = 1,
+                      narrow: bool = True) -> Design:
+    """Capture the integer decode step of `qm` as a `Design` (see the module docstring):
+    one function per kernel kind, the top looping over the layers with the integer
+    parameters and states stacked by layer, as `flow.capture` does for the float design.
 
-    scope "layer": top `decode_layer(resid, layer<i>.conv_state, layer<i>.ssm_state,
-    params..., resid_out, layer<i>.conv_state_out, layer<i>.ssm_state_out)`; scope "model":
-    top `decode(tokens, states..., params..., logits, states_out...)`. Kernels are named
-    `layer<i>_<kind>` (norm, in_proj, conv, x_proj | gated_norm, ssm, out_proj; embed,
-    norm_f, lm_head) with named loops, so `mambaflow.schedules.customize(design.module)`
-    addresses them like the float design. `narrow` narrows weight ports and arithmetic."""
+    scope "model": top `decode(tokens, conv_state, ssm_state, params..., logits,
+    conv_state_out, ssm_state_out)` over every layer; scope "layer": top
+    `decode_layer(resid, ..., resid_out, ...)` of layer `layer` alone (its stacked ports
+    hold that one layer). `narrow` narrows weight ports and arithmetic."""
     from mambaflow.flow.mlir import new_context
 
     if scope not in ("layer", "model"):
         raise MambaflowError(f"capture_quantized: scope must be 'layer' or 'model', got {scope!r}")
     if not isinstance(qm, QuantizedMamba):
         raise MambaflowError("capture_quantized takes a QuantizedMamba (see mambaflow.quant.quantize)")
+    cfg = qm.config
+    if scope == "layer" and not 0 <= layer < cfg.n_layer:
+        raise MambaflowError(f"capture_quantized: layer {layer} out of range: the model has layers 0..{cfg.n_layer - 1}")
     tok, st = example_env(qm, batch)
     layers, (emb, norm_f, head) = qm.kernels()
+    held = tuple(range(cfg.n_layer)) if scope == "model" else (layer,)
+    first = held[0]
     # one reference step, recording every kernel's arguments (the capture's examples)
     examples: dict[str, list] = {}
     env = {"tokens": tok.to(torch.int64)}
     run_kernel(emb, env, qm.params, "")
-    n_layers = range(qm.config.n_layer) if scope == "model" else [layer]
-    for i in range(qm.config.n_layer):
+    for i in range(cfg.n_layer):
         env["conv_state"], env["ssm_state"] = st.conv[i], st.ssm[i]
         for k in layers[i]:
-            if i == n_layers[0] and k.kind not in examples:
+            if i == first and k.kind not in examples:
                 examples[k.kind] = [_arg(n, env, qm.params, f"layers.{i}.") for n in k.inputs]
             run_kernel(k, env, qm.params, f"layers.{i}.")
         env["resid"] = env["resid_out"]
     ctx = new_context()
-    order = list(layers[0])
+    order = [(k, [_is_stacked(qm, n, first) for n in (*k.inputs, *k.outputs)]) for k in layers[first]]
     if scope == "model":
         examples["embed"] = [tok.to(torch.int64), qm.params["embed"]]
         examples["norm_f"] = [env["resid"], *[qm.params[n[2:]] for n in norm_f.inputs[1:]]]
         run_kernel(norm_f, env, qm.params, "")
         examples["lm_head"] = [env["xn"], *[qm.params[n[2:]] for n in head.inputs[1:]]]
-        order = [emb, *order, norm_f, head]
+        order = [(emb, None), *order, (norm_f, None), (head, None)]
     templates, keep = {}, []
-    for k in order:
-        mod, fn = _capture_kernel(k, examples[k.kind], ctx)
+    for k, stack in order:
+        mod, fn = _capture_kernel(k, examples[k.kind], ctx, stack, len(held))
         keep.append(mod)
         templates[k.kind] = fn
     with ctx, ir.Location.unknown():
         module = ir.Module.create()
-        names: list[str] = []
         for mod in keep:
             for g in _globals(mod):
                 g.clone(ir.InsertionPoint(module.body))
-
-        def place(kind, name):
-            fn = templates[kind].clone(ir.InsertionPoint(module.body))
-            fn.attributes["sym_name"] = ir.StringAttr.get(name)
-            names.append(name)
-
-        if scope == "model":
-            place("embed", "embed")
-        for i in n_layers:
-            for k in layers[i]:
-                place(k.kind, f"layer{i}_{k.kind}")
-        if scope == "model":
-            place("norm_f", "norm_f")
-            place("lm_head", "lm_head")
+        names = [k.kind for k, _ in order]
+        for name in names:
+            templates[name].clone(ir.InsertionPoint(module.body))
         top = "decode" if scope == "model" else "decode_layer"
-        ports = _build_top(module, qm, top, scope, list(n_layers), layers, (emb, norm_f, head), batch, st)
+        ports = _build_top(module, qm, top, scope, held, layers[first], (emb, norm_f, head), batch, st)
         module.operation.verify()
-    design = QDesign(module, top, ports, names)
+    design = Design(module=module, cfg=cfg, phase="decode", T=batch, ports=ports, kernels=names,
+                    quant=qm.qconfig.name, top_name=top, layers=held)
     if narrow:
         narrow_ports(design, qm)
         narrow_arith(design)
@@ -262,7 +223,7 @@ NARROW_ARITH = ("func.func(int-range-optimizations,"
                 "arith-int-range-narrowing{int-bitwidths-supported=8,16,32},canonicalize,cse)")
 
 
-def narrow_arith(design: QDesign) -> None:
+def narrow_arith(design: Design) -> None:
     """Narrow the integer arithmetic inside the kernels (i64 -> i32/i16/i8 where the value
     ranges allow it: MLIR's `arith-int-range-narrowing`, sound by construction)."""
     from mambaflow.flow.mlir import run_pipeline
@@ -277,94 +238,86 @@ def _arg(n, env, params, prefix):
     return env[n]
 
 
-def _param_key(qm, n: str, i: int | None) -> str:
-    key = n[2:]
-    if i is not None and f"layers.{i}.{key}" in qm.params:
-        return f"layers.{i}.{key}"
-    return key
+def _build_top(module, qm, top, scope, held, layer, outer, batch, st) -> list[TopPort]:
+    """The top: embed, the `layer` loop over the layer kernels (stacked parameters and
+    states indexed by the loop), final norm and head; activations in buffers allocated
+    once; the residual copied back for the next layer."""
+    from mambaflow.flow.capture import copy_nest
+    from mambaflow.flow.identity import TOP_ATTR, set_identity
+    from mambaflow.flow.mlir import funcs
+    from mambaflow.flow.naming import BAND_ATTR, LOOP_ATTR
 
-
-def _build_top(module, qm, top, scope, n_layers, layers, outer, batch, st) -> list[QPort]:
     emb, norm_f, head = outer
     cfg = qm.config
-    ports: list[QPort] = []
+    L = len(held)
+    ports: list[TopPort] = []
     if scope == "model":
-        ports.append(QPort("tokens", (batch,), torch.int64, "input", 64))
+        ports.append(TopPort("tokens", (batch,), torch.int64, "input"))
     else:
-        ports.append(QPort("resid", (batch, cfg.d_model), torch.int32, "input", 32))
+        ports.append(TopPort("resid", (batch, cfg.d_model), torch.int32, "input"))
     cs, ss = tuple(st.conv.shape[1:]), tuple(st.ssm.shape[1:])
-    cd, sd = st.conv.dtype, st.ssm.dtype
-    for i in n_layers:
-        ports.append(QPort(f"layer{i}.conv_state", cs, cd, "state", _EL_BITS[cd]))
-        ports.append(QPort(f"layer{i}.ssm_state", ss, sd, "state", _EL_BITS[sd]))
-    plan = ([(emb, None)] if scope == "model" else []) + [(k, i) for i in n_layers for k in layers[i]]
-    if scope == "model":
-        plan += [(norm_f, None), (head, None)]
+    ports += [TopPort("conv_state", (L, *cs), st.conv.dtype, "state", True),
+              TopPort("ssm_state", (L, *ss), st.ssm.dtype, "state", True)]
+    kernels = ([emb] if scope == "model" else []) + list(layer) + ([norm_f, head] if scope == "model" else [])
     seen = set()
-    for k, i in plan:
+    for k in kernels:
         for n in k.inputs:
-            if n.startswith("p:"):
-                key = _param_key(qm, n, i)
-                if key not in seen:
-                    seen.add(key)
-                    t = qm.params[key]
-                    ports.append(QPort(key, tuple(t.shape), t.dtype, "weight", _EL_BITS[t.dtype]))
+            if not n.startswith("p:") or n[2:] in seen:
+                continue
+            key = n[2:]
+            seen.add(key)
+            if k in layer and _is_stacked(qm, n, held[0]):
+                t = qm.params[f"layers.{held[0]}.{key}"]
+                ports.append(TopPort(key, (L, *t.shape), t.dtype, "weight", True, "layers.{i}." + key))
+            else:
+                t = qm.params[key]
+                ports.append(TopPort(key, tuple(t.shape), t.dtype, "weight", False, key))
     if scope == "model":
-        ports.append(QPort("logits", (batch, cfg.vocab_size), torch.int32, "output", 32))
+        ports.append(TopPort("logits", (batch, cfg.vocab_size), torch.int32, "output"))
     else:
-        ports.append(QPort("resid_out", (batch, cfg.d_model), torch.int32, "output", 32))
-    for i in n_layers:
-        ports.append(QPort(f"layer{i}.conv_state_out", cs, cd, "output", _EL_BITS[cd]))
-        ports.append(QPort(f"layer{i}.ssm_state_out", ss, sd, "output", _EL_BITS[sd]))
+        ports.append(TopPort("resid_out", (batch, cfg.d_model), torch.int32, "output"))
+    ports += [TopPort("conv_state_out", (L, *cs), st.conv.dtype, "output", True),
+              TopPort("ssm_state_out", (L, *ss), st.ssm.dtype, "output", True)]
 
     types = [_mlir_type(p.shape, p.dtype) for p in ports]
     fn = func.FuncOp(top, ir.FunctionType.get(types, []), ip=ir.InsertionPoint(module.body))
-    fn.attributes["mf.top"] = ir.UnitAttr.get()
+    fn.attributes[TOP_ATTR] = ir.UnitAttr.get()
     entry = fn.add_entry_block()
-    by_name = {p.name: v for p, v in zip(ports, entry.arguments)}
-    callee_types = {}
+    set_identity(fn.operation, None, [p.name for p in ports], [p.role for p in ports], [p.stacked for p in ports])
+    arg = {p.name: v for p, v in zip(ports, entry.arguments)}
+    fs = funcs(module)
     with ir.InsertionPoint(entry):
-        env: dict[str, ir.Value] = {}
+        # the ports the kernels read or write directly; every other activation gets a
+        # buffer once, before the layer loop (types from the callees)
         if scope == "model":
-            env["tokens"] = by_name["tokens"]
+            env: dict[str, ir.Value] = {"tokens": arg["tokens"], "logits": arg["logits"]}
         else:
-            env["resid"] = by_name["resid"]
-
-        def call(k: QKernel, name: str, i, outs: dict):
-            from mambaflow.flow.mlir import funcs
-            callee = funcs(module)[name]
-            ftype = ir.FunctionType(ir.TypeAttr(callee.attributes["function_type"]).value)
-            args = []
-            for n in k.inputs:
-                if n.startswith("p:"):
-                    args.append(by_name[_param_key(qm, n, i)])
-                elif n in ("conv_state", "ssm_state"):
-                    args.append(by_name[f"layer{i}.{n}"])
-                else:
-                    args.append(env[n])
-            res = []
+            env = {"resid": arg["resid"], "resid_out": arg["resid_out"]}
+        for k in kernels:
+            ftype = ir.FunctionType(ir.TypeAttr(fs[k.kind].attributes["function_type"]).value)
             for j, n in enumerate(k.outputs):
-                if n in outs:
-                    v = outs[n]
-                else:
-                    v = memref.alloc(ir.MemRefType(ftype.inputs[len(k.inputs) + j]), [], [])
-                res.append(v)
-                env[n] = v
-            func.CallOp([], ir.FlatSymbolRefAttr.get(name), args + res)
+                if n not in _STATES and n not in env:
+                    env[n] = memref.alloc(ir.MemRefType(ftype.inputs[len(k.inputs) + j]), [], [])
+
+        def call(k: QKernel, li=None):
+            args = [arg[n[2:]] if n.startswith("p:") else arg[n] if n in _STATES else env[n] for n in k.inputs]
+            args += [arg[n] if n in _STATES else env[n] for n in k.outputs]
+            func.CallOp([], ir.FlatSymbolRefAttr.get(k.kind), args + ([li] if li is not None else []))
 
         if scope == "model":
-            call(emb, "embed", None, {})
-        for i in n_layers:
-            outs = {"conv_state_out": by_name[f"layer{i}.conv_state_out"],
-                    "ssm_state_out": by_name[f"layer{i}.ssm_state_out"]}
-            if scope == "layer":
-                outs["resid_out"] = by_name["resid_out"]
-            for k in layers[i]:
-                call(k, f"layer{i}_{k.kind}", i, outs)
-            env["resid"] = env["resid_out"]
+            call(emb)
+        loop = affine.AffineForOp(0, L, 1)
+        loop.operation.attributes[LOOP_ATTR] = ir.StringAttr.get("layer")
+        loop.operation.attributes[BAND_ATTR] = ir.StringAttr.get("layer")
+        with ir.InsertionPoint(loop.body):
+            for k in layer:
+                call(k, loop.induction_variable)
+            if scope == "model":
+                copy_nest(env["resid_out"], env["resid"], None, "resid")  # the next layer's input
+            affine.AffineYieldOp([])
         if scope == "model":
-            call(norm_f, "norm_f", None, {})
-            call(head, "lm_head", None, {"logits": by_name["logits"]})
+            call(norm_f)
+            call(head)
         func.ReturnOp([])
     return ports
 
@@ -372,7 +325,7 @@ def _build_top(module, qm, top, scope, n_layers, layers, outer, batch, st) -> li
 # ----------------------------------------------------------------- narrowing
 
 
-def narrow_ports(design: QDesign, qm: QuantizedMamba) -> None:
+def narrow_ports(design: Design, qm: QuantizedMamba) -> None:
     """Give weight ports the narrowest signed width their values need (e.g. 4-bit weights
     stored as int8 become i4 in the IR), where every use is a load whose value is only
     sign-extended: the top's argument type, the callee's argument type and the load
@@ -383,11 +336,12 @@ def narrow_ports(design: QDesign, qm: QuantizedMamba) -> None:
     top = fs[design.top]
     new_ports = []
     changed = {}
+    values = dict(zip(design.weight_names, design.weights(qm)))  # a stacked port: every layer's
     for idx, p in enumerate(design.ports):
         if p.role != "weight" or p.dtype not in (torch.int8, torch.int16, torch.int32):
             new_ports.append(p)
             continue
-        t = qm.params[p.name]
+        t = torch.from_numpy(values[p.name]).to(torch.int64)
         m = int(t.abs().max()) if t.numel() else 0
         lo, hi = int(t.min()), int(t.max())
         w = max(2, max(lo.bit_length() if lo < 0 else 0, (-lo - 1).bit_length() if lo < 0 else 0,
@@ -397,7 +351,7 @@ def narrow_ports(design: QDesign, qm: QuantizedMamba) -> None:
             new_ports.append(p)
             continue
         changed[idx] = w
-        new_ports.append(QPort(p.name, p.shape, p.dtype, p.role, w))
+        new_ports.append(dataclasses.replace(p, bits=w))
     if not changed:
         return
     # which callee args each top arg feeds
@@ -473,19 +427,21 @@ def _set_func_types(fn, ins):
 # ----------------------------------------------------------------- values & csim
 
 
-def layer_values(qm: QuantizedMamba, design: QDesign, tok, st: QState, layer: int = 0,
+def layer_values(qm: QuantizedMamba, design: Design, tok, st: QState,
                  resid: torch.Tensor | None = None) -> tuple[dict, dict]:
-    """(inputs, reference outputs) of a design for one step: runs the integer reference."""
+    """(inputs, reference outputs) of a design for one step, from the integer reference:
+    the stacked ports hold the design's layers (`Design.stacked_layers`)."""
+    held = list(design.stacked_layers)
     vals: dict[str, torch.Tensor] = {}
     ref: dict[str, torch.Tensor] = {}
+    vals["conv_state"], vals["ssm_state"] = st.conv[held], st.ssm[held]
     if design.top == "decode":
         vals["tokens"] = tok.to(torch.int64)
         logits, st2 = qm.decode(tok, st)
         ref["logits"] = logits
-        for i in range(qm.config.n_layer):
-            vals[f"layer{i}.conv_state"], vals[f"layer{i}.ssm_state"] = st.conv[i], st.ssm[i]
-            ref[f"layer{i}.conv_state_out"], ref[f"layer{i}.ssm_state_out"] = st2.conv[i], st2.ssm[i]
+        ref["conv_state_out"], ref["ssm_state_out"] = st2.conv, st2.ssm
     else:
+        (layer,) = held
         env = {"tokens": tok.to(torch.int64)}
         layers, (emb, _, _) = qm.kernels()
         run_kernel(emb, env, qm.params, "")
@@ -498,15 +454,11 @@ def layer_values(qm: QuantizedMamba, design: QDesign, tok, st: QState, layer: in
             env["resid"] = resid
         vals["resid"] = env["resid"]
         env["conv_state"], env["ssm_state"] = st.conv[layer], st.ssm[layer]
-        vals[f"layer{layer}.conv_state"], vals[f"layer{layer}.ssm_state"] = st.conv[layer], st.ssm[layer]
         for k in layers[layer]:
             run_kernel(k, env, qm.params, f"layers.{layer}.")
         ref["resid_out"] = env["resid_out"]
-        ref[f"layer{layer}.conv_state_out"] = env["conv_state_out"]
-        ref[f"layer{layer}.ssm_state_out"] = env["ssm_state_out"]
-    for p in design.ports:
-        if p.role == "weight":
-            vals[p.name] = qm.params[p.name]
+        ref["conv_state_out"], ref["ssm_state_out"] = env["conv_state_out"][None], env["ssm_state_out"][None]
+    vals.update((n, torch.from_numpy(w)) for n, w in zip(design.weight_names, design.weights(qm)))
     return vals, ref
 
 
@@ -535,7 +487,7 @@ int main() {{
 """
 
 
-def csim(code, design: QDesign, values: dict, workdir=None) -> dict[str, np.ndarray]:
+def csim(code, design: Design, values: dict, workdir=None) -> dict[str, np.ndarray]:
     """Write the emitted C++ and a testbench, build them with the HLS target's csim
     compiler step (g++ -Wall -Werror with the project's ap_int / ap_fixed shims, or the
     Vitis headers when installed), run, and return the output ports.
@@ -559,7 +511,7 @@ def csim(code, design: QDesign, values: dict, workdir=None) -> dict[str, np.ndar
         decls.append(f"static {hp.elem} {var}{dims};")
         flat = f"(({hp.elem}*){var})"
         st = {np.int8: "int8_t", np.uint8: "uint8_t", np.int16: "int16_t", np.int32: "int32_t",
-              np.int64: "int64_t"}[dp.np_dtype]
+              np.int64: "int64_t"}[dp.np_dtype.type]
         if dp.role != "output":
             f = d / f"in_{hp.name}.bin"
             _np(values[dp.name], dp).tofile(f)

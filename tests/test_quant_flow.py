@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from mambaflow.models import MambaConfig, build_model, get_config
-from mambaflow.quant.flow import capture_quantized, example_env, layer_values
+from mambaflow.flow.identity import kernel_kind
+from mambaflow.flow.mlir import funcs
+from mambaflow.quant.flow import capture_quantized, example_env, layer_values, run_csim, run_llvm
+from mambaflow.targets.hls import emit_design
 from mambaflow.quant.ptq import quantize
 from mambaflow.quant.schemes import W4A4, W8A8
 
@@ -47,52 +50,55 @@ def test_integer_layer_reference_llvm_csim_bit_exact(name, qc, tmp_path):
     assert d.top == "decode_layer"
     text = str(d.module)
     assert "f32" not in text and "f64" not in text, "the integer design has a float type"
-    bits = {p.name: p.bits for p in d.ports}
-    assert bits["layers.1.in_proj.w"] == (4 if qc is W4A4 else 8)
+    bits = {p.name: p.width for p in d.ports}
+    assert bits["in_proj.w"] == (4 if qc is W4A4 else 8)
+    # one function per kernel kind, stacked ports holding the one layer of this scope
+    assert d.quant == qc.name and d.stacked_layers == (1,)
+    assert {k: kernel_kind(funcs(d.module)[k]) for k in d.kernels} == {k: k for k in d.kernels}
+    assert next(p for p in d.ports if p.name == "in_proj.w").shape[0] == 1
     assert "memref<1x32xi32>" in text or "memref<1x64xi32>" in text  # resid stays i32
 
     tok, st = example_env(qm)
     # two steps from different states: a few tokens in, then one step further
-    vals, ref = layer_values(qm, d, tok, st, layer=1)
+    vals, ref = layer_values(qm, d, tok, st)
     _nontrivial(ref)
-    _same(d.run_llvm(vals), ref)
+    _same(run_llvm(d, vals), ref)
     _, st2 = qm.decode(tok, st)
-    vals2, ref2 = layer_values(qm, d, (tok + 7) % 64, st2, layer=1)
-    _same(d.run_llvm(vals2), ref2)
+    vals2, ref2 = layer_values(qm, d, (tok + 7) % 64, st2)
+    _same(run_llvm(d, vals2), ref2)
 
     # the comparison catches a changed weight row (one output channel differs)
     bad = dict(vals)
-    w = vals["layers.1.out_proj.w"].clone()
+    w = vals["out_proj.w"].clone()
     j = int((ref["resid_out"].to(torch.int64) - vals["resid"].to(torch.int64)).abs().argmax())
-    w[j] = -w[j]
-    bad["layers.1.out_proj.w"] = w
-    got = d.run_llvm(bad)["resid_out"]
+    w[0, j] = -w[0, j]
+    bad["out_proj.w"] = w
+    got = run_llvm(d, bad)["resid_out"]
     want = ref["resid_out"].numpy()
     assert got[0, j] != want[0, j] and np.array_equal(np.delete(got, j, 1), np.delete(want, j, 1))
 
     if not HAVE_GXX:
         pytest.skip("g++ is not on PATH: HLS csim not run")
-    code = d.emit_hls()
+    code = emit_design(d)
     if qc is W4A4:
         assert "ap_int<4>" in code.source  # the 4-bit weight ports
-    _same(d.run_csim(vals, tmp_path / "csim"), ref)
+    _same(run_csim(d, vals, tmp_path / "csim"), ref)
 
     if name == "tiny-mamba2" and qc is W4A4:
         # the integer design takes the schedule language like the float one: pipelining,
         # unrolling and splitting the MAC loops keeps llvm and csim equal to the reference
         from mambaflow.schedules import customize
 
-        s = customize(d.module)
-        assert "S_i_j_k" in s.get_loops("layer1_in_proj")
-        s.pipeline("layer1_in_proj:S_i_j_k.j", ii=1)
-        s.unroll("layer1_in_proj:S_i_j_k.k", 0)
-        jo, ji = s.split("layer1_out_proj:S_i_j_k.j", 2)
+        s = customize(d)
+        assert s.kind("in_proj") == "in_proj" and "S_i_j_k" in s.get_loops("in_proj")
+        s.pipeline("in_proj:S_i_j_k.j", ii=1)
+        s.unroll("in_proj:S_i_j_k.k", 0)
+        jo, ji = s.split("out_proj:S_i_j_k.j", 2)
         s.pipeline(ji, ii=1)
-        d._jit = None  # the IR changed: compile again
-        _same(d.run_llvm(vals2), ref2)
-        code = d.emit_hls()
-        assert "pipeline II=1" in code.pragmas["layer1_in_proj"] and "unroll" in code.pragmas["layer1_in_proj"]
-        _same(d.run_csim(vals2, tmp_path / "csim_scheduled"), ref2)
+        _same(run_llvm(d, vals2), ref2)
+        code = emit_design(d)
+        assert "pipeline II=1" in code.pragmas["in_proj"] and "unroll" in code.pragmas["in_proj"]
+        _same(run_csim(d, vals2, tmp_path / "csim_scheduled"), ref2)
 
 
 def test_integer_decode_model_llvm_csim_bit_exact(tmp_path):
@@ -109,14 +115,16 @@ def test_integer_decode_model_llvm_csim_bit_exact(tmp_path):
     tok, st = example_env(qm)
     vals, ref = layer_values(qm, d, tok, st)
     _nontrivial({"logits": ref["logits"]})
-    out = d.run_llvm(vals)
+    out = run_llvm(d, vals)
     _same(out, ref)
+    # the layer engine: one function per kind, the top's layer loop over both layers
+    assert d.kernels == ["embed", "norm", "in_proj", "conv", "x_proj", "ssm", "out_proj", "norm_f", "lm_head"]
+    assert next(p for p in d.ports if p.name == "in_proj.w").shape[0] == 2
     # feed the llvm states back for a second step
-    st2 = type(st)(torch.stack([torch.from_numpy(out[f"layer{i}.conv_state_out"]) for i in range(2)]),
-                   torch.stack([torch.from_numpy(out[f"layer{i}.ssm_state_out"]) for i in range(2)]))
+    st2 = type(st)(torch.from_numpy(out["conv_state_out"]), torch.from_numpy(out["ssm_state_out"]))
     vals2, ref2 = layer_values(qm, d, (tok + 1) % 64, st2)
-    _same(d.run_llvm(vals2), ref2)
+    _same(run_llvm(d, vals2), ref2)
     if not HAVE_GXX:
         pytest.skip("g++ is not on PATH: HLS csim not run")
-    _same(d.run_csim(vals2, tmp_path / "csim"), ref2)
+    _same(run_csim(d, vals2, tmp_path / "csim"), ref2)
 
