@@ -220,8 +220,8 @@ def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress:
     if replay and fifo_depth is None:
         fifo_depth = T
     opts = dict(replay_layers=replay, fifo_depth=fifo_depth)
-    key = _cache_inputs(cfg, phase, T, (replay, fifo_depth) if (replay or fifo_depth) else ())
-    if cache and (hit := _load_cached(key, cfg, phase, T, opts)) is not None:
+    cache_key = _cache_inputs(cfg, phase, T, (replay, fifo_depth) if (replay or fifo_depth) else ())
+    if cache and (hit := _load_cached(cache_key, cfg, phase, T, opts)) is not None:
         return hit
 
     ctx = new_context()
@@ -266,7 +266,7 @@ def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress:
             raise MambaflowError(f"internal error: captured {phase} module does not verify: {diags}") from None
     design = Design(module=module, cfg=cfg, phase=phase, T=T, ports=ports, kernels=names, **opts)
     if cache:
-        _store_cached(key, design)
+        _store_cached(cache_key, design)
     return design
 
 

@@ -431,3 +431,14 @@ def layer_pipeline(design, **kw):
 def accelerator(design, **kw):
     accelerator_schedule(design, **kw)
     return design
+
+
+#: The recipe registry: name -> function of a Design returning its Schedule (the log).
+#: `mambaflow build --schedule NAME` and the benchmarks look recipes up here.
+RECIPES = {
+    "cpu": cpu_schedule,
+    "linear_parallel": linear_parallel_schedule,
+    "ssm_serial": ssm_serial_schedule,
+    "layer_pipeline": layer_pipeline_schedule,
+    "accelerator": accelerator_schedule,
+}
