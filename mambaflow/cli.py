@@ -56,6 +56,8 @@ def _load_model(spec: str, seed: int):
 
 def _prompt_ids(args, name: str, codec, vocab: int) -> list[int]:
     """The prompt as token ids: through the model's codec, or given as ids."""
+    from .models.config import PRESETS
+
     if codec is not None:
         ids = codec.encode(args.prompt if args.prompt is not None else DEFAULT_PROMPT)
         if not ids:
@@ -71,7 +73,8 @@ def _prompt_ids(args, name: str, codec, vocab: int) -> list[int]:
                              "or add the model's tokenizer.json to its folder") from None
         if not ids or not all(0 <= i < vocab for i in ids):
             raise UsageError(f"--prompt token ids must be in [0, {vocab}) and at least one, got {args.prompt!r}")
-    print(f"model {name} has no tokenizer (no tokenizer.json): running on token ids, prompt {ids}")
+    why = "a preset with random weights" if name in PRESETS else "no tokenizer.json"
+    print(f"model {name} has no tokenizer ({why}): running on token ids, prompt {ids}")
     return ids
 
 
@@ -85,7 +88,8 @@ def cmd_run(args) -> int:
         given = [f for f, v in (("--tree", args.tree), ("--draft", args.draft), ("--backtrack", args.backtrack))
                  if v is not None]
         if given:
-            raise UsageError(f"{', '.join(given)} only apply with --speculative: add --speculative or drop them")
+            raise UsageError(f"{', '.join(given)} {'only applies' if len(given) == 1 else 'only apply'} with "
+                             "--speculative: add --speculative or drop it")
     torch.set_num_threads(args.threads)
     name = args.model or _default_model_name()
     model, codec = _load_model(name, args.seed)
