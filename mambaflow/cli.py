@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -221,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(msg: str) -> str:
+    """A message listing several problems on lines of its own, as one line."""
+    msg = re.sub(r":\s*\n\s*", ": ", msg.strip())
+    return re.sub(r"\s*\n\s*", "; ", msg)
+
+
 def _guarded(cmd: str, fn) -> int:
     """Run `fn()`, turning every failure into one line on stderr and an exit code."""
     try:
@@ -229,7 +236,7 @@ def _guarded(cmd: str, fn) -> int:
         print(f"mambaflow {cmd}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MambaflowError as e:
-        print(f"mambaflow {cmd}: error: {e}", file=sys.stderr)
+        print(f"mambaflow {cmd}: error: {_one_line(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except SystemExit:
         raise
