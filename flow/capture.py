@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -22,6 +20,7 @@ from torch_mlir import ir
 from torch_mlir.dialects import affine, arith, func, memref, scf
 from tqdm import tqdm
 
+from .. import cache as disk_cache
 from ..errors import MambaflowError
 from ..models.config import MambaConfig
 from . import kernels as K
@@ -241,46 +240,41 @@ def _chain_windows(T: int, k: int) -> np.ndarray:
     return np.arange(T)[:, None] + np.arange(k)[None, :]
 
 
-def _cache_path(cfg: MambaConfig, phase: str, T: int, opts: tuple = ()) -> Path:
-    """Where a capture is cached: keyed by the config, the phase, T and everything that
+def _cache_inputs(cfg: MambaConfig, phase: str, T: int, opts: tuple = ()) -> dict:
+    """The inputs of a capture's cache key: the config, the phase, T and everything that
     shapes the IR (this package's flow sources and the torch / torch-mlir versions)."""
-    h = hashlib.sha256(repr((cfg, phase, T, *opts)).encode())
+    h = hashlib.sha256()
     for src in sorted(Path(__file__).parent.glob("*.py")):
         h.update(src.read_bytes())
-    for dist in ("torch", "torch-mlir"):
-        h.update(importlib.metadata.version(dist).encode())
-    from ..targets.llvm.jit import cache_dir
-
-    return cache_dir() / "designs" / f"{h.hexdigest()[:32]}.mlir"
+    return {"config": repr(cfg), "phase": phase, "T": T, "opts": repr(opts), "flow_sha256": h.hexdigest(),
+            **{dist: importlib.metadata.version(dist) for dist in ("torch", "torch-mlir")}}
 
 
-def _load_cached(path: Path, cfg: MambaConfig, phase: str, T: int, opts: dict) -> Design | None:
-    meta = path.with_suffix(".json")
-    if not (path.exists() and meta.exists()):
+def _load_cached(inputs: dict, cfg: MambaConfig, phase: str, T: int, opts: dict) -> Design | None:
+    """The cached design for `inputs`, or None; a damaged entry is deleted (and recaptured)."""
+    entry = disk_cache.lookup("capture", inputs, ("design.mlir",))
+    if entry is None:
         return None
     try:
-        info = json.loads(meta.read_text())
-        ports = [TopPort(n, tuple(s), getattr(torch, d), r, bool(st), k) for n, s, d, r, st, k in info["ports"]]
-        kernels = [str(k) for k in info["kernels"]]
-        ctx = new_context()
-        with ctx:
-            module = ir.Module.parse(path.read_text())
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, ir.MLIRError):
-        return None  # unreadable or malformed cache entries are recaptured
+        ports = [TopPort(str(n), tuple(int(d) for d in s), _DTYPES[d], str(r), bool(st), k)
+                 for n, s, d, r, st, k in entry.info["ports"]]
+        kernels = [str(k) for k in entry.info["kernels"]]
+        with new_context():
+            module = ir.Module.parse(entry.file("design.mlir").read_text())
+    except (OSError, ValueError, TypeError, KeyError, ir.MLIRError) as e:
+        disk_cache.discard(entry.path, f"its design does not read back ({type(e).__name__})")
+        return None
     return Design(module=module, cfg=cfg, phase=phase, T=T, ports=ports, kernels=kernels, **opts)
 
 
-def _store_cached(path: Path, design: Design) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ports = [[p.name, list(p.shape), str(p.dtype).removeprefix("torch."), p.role, p.stacked, p.key]
-                 for p in design.ports]
-        path.with_suffix(".json").write_text(json.dumps({"ports": ports, "kernels": design.kernels}))
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(str(design.module))
-        os.replace(tmp, path)  # the .mlir appears last: a reader never sees half an entry
-    except OSError:
-        pass  # the cache only saves time
+_DTYPES = {"float32": torch.float32, "int64": torch.int64}
+
+
+def _store_cached(inputs: dict, design: Design) -> None:
+    ports = [[p.name, list(p.shape), str(p.dtype).removeprefix("torch."), p.role, p.stacked, p.key]
+             for p in design.ports]
+    disk_cache.store("capture", inputs, {"design.mlir": str(design.module).encode()},
+                     {"ports": ports, "kernels": design.kernels})
 
 
 #: the function of the SSM kernel of a replaying verify layer (kind `ssm`, no state out)
@@ -324,8 +318,8 @@ def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress:
     if replay and fifo_depth is None:
         fifo_depth = T
     opts = dict(replay_layers=replay, fifo_depth=fifo_depth)
-    path = _cache_path(cfg, phase, T, (replay, fifo_depth) if (replay or fifo_depth) else ())
-    if cache and (hit := _load_cached(path, cfg, phase, T, opts)) is not None:
+    cache_key = _cache_inputs(cfg, phase, T, (replay, fifo_depth) if (replay or fifo_depth) else ())
+    if cache and (hit := _load_cached(cache_key, cfg, phase, T, opts)) is not None:
         return hit
 
     ctx = new_context()
@@ -363,7 +357,7 @@ def capture(model_or_cfg, phase: str = "decode", T: int | None = None, progress:
             raise MambaflowError(f"internal error: captured {phase} module does not verify: {diags}") from None
     design = Design(module=module, cfg=cfg, phase=phase, T=T, ports=ports, kernels=names, **opts)
     if cache:
-        _store_cached(path, design)
+        _store_cached(cache_key, design)
     return design
 
 

@@ -3,71 +3,80 @@
     mambaflow run      capture, lower and JIT a model; generate on llvm and on torch; check
     mambaflow build    one shot to a Versal project: HLS C++, csim, Vitis project, reports
     mambaflow train    train a byte-level Mamba on the CPython text corpus
+    mambaflow cache    show (info) or empty (clear) the cache of captures and compiled code
+
+Exit codes: 0 ok; 1 a check failed; 2 a usage or input error; 3 vendor tools missing
+(everything else was done); 4 an internal error (a bug); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import time
 
-from .errors import MambaflowError
+from .argtypes import OneLineParser as _Parser
+from .argtypes import finite_float as _finite_float
+from .argtypes import int_at_least as _int_at_least
+from .errors import EXIT_CHECK, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MambaflowError
 
 DEFAULT_PROMPT = "The Python language"
 
 
+class UsageError(MambaflowError):
+    """A flag or argument the command cannot use."""
+
+
 def _load_model(spec: str, seed: int):
-    """A shipped model name, a preset name (random weights, seeded) or a checkpoint dir."""
-    import torch
+    """A shipped model name, a preset name (random weights, seeded) or a checkpoint dir;
+    returns the model and its text codec (None: it runs on token ids)."""
     from pathlib import Path
 
-    from .models import build_model, load_checkpoint
-    from .models.config import PRESETS
+    import torch
 
-    try:
-        from .models import zoo
-    except ImportError:
-        zoo = None
-    if zoo is not None and spec in getattr(zoo, "SHIPPED", {}):
-        return zoo.load_shipped(spec), True
+    from .models import build_model, load_checkpoint, zoo
+    from .models.config import PRESETS
+    from .models.tokenizer import text_codec
+
+    if spec in zoo.SHIPPED:
+        model = zoo.load_shipped(spec)
+        return model, text_codec(None, model.config.vocab_size, shipped=True)
     if spec in PRESETS:
         torch.manual_seed(seed)
-        return build_model(PRESETS[spec]).eval(), False
+        return build_model(PRESETS[spec]).eval(), None
     if Path(spec).is_dir():
-        return load_checkpoint(spec).eval(), (Path(spec) / "config.json").exists()
-    known = list(getattr(zoo, "SHIPPED", {})) + list(PRESETS)
-    raise MambaflowError(
-        f"unknown model '{spec}': give a shipped model, a preset ({', '.join(known)}) "
-        "or a directory holding config.json and model.safetensors"
+        model = load_checkpoint(spec).eval()
+        return model, text_codec(spec, model.config.vocab_size)
+    raise UsageError(
+        f"unknown model '{spec}': give a shipped model ({', '.join(zoo.SHIPPED)}), a preset "
+        f"({', '.join(PRESETS)}) or a directory holding config.json and model.safetensors"
     )
 
 
-def _default_model_name() -> str:
-    try:
-        from .models import zoo
+def _prompt_ids(args, name: str, codec, vocab: int) -> list[int]:
+    """The prompt as token ids: through the model's codec, or given as ids."""
+    from .models.config import PRESETS
 
-        return zoo.DEFAULT_MODEL
-    except (ImportError, AttributeError):
-        return "tiny-mamba1"
-
-
-def _encode(text: str, vocab: int) -> list[int]:
-    try:
-        from .data import encode
-
-        ids = encode(text)
-    except ImportError:
-        ids = list(text.encode())
-    return [i % vocab for i in ids]
-
-
-def _decode(ids: list[int]) -> str:
-    try:
-        from .data import decode
-
-        return decode(ids)
-    except ImportError:
-        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+    if codec is not None:
+        ids = codec.encode(args.prompt if args.prompt is not None else DEFAULT_PROMPT)
+        if not ids:
+            raise UsageError("the prompt encodes to no tokens: give a non-empty --prompt")
+        return ids
+    if args.prompt is None:
+        ids = [0]
+    else:
+        try:
+            ids = [int(t) for t in args.prompt.replace(",", " ").split()]
+        except ValueError:
+            raise UsageError(f"model '{name}' has no tokenizer, so --prompt must be token ids such as '12 7 99'; "
+                             "or add the model's tokenizer.json to its folder") from None
+        if not ids or not all(0 <= i < vocab for i in ids):
+            raise UsageError(f"--prompt token ids must be in [0, {vocab}) and at least one, got {args.prompt!r}")
+    why = "a preset with random weights" if name in PRESETS else "no tokenizer.json"
+    print(f"model {name} has no tokenizer ({why}): running on token ids, prompt {ids}")
+    return ids
 
 
 def cmd_run(args) -> int:
@@ -76,26 +85,38 @@ def cmd_run(args) -> int:
     from .runtime.backends import LLVMBackend, TorchBackend
     from .runtime.generate import Sampling, generate
 
+    if not args.speculative:
+        given = [f for f, v in (("--tree", args.tree), ("--draft", args.draft), ("--backtrack", args.backtrack))
+                 if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} {'only applies' if len(given) == 1 else 'only apply'} with "
+                             "--speculative: add --speculative or drop it")
     torch.set_num_threads(args.threads)
     name = args.model or _default_model_name()
-    model, text_model = _load_model(name, args.seed)
+    model, codec = _load_model(name, args.seed)
     cfg = model.config
-    prompt = _encode(args.prompt, cfg.vocab_size)
+    print(f"model {name}: {cfg.arch}, d_model {cfg.d_model}, {cfg.n_layer} layers, vocab {cfg.vocab_size}"
+          + (f", tokenizer {codec.name}" if codec is not None else ""))
+    prompt = _prompt_ids(args, name, codec, cfg.vocab_size)
     sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                        vocab_limit=256 if text_model else None)
-    print(f"model {name}: {cfg.arch}, d_model {cfg.d_model}, {cfg.n_layer} layers, vocab {cfg.vocab_size}")
+                        vocab_limit=codec.vocab_limit if codec is not None else None)
+    show = codec.decode if codec is not None else (lambda ids: " ".join(map(str, ids)))
+    shown_prompt = args.prompt if args.prompt is not None else (DEFAULT_PROMPT if codec is not None else str(prompt))
     if args.speculative:  # draft + target: runtime.speculative prints and checks the run
+        from .models import zoo
         from .runtime.speculative import print_speculative_run
 
         if args.draft is None:
-            from .models import zoo
-
-            if name not in getattr(zoo, "PAIRS", {}):
-                raise MambaflowError(f"'{name}' has no shipped draft: give one with --draft")
+            if name not in zoo.PAIRS:
+                raise UsageError(f"'{name}' has no shipped draft: give one with --draft")
             args.draft = zoo.draft_for(name)
         draft, _ = _load_model(args.draft, args.seed + 1)
-        return print_speculative_run(model, draft, (name, args.draft), prompt, args.tokens, sampling, args.tree,
-                                     args.backtrack, args.prefill_chunk, _decode if text_model else None)
+        if draft.config.vocab_size != cfg.vocab_size:
+            raise UsageError(f"draft '{args.draft}' has vocabulary {draft.config.vocab_size}, the target "
+                             f"{cfg.vocab_size}: a draft must share its target's tokens")
+        return print_speculative_run(model, draft, (name, args.draft), prompt, args.tokens, sampling,
+                                     args.tree or "chain:7", args.backtrack or "hybrid", args.prefill_chunk,
+                                     codec.decode if codec is not None else None)
     t0 = time.perf_counter()
     llvm = LLVMBackend(model, prefill_chunk=args.prefill_chunk, progress=True)
     build_s = time.perf_counter() - t0
@@ -106,10 +127,9 @@ def cmd_run(args) -> int:
     a, b = runs["llvm"], runs["torch"]
     same = a.tokens == b.tokens
     err = max(float((x - y).abs().max()) for x, y in zip(a.logits, b.logits))
-    print(f"\nprompt: {args.prompt!r}")
+    print(f"\nprompt: {shown_prompt!r}")
     for nm, g in runs.items():
-        shown = _decode(g.tokens) if text_model else " ".join(map(str, g.tokens))
-        print(f"[{nm:5}] {shown!r}")
+        print(f"[{nm:5}] {show(g.tokens)!r}")
     print()
     print(f"{'backend':8} {'prefill s':>10} {'decode tok/s':>13}")
     for nm, g in runs.items():
@@ -118,8 +138,14 @@ def cmd_run(args) -> int:
     print(f"\ncheck: {mode} tokens identical: {same}; max |logit llvm - torch| = {err:.2e}")
     if not same:
         print("MISMATCH: the llvm design and PyTorch disagree", file=sys.stderr)
-        return 1
+        return EXIT_CHECK
     return 0
+
+
+def _default_model_name() -> str:
+    from .models import zoo
+
+    return zoo.DEFAULT_MODEL
 
 
 def cmd_build(args) -> int:
@@ -127,29 +153,40 @@ def cmd_build(args) -> int:
 
     name = args.model or _default_model_name()
     model, _ = _load_model(name, args.seed)
-    return build_main(model, args.board, args.schedule, args.mode, args.out, steps=args.steps)
+    return build_main(model, args.board, args.schedule, args.mode, args.out, steps=args.steps, force=args.force)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mambaflow", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd", required=True)
+def cmd_cache(args) -> int:
+    from . import cache
+
+    if args.action == "info":
+        print("\n".join(cache.info()))
+    else:
+        n, size = cache.clear()
+        print(f"cache: removed {n} entries ({size / 1e6:.1f} MB) from {cache.cache_dir()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mambaflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="generate with the llvm build of a model and check it against PyTorch")
     run.add_argument("--model", help="shipped model, preset name or checkpoint directory (default: the shipped Mamba1 target)")
-    run.add_argument("--prompt", default=DEFAULT_PROMPT)
-    run.add_argument("--tokens", type=int, default=48, help="tokens to generate")
-    run.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    run.add_argument("--top-k", type=int, default=0)
-    run.add_argument("--top-p", type=float, default=1.0)
+    run.add_argument("--prompt", default=None,
+                     help=f"text (default {DEFAULT_PROMPT!r}); token ids ('12 7 99') for a model without a tokenizer")
+    run.add_argument("--tokens", type=_int_at_least(1), default=48, help="tokens to generate")
+    run.add_argument("--temperature", type=_finite_float(0.0), default=0.0, help="0 = greedy")
+    run.add_argument("--top-k", type=_int_at_least(0), default=0, help="0 = off")
+    run.add_argument("--top-p", type=_finite_float(0.0, 1.0, low_open=True), default=1.0)
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--prefill-chunk", type=int, default=16, help="tokens per compiled prefill call")
-    run.add_argument("--threads", type=int, default=1, help="torch threads (the llvm build is single-threaded)")
+    run.add_argument("--prefill-chunk", type=_int_at_least(1), default=16, help="tokens per compiled prefill call")
+    run.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads (the llvm build is single-threaded)")
     run.add_argument("--speculative", action="store_true",
                      help="speculative decoding: a draft proposes a token tree, the target verifies it in one pass")
-    run.add_argument("--draft", help="draft model (default: the shipped draft of the shipped target)")
-    run.add_argument("--tree", default="chain:7", help="draft tree: chain:K, widths per depth (4,2,1,1) or dynNwW")
-    run.add_argument("--backtrack", default="hybrid", choices=["checkpoint", "replay", "hybrid"],
-                     help="how states return to the accepted node")
+    run.add_argument("--draft", help="with --speculative: draft model (default: the shipped draft of the shipped target)")
+    run.add_argument("--tree", help="with --speculative: draft tree: chain:K, widths per depth (4,2,1,1) or dynNwW (default chain:7)")
+    run.add_argument("--backtrack", choices=["checkpoint", "replay", "hybrid"],
+                     help="with --speculative: how states return to the accepted node (default hybrid)")
     run.set_defaults(fn=cmd_run)
 
     from .schedules.registry import describe
@@ -165,28 +202,63 @@ def main(argv: list[str] | None = None) -> int:
                        help="a recipe name (listed below), a FILE.py defining schedule(s), or a saved schedule .json "
                             "(as the build writes to OUT/schedule.json)")
     build.add_argument("--mode", choices=MODES, default="csim")
-    build.add_argument("--out", default="build", help="project directory")
-    build.add_argument("--steps", type=int, default=2, help="decode steps the testbench checks")
+    build.add_argument("--out", default="build", help="project directory: new, empty, or made by an earlier build")
+    build.add_argument("--force", action="store_true", help="empty --out first even if mambaflow did not make it")
+    build.add_argument("--steps", type=_int_at_least(1), default=2, help="decode steps the testbench checks")
     build.add_argument("--seed", type=int, default=0)
     build.set_defaults(fn=cmd_build)
 
+    cache = sub.add_parser("cache", help="show or clear the cache of captures and compiled code ($MAMBAFLOW_CACHE)")
+    cache.add_argument("action", choices=["info", "clear"])
+    cache.set_defaults(fn=cmd_cache)
+
     # `train` has its own parser (mambaflow.train); listed here for --help
     sub.add_parser("train", add_help=False, help="train a byte-level model (mambaflow train --help)")
+    return parser
+
+
+def _one_line(msg: str) -> str:
+    """A message listing several problems on lines of its own, as one line."""
+    msg = re.sub(r":\s*\n\s*", ": ", msg.strip())
+    return re.sub(r"\s*\n\s*", "; ", msg)
+
+
+def _guarded(cmd: str, fn) -> int:
+    """Run `fn()`, turning every failure into one line on stderr and an exit code."""
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        print(f"mambaflow {cmd}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MambaflowError as e:
+        print(f"mambaflow {cmd}: error: {_one_line(str(e))}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 - a bug: one line unless asked for the traceback
+        if os.environ.get("MAMBAFLOW_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"mambaflow {cmd}: internal error: {type(e).__name__}: {first} (a bug in mambaflow; "
+              "MAMBAFLOW_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:
-        from .train import main_train
+        def train() -> int:
+            from .train import main_train
 
-        try:
             return main_train(argv[1:])
-        except MambaflowError as e:
-            print(f"mambaflow train: error: {e}", file=sys.stderr)
-            return 2
-    args = parser.parse_args(argv)
+
+        return _guarded("train", train)
     try:
-        return args.fn(args)
-    except MambaflowError as e:
-        print(f"mambaflow {args.cmd}: error: {e}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("mambaflow: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return _guarded(args.cmd, lambda: args.fn(args))
 
 
 if __name__ == "__main__":

@@ -26,9 +26,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mambaflow.data import Corpus, bits_per_byte, load_corpus
+from mambaflow.argtypes import OneLineParser, finite_float, int_at_least
+from mambaflow.data import VOCAB_SIZE, Corpus, bits_per_byte, load_corpus
 from mambaflow.errors import MambaflowError
 from mambaflow.models import MambaConfig, PRESETS, build_model, num_params
+from mambaflow.models.config import config_to_hf, pad_vocab_size
 
 TRAIN_SCAN = {"mamba1": "fused", "mamba2": "chunked"}
 # Parameters without weight decay (mamba_ssm's _no_weight_decay set plus norms, biases).
@@ -161,7 +163,7 @@ def train(config: MambaConfig | str, steps: int = 400, seq_len: int = 256, batch
         from mambaflow.models.zoo import save_compact
 
         out_dir = Path(out_dir)
-        (save_compact if compact else save_checkpoint)(model, out_dir)
+        (save_compact if compact else save_checkpoint)(model, out_dir, byte_level=True)
         result.out_dir = out_dir
         result.files["checkpoint"] = str(out_dir)
     if log_dir is not None:
@@ -169,15 +171,20 @@ def train(config: MambaConfig | str, steps: int = 400, seq_len: int = 256, batch
         args = dict(steps=steps, seq_len=seq_len, batch=batch, lr=lr, seed=seed, warmup=warmup,
                     min_lr_ratio=min_lr_ratio, weight_decay=weight_decay, grad_clip=grad_clip,
                     threads=threads, eval_windows=eval_windows, scan=scan)
-        log = dict(config=dataclasses.asdict(cfg), params=num_params(cfg), args=args,
+        log = dict(config=config_to_hf(cfg, byte_level=True), params=num_params(cfg), args=args,
                    seconds=round(seconds, 1), cpu_seconds=round(cpu_seconds, 1), torch=torch.__version__,
                    corpus_fingerprint=corpus.fingerprint,
-                   heldout_bits_per_byte=[[s, round(v, 4)] for s, v in heldout],
-                   train_bits_per_token=[round(v, 4) for v in losses])
-        (log_dir / "train_log.json").write_text(json.dumps(log, indent=1) + "\n")
+                   heldout_bits_per_byte=[[s, _json_number(v)] for s, v in heldout],
+                   train_bits_per_token=[_json_number(v) for v in losses])
+        (log_dir / "train_log.json").write_text(json.dumps(log, indent=1, allow_nan=False) + "\n")
         result.files["log"] = str(log_dir / "train_log.json")
         result.files["plot"] = str(plot_losses(result, log_dir / "loss_curve.png"))
     return result
+
+
+def _json_number(v: float) -> float | None:
+    """A loss for the JSON log: rounded, or null when it diverged (JSON has no inf / nan)."""
+    return round(v, 4) if math.isfinite(v) else None
 
 
 def _progress(total, enabled, desc):
@@ -222,16 +229,19 @@ def plot_losses(result: TrainResult, path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="mambaflow train",
         description="Train a byte-level Mamba model on the CPython text corpus (CPU).")
     p.add_argument("model", help="shipped model name (e.g. mamba1-target) or preset name")
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--steps", type=int_at_least(1), default=400)
+    p.add_argument("--seq-len", type=int_at_least(1), default=256)
+    p.add_argument("--batch", type=int_at_least(1), default=16)
+    p.add_argument("--lr", type=finite_float(0.0, low_open=True), default=3e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int_at_least(1), default=2)
+    p.add_argument("--vocab-size", type=int_at_least(VOCAB_SIZE), default=None,
+                   help=f"embedding rows (at least the byte tokenizer's {VOCAB_SIZE}; default: the model's own, "
+                        "raised to that padded up when smaller, e.g. 64 -> 264 for tiny-mamba1)")
     p.add_argument("--out", default=None, help="checkpoint folder (default: ./trained/<model>)")
     p.add_argument("--log-dir", default=None, help="train_log.json / loss_curve.png folder "
                    "(default: the checkpoint folder)")
@@ -245,7 +255,12 @@ def main_train(argv=None) -> int:
     --threads T --out DIR --log-dir DIR --fp32 --no-progress]``; returns the exit code."""
     args = build_parser().parse_args(argv)
     out = args.out or str(Path("trained") / args.model)
-    r = train(args.model, steps=args.steps, seq_len=args.seq_len, batch=args.batch, lr=args.lr,
+    cfg = resolve_config(args.model)
+    vocab = args.vocab_size or max(cfg.vocab_size, pad_vocab_size(VOCAB_SIZE, cfg.pad_vocab_multiple))
+    if vocab != cfg.vocab_size:
+        print(f"train: vocabulary {cfg.vocab_size} -> {vocab} rows (the byte tokenizer has {VOCAB_SIZE} ids)")
+        cfg = dataclasses.replace(cfg, vocab_size=vocab)
+    r = train(cfg, steps=args.steps, seq_len=args.seq_len, batch=args.batch, lr=args.lr,
               seed=args.seed, out_dir=out, threads=args.threads, log_dir=args.log_dir,
               progress=not args.no_progress, compact=not args.fp32)
     print(f"trained {args.model} in {r.seconds:.0f} s: held-out {r.heldout[-1][1]:.3f} "

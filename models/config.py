@@ -4,6 +4,7 @@ Hugging Face / mamba_ssm config.json dictionaries."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -195,6 +196,43 @@ _SSM_CFG_IGNORED = {"layer", "dt_init", "dt_scale", "use_fast_path", "conv_init"
                     "activation", "process_group", "sequence_parallel"}
 
 
+def read_float(value, key: str, default: float) -> float:
+    """A float as config.json writers encode it: a number, null (the default), the strings
+    "Infinity" / "-Infinity" / "NaN" (Python's json), or transformers 5's
+    {"__float__": "Infinity"}."""
+    raw = value
+    if isinstance(value, dict) and set(value) == {"__float__"}:
+        value = value["__float__"]
+    if value is None:
+        return default
+    if isinstance(value, str) and value.strip().lower() in ("infinity", "+infinity", "-infinity", "inf", "+inf",
+                                                             "-inf", "nan"):
+        return float(value.strip().lower().replace("infinity", "inf"))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise CheckpointError(
+        f"config.json: {key} = {json.dumps(raw)} is not a number; write a number, null, \"Infinity\" "
+        'or {"__float__": "Infinity"}.'
+    )
+
+
+def _read_limit(value, key: str) -> tuple[float, float]:
+    """time_step_limit / dt_limit: two floats (null = no limit on that side)."""
+    if value is None:
+        return (0.0, math.inf)
+    if not (isinstance(value, (list, tuple)) and len(value) == 2):
+        raise CheckpointError(f"config.json: {key} = {json.dumps(value)} is not a pair [low, high]; "
+                              'write e.g. [0.0, {"__float__": "Infinity"}].')
+    return (read_float(value[0], f"{key}[0]", 0.0), read_float(value[1], f"{key}[1]", math.inf))
+
+
+def _json_float(v: float):
+    """A float as transformers 5 writes it to config.json (valid JSON for inf / nan)."""
+    if math.isfinite(v):
+        return v
+    return {"__float__": "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")}
+
+
 def config_from_hf(d: dict) -> MambaConfig:
     """A MambaConfig from a config.json dictionary: HF MambaConfig (model_type "mamba"),
     HF Mamba2Config ("mamba2"), or mamba_ssm's own format (d_model, n_layer, ssm_cfg).
@@ -222,9 +260,10 @@ def config_from_hf(d: dict) -> MambaConfig:
         d_model=d["hidden_size"], n_layer=d["num_hidden_layers"],
         vocab_size=pad_vocab_size(d["vocab_size"], pad), pad_vocab_multiple=pad,
         d_conv=d.get("conv_kernel", 4), expand=d.get("expand", 2),
-        rms_eps=d.get("layer_norm_epsilon", 1e-5),
-        dt_min=d.get("time_step_min", 0.001), dt_max=d.get("time_step_max", 0.1),
-        dt_init_floor=d.get("time_step_floor", 1e-4),
+        rms_eps=read_float(d.get("layer_norm_epsilon"), "layer_norm_epsilon", 1e-5),
+        dt_min=read_float(d.get("time_step_min"), "time_step_min", 0.001),
+        dt_max=read_float(d.get("time_step_max"), "time_step_max", 0.1),
+        dt_init_floor=read_float(d.get("time_step_floor"), "time_step_floor", 1e-4),
     )
     if arch == "mamba1":
         cfg = MambaConfig("mamba1", d_state=d.get("state_size", 16),
@@ -238,7 +277,7 @@ def config_from_hf(d: dict) -> MambaConfig:
     cfg = MambaConfig("mamba2", d_state=d.get("state_size", 128),
                       headdim=d.get("head_dim", 64), ngroups=d.get("n_groups", 1),
                       chunk_size=d.get("chunk_size", 256),
-                      time_step_limit=tuple(d.get("time_step_limit", (0.0, math.inf))),
+                      time_step_limit=_read_limit(d.get("time_step_limit"), "time_step_limit"),
                       **common)
     if "num_heads" in d and d["num_heads"] != cfg.nheads:
         raise CheckpointError(
@@ -285,20 +324,28 @@ def _from_mamba_ssm(d: dict) -> MambaConfig:
     kw = dict(d_model=d["d_model"], n_layer=d["n_layer"],
               vocab_size=pad_vocab_size(d.get("vocab_size", 50277), pad),
               pad_vocab_multiple=pad, d_conv=ssm.get("d_conv", 4),
-              expand=ssm.get("expand", 2), rms_eps=d.get("norm_epsilon", 1e-5),
-              dt_min=ssm.get("dt_min", 0.001), dt_max=ssm.get("dt_max", 0.1),
-              dt_init_floor=ssm.get("dt_init_floor", 1e-4))
+              expand=ssm.get("expand", 2), rms_eps=read_float(d.get("norm_epsilon"), "norm_epsilon", 1e-5),
+              dt_min=read_float(ssm.get("dt_min"), "ssm_cfg.dt_min", 0.001),
+              dt_max=read_float(ssm.get("dt_max"), "ssm_cfg.dt_max", 0.1),
+              dt_init_floor=read_float(ssm.get("dt_init_floor"), "ssm_cfg.dt_init_floor", 1e-4))
     if arch == "mamba1":
         return MambaConfig("mamba1", d_state=ssm.get("d_state", 16),
                            dt_rank=ssm.get("dt_rank", "auto"), **kw)
     return MambaConfig("mamba2", d_state=ssm.get("d_state", 128),
                        headdim=ssm.get("headdim", 64), ngroups=ssm.get("ngroups", 1),
                        chunk_size=ssm.get("chunk_size", 256),
-                       time_step_limit=tuple(ssm.get("dt_limit", (0.0, math.inf))), **kw)
+                       time_step_limit=_read_limit(ssm.get("dt_limit"), "ssm_cfg.dt_limit"), **kw)
 
 
-def config_to_hf(cfg: MambaConfig) -> dict:
-    """The HF config.json dictionary (MambaConfig or Mamba2Config) for ``cfg``."""
+#: config.json key naming the tokenizer of a model that has no tokenizer.json: "bytes"
+#: for this project's byte-level models (mambaflow.data's tokenizer)
+TOKENIZER_KEY = "mambaflow_tokenizer"
+
+
+def config_to_hf(cfg: MambaConfig, byte_level: bool = False) -> dict:
+    """The HF config.json dictionary (MambaConfig or Mamba2Config) for ``cfg``; infinite
+    floats are written as transformers 5 does (valid JSON). ``byte_level`` records that
+    the model reads mambaflow.data's byte tokens (see TOKENIZER_KEY)."""
     d = {
         "model_type": "mamba" if cfg.arch == "mamba1" else "mamba2",
         "architectures": ["MambaForCausalLM" if cfg.arch == "mamba1" else "Mamba2ForCausalLM"],
@@ -324,6 +371,8 @@ def config_to_hf(cfg: MambaConfig) -> dict:
         d["intermediate_size"] = cfg.d_inner
     else:
         d.update(num_heads=cfg.nheads, head_dim=cfg.headdim, n_groups=cfg.ngroups,
-                 chunk_size=cfg.chunk_size, time_step_limit=list(cfg.time_step_limit),
+                 chunk_size=cfg.chunk_size, time_step_limit=[_json_float(v) for v in cfg.time_step_limit],
                  rms_norm=True)
+    if byte_level:
+        d[TOKENIZER_KEY] = "bytes"
     return d

@@ -41,9 +41,10 @@ def load_checkpoint(path) -> nn.Module:
     return model
 
 
-def save_checkpoint(model: nn.Module, path) -> Path:
+def save_checkpoint(model: nn.Module, path, byte_level: bool = False) -> Path:
     """Write ``model`` as an HF checkpoint: config.json (with model_type) and
-    model.safetensors; the tied lm_head.weight is omitted, as HF does."""
+    model.safetensors; the tied lm_head.weight is omitted, as HF does. ``byte_level``
+    marks a model trained on mambaflow.data's byte tokens (config_to_hf)."""
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, MambaConfig):
         raise CheckpointError(
@@ -52,7 +53,7 @@ def save_checkpoint(model: nn.Module, path) -> Path:
         )
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2, sort_keys=True) + "\n")
+    (path / "config.json").write_text(json.dumps(config_to_hf(cfg, byte_level), indent=2, sort_keys=True) + "\n")
     tensors = {k: v.detach().cpu().contiguous()
                for k, v in model.state_dict().items() if k != LM_HEAD}
     safetensors.torch.save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
@@ -72,9 +73,15 @@ def _read_config(path: Path) -> MambaConfig:
             "the weights (save_checkpoint writes one)."
         )
     try:
-        return config_from_hf(json.loads(file.read_text()))
+        d = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{file} is not valid JSON ({e}); re-save or copy it again.") from e
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{file} holds a JSON {type(d).__name__}, not a config object; re-save it.")
+    try:
+        return config_from_hf(d)
+    except (TypeError, ValueError) as e:  # a value of the wrong type (a string vocab_size, ...)
+        raise CheckpointError(f"{file} has a value of the wrong type ({e}); fix it or re-save the checkpoint.") from e
 
 
 def _read_weights(path: Path) -> dict[str, Tensor]:

@@ -79,7 +79,7 @@ def draft_for(target: str) -> str:
     return PAIRS[target]
 
 
-def save_compact(model: nn.Module, path) -> Path:
+def save_compact(model: nn.Module, path, byte_level: bool = False) -> Path:
     """Write ``model`` like ``save_checkpoint`` (HF config.json + model.safetensors), with
     the large matrices in float16 (about half the size). ``load_checkpoint`` reads it
     back as float32; the loaded model is the one that is shipped and evaluated."""
@@ -94,7 +94,7 @@ def save_compact(model: nn.Module, path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(
-        json.dumps(config_to_hf(cfg), indent=2, sort_keys=True) + "\n")
+        json.dumps(config_to_hf(cfg, byte_level), indent=2, sort_keys=True) + "\n")
     tensors = {}
     for k, v in model.state_dict().items():
         if k == LM_HEAD:

@@ -185,7 +185,7 @@ class LLVMBackend(Backend):
                 design = capture(self.model, phase, T=T, progress=self.progress, **opts)
                 if self.schedule is not None:
                     design = self.schedule(design)
-            call = self._calls[key] = _Call(design, JitFunction(design.module, design.top), self.model)
+            call = self._calls[key] = _Call(design, JitFunction(design.module, design.top, progress=self.progress), self.model)
         return call
 
     def design(self, phase: str, T: int, **opts):

@@ -178,7 +178,7 @@ def test_capture_cache_gives_identical_design(tmp_path, monkeypatch):
     cfg = get_config("tiny-mamba2")
     fresh = capture(cfg, "verify", T=3, progress=False)
     again = capture(cfg, "verify", T=3, progress=False)
-    assert list((tmp_path / "designs").glob("*.mlir"))
+    assert list((tmp_path / "capture").glob("*/design.mlir"))
     assert again.module is not fresh.module
     assert str(again.module) == str(fresh.module)
     assert again.ports == fresh.ports and again.kernels == fresh.kernels
@@ -191,7 +191,7 @@ def test_jit_disk_cache_reloads_same_code(tmp_path, monkeypatch):
     first = JitFunction(d.module, d.top)
     second = JitFunction(d.module, d.top)
     assert not first.cached and second.cached
-    assert list(tmp_path.glob("*.so"))
+    assert list((tmp_path / "llvm").glob("*/lib.so"))
     outs = []
     for fn in (first, second):
         L = model.config.n_layer

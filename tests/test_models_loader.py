@@ -232,3 +232,47 @@ def test_unsupported_mamba_ssm_options_are_rejected(change, words):
     d = {"d_model": 64, "n_layer": 2, "vocab_size": 60, **change}
     with pytest.raises(CheckpointError, match=words):
         config_from_hf(d)
+
+
+# ------------------------------------------------------------- checkpoints saved by transformers
+
+
+@pytest.mark.parametrize("arch", ["mamba1", "mamba2"])
+def test_transformers_checkpoint_reproduces_transformers_logits(tmp_path, arch, one_thread):
+    """A folder written by transformers 5 (Mamba2: time_step_limit [0.0, {"__float__":
+    "Infinity"}]) loads, and the model gives transformers' own logits."""
+    from hf_checkpoints import VOCAB, save_hf_checkpoint
+
+    hf = save_hf_checkpoint(tmp_path, arch, tokenizer=False)
+    if arch == "mamba2":
+        assert '"__float__": "Infinity"' in (tmp_path / "config.json").read_text()
+    ours = load_checkpoint(tmp_path).eval()
+    if arch == "mamba2":
+        assert ours.config.time_step_limit == (0.0, math.inf)
+    tokens = torch.randint(0, VOCAB, (1, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = hf(tokens).logits
+        got = ours.prefill(tokens)[0]
+    assert got.shape[-1] >= VOCAB and torch.allclose(got[..., :VOCAB], want, atol=1e-4, rtol=1e-4), \
+        float((got[..., :VOCAB] - want).abs().max())
+
+
+@pytest.mark.parametrize("limit,want", [
+    ([0.0, {"__float__": "Infinity"}], (0.0, math.inf)),
+    ([0.0, "Infinity"], (0.0, math.inf)),
+    ([0.0, None], (0.0, math.inf)),
+    (None, (0.0, math.inf)),
+    ([0.001, 100.0], (0.001, 100.0)),
+])
+def test_time_step_limit_encodings(limit, want):
+    d = {**config_to_hf(get_config("tiny-mamba2")), "time_step_limit": limit}
+    assert config_from_hf(d).time_step_limit == want
+    # and what we write is valid JSON that reads back the same
+    text = json.dumps(config_to_hf(config_from_hf(d)), allow_nan=False)
+    assert config_from_hf(json.loads(text)).time_step_limit == want
+
+
+@pytest.mark.parametrize("limit", [[0.0, "lots"], [0.0], 5, [0.0, {"__float__": "big"}]])
+def test_time_step_limit_bad_values_name_the_key(limit):
+    with pytest.raises(CheckpointError, match="time_step_limit"):
+        config_from_hf({**config_to_hf(get_config("tiny-mamba2")), "time_step_limit": limit})

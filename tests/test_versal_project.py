@@ -229,7 +229,7 @@ def test_build_csim_without_vitis(tmp_path, monkeypatch):
     out = tmp_path / "proj"
     r = build("tiny-mamba1", "vck190", str(sched), "csim", out, progress=False)
     assert r.csim is not None and r.csim.ok and r.fit.fits
-    assert r.missing_tools == ["vitis_hls"] and r.exit_code == 2
+    assert r.missing_tools == ["vitis_hls"] and r.exit_code == 3
     assert r.commands_left == [f"cd {out.resolve()} && make vitis_csim"]
     text = r.report()
     assert "C simulation matches PyTorch" in text and str(out.resolve()) in text

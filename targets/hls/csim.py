@@ -156,14 +156,18 @@ def run_program(exe: Path, data_dir: Path, timeout: float | None = None) -> tupl
 
 
 def run_csim(code: HlsCode, directory: str | Path, inputs: dict[str, np.ndarray], golden: dict[str, np.ndarray],
-             spec: TestbenchSpec | None = None, timeout: float | None = None) -> CsimResult:
-    """Write, build and run the C simulation of `code`; compare with `golden`."""
+             spec: TestbenchSpec | None = None, timeout: float | None = None, progress=None) -> CsimResult:
+    """Write, build and run the C simulation of `code`; compare with `golden`.
+    `progress`: called with a line before the compile and before the run (None: quiet)."""
     spec = spec or TestbenchSpec()
+    note = progress or (lambda line: None)
     d = Path(directory)
     code.write(d)
     write_testbench(code, d, spec)
     data = write_data(code, d / "data", inputs, golden, spec)
+    note("compiling the C simulation with g++ ...")
     exe, compile_s, cmd = compile_csim(d)
+    note(f"compiled in {compile_s:.1f} s; running it ...")
     p, run_s = run_program(exe, data, timeout)
     log = p.stdout + p.stderr
     (d / "csim.log").write_text(log)

@@ -2,16 +2,16 @@
 
 Numpy in, numpy out. Buffers allocated inside kernels are freed by MLIR's ownership-based
 deallocation; the caller owns every argument. MLIR's ExecutionEngine compiles the
-module; its object code is linked into a shared library in a disk cache keyed by a hash
-of the IR and the options, so the next process with the same design skips lowering and
-LLVM code generation and just loads the library.
+module; its object code is linked into a shared library in the disk cache
+(`mambaflow.cache`, kind "llvm") keyed by a hash of the IR and the options, so the next
+process with the same design skips lowering and LLVM code generation and just loads the
+library, after checking its checksum (a damaged library is rebuilt, never loaded).
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +22,7 @@ import numpy as np
 from torch_mlir import ir
 from torch_mlir.execution_engine import ExecutionEngine
 
+from ... import cache as disk_cache
 from ...errors import MambaflowError
 from ...flow.mlir import funcs, run_pipeline, walk
 
@@ -42,8 +43,7 @@ LOWER_TO_LLVM = (
 _CACHE_FORMAT = "3"  # bump when the lowering changes what a cached library contains
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("MAMBAFLOW_CACHE", Path.home() / ".cache" / "mambaflow"))
+cache_dir = disk_cache.cache_dir
 
 
 def set_fastmath(module: ir.Module, flags: str = SAFE_FASTMATH) -> None:
@@ -101,36 +101,40 @@ class JitFunction:
     """A compiled top function; call it with numpy arrays in the design's port order."""
 
     def __init__(self, module: ir.Module, name: str, opt_level: int = 3, fastmath: bool = True,
-                 cache: bool = True):
+                 cache: bool = True, progress: bool = False):
         text = str(module)
         fn = funcs(module).get(name)
         if fn is None:
             raise MambaflowError(f"llvm target: the module has no function '{name}'")
         self.name = name
         self.nargs = len(ir.FunctionType(ir.TypeAttr(fn.attributes["function_type"]).value).inputs)
-        self.key = hashlib.sha256(
-            f"{_CACHE_FORMAT}|{text}|{name}|O{opt_level}|fm={fastmath}".encode()
-        ).hexdigest()[:32]
-        lib = cache_dir() / f"{self.key}.so"
+        # the key's inputs, stored with the entry and compared before it is used
+        self._inputs = {"format": _CACHE_FORMAT, "ir_sha256": hashlib.sha256(text.encode()).hexdigest(),
+                        "function": name, "opt_level": opt_level, "fastmath": fastmath}
+        self.key = disk_cache.key_of(self._inputs)
         self.cached = False
         self._packed = None
-        if cache and lib.exists():
+        entry = disk_cache.lookup("llvm", self._inputs, ("lib.so",)) if cache else None
+        if entry is not None:
             try:
-                self._lib = ctypes.CDLL(str(lib))
+                self._lib = ctypes.CDLL(str(entry.file("lib.so")))
                 # the packed wrapper of the C interface, as the engine's lookup returns it
                 self._set_entry(ctypes.cast(getattr(self._lib, f"_mlir__mlir_ciface_{name}"), ctypes.c_void_p).value)
                 self.cached = True
                 return
-            except (OSError, AttributeError):
-                pass  # a stale or foreign file: rebuild it below
-        self._engine = self._compile(module, text, name, opt_level, fastmath)
+            except (OSError, AttributeError) as e:  # whole, but not a library of this design
+                disk_cache.discard(entry.path, f"lib.so does not load ({type(e).__name__})")
+        self._engine = self._compile(module, text, name, opt_level, fastmath, progress)
         # call through the packed wrapper the engine generates: void(void** args)
         self._packed = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self._engine.lookup(name))
         if cache:
-            self._store(lib)
+            self._store()
 
     @staticmethod
-    def _compile(module, text, name, opt_level, fastmath) -> ExecutionEngine:
+    def _compile(module, text, name, opt_level, fastmath, progress=False) -> ExecutionEngine:
+        from tqdm import tqdm
+
+        bar = tqdm(total=2, desc=f"compile {name}", unit="step", disable=not progress, leave=False)
         # Lower a private copy: the caller's design stays as it is for other targets.
         with module.context:
             lowered = ir.Module.parse(text)
@@ -138,29 +142,33 @@ class JitFunction:
         _strip_directives(lowered)
         if fastmath:
             set_fastmath(lowered)
+        bar.set_postfix_str("lowering to the LLVM dialect")
         run_pipeline(lowered, LOWER_TO_LLVM, f"llvm lowering of '{name}'")
         _prefer_wide_vectors(lowered)
+        bar.update(1)
+        bar.set_postfix_str(f"LLVM code generation (-O{opt_level})")
         engine = ExecutionEngine(lowered, opt_level=opt_level, shared_libs=[])
         engine.initialize()  # run static initializers before code is called directly
+        bar.update(1)
+        bar.close()
         return engine
 
     def _set_entry(self, address: int) -> None:
         self._packed = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(address)
 
-    def _store(self, lib: Path) -> None:
-        """Link the engine's object code into `lib` (atomically); a failure only costs speed."""
+    def _store(self) -> None:
+        """Link the engine's object code into a library in the cache; a failure only costs speed."""
         cc = shutil.which("cc") or shutil.which("gcc")
         if cc is None:
             return
         try:
-            lib.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+            with tempfile.TemporaryDirectory() as tmp:
                 obj, so = Path(tmp) / "k.o", Path(tmp) / "k.so"
                 self._engine.dump_to_object_file(str(obj))
                 # JIT code is not position independent: allow text relocations quietly
                 subprocess.run([cc, "-shared", "-Wl,-z,notext", "-o", str(so), str(obj), "-lm"],
                                check=True, capture_output=True)
-                os.replace(so, lib)
+                disk_cache.store("llvm", self._inputs, {"lib.so": so})
         except (OSError, subprocess.CalledProcessError):
             pass
 

@@ -14,9 +14,13 @@ Steps (each printed with its time when `progress`):
     hw), parse the csynth reports. When vitis_hls or v++ is missing, everything above
     is still done and the result lists the missing tools and the exact commands left.
 
-Exit codes (`BuildResult.exit_code`): 0 everything the mode asks for ran and passed;
-1 a check failed (csim mismatch, design does not fit, a tool failed); 2 only the vendor
-tools were missing.
+Exit codes (`BuildResult.exit_code`, mambaflow.errors): 0 everything the mode asks for
+ran and passed; 1 a check failed (csim mismatch, design does not fit, a tool failed);
+3 only the vendor tools were missing.
+
+The output directory is claimed first (targets.versal.outdir): new, empty or made by an
+earlier build (else refused unless `force`), emptied, and marked BUILD_INCOMPLETE until
+build.json is written.
 """
 
 from __future__ import annotations
@@ -28,13 +32,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
-from ...errors import MambaflowError
+from ...errors import EXIT_CHECK, EXIT_OK, EXIT_TOOLS, MambaflowError
 from ..hls.csim import CsimError, CsimResult, run_csim
 from ..hls.design import default_bundles, emit_design
 from ..hls.reference import reference_data
 from .boards import Board, get_board
+from . import outdir
 from .fit import FitReport, check_fit
 from .project import KernelSpec, ProjectSpec, write_project
 from .reports import SynthReport, parse_csynth
@@ -82,10 +86,10 @@ class BuildResult:
     @property
     def exit_code(self) -> int:
         if self.errors or (self.csim is not None and not self.csim.ok) or (self.fit is not None and not self.fit.fits):
-            return 1
+            return EXIT_CHECK
         if self.missing_tools:
-            return 2
-        return 0
+            return EXIT_TOOLS
+        return EXIT_OK
 
     def report(self) -> str:
         L = []
@@ -105,7 +109,8 @@ class BuildResult:
         if self.next_commands:
             L.append("then, for the rest of the flow:")
             L += [f"  {c}" for c in self.next_commands]
-        L.append({0: "build: done", 1: "build: FAILED", 2: "build: incomplete (vendor tools missing)"}[self.exit_code])
+        L.append({EXIT_OK: "build: done", EXIT_CHECK: "build: FAILED",
+                  EXIT_TOOLS: "build: incomplete (vendor tools missing)"}[self.exit_code])
         return "\n".join(L)
 
     def to_dict(self) -> dict:
@@ -156,13 +161,13 @@ def resolve_model(model, seed: int = 0):
         return model.eval()
     if isinstance(model, str):
         if model not in PRESETS:
-            raise MambaflowError(f"build: unknown model '{model}'; give a model, a MambaConfig or a preset "
+            raise MambaflowError(f"unknown model '{model}'; give a model, a MambaConfig or a preset "
                                  f"({', '.join(PRESETS)})")
         model = PRESETS[model]
     if isinstance(model, MambaConfig):
         torch.manual_seed(seed)
         return build_model(model).eval()
-    raise MambaflowError(f"build: cannot make a model from {type(model).__name__}")
+    raise MambaflowError(f"cannot make a model from {type(model).__name__}")
 
 
 def apply_schedule(design, schedule, out_dir: Path | None = None):
@@ -170,38 +175,11 @@ def apply_schedule(design, schedule, out_dir: Path | None = None):
 
     schedule: None; a callable taking a `Schedule` (from `schedules.customize`); a path
     to a `.py` file defining `schedule(s)`; a `.json` schedule log (replayed); or the
-    name of a recipe in `mambaflow.schedules.registry`. The Schedule returned holds the
-    whole log, so saving it and replaying gives the same IR.
+    name of a recipe in `mambaflow.schedules.registry` (see schedules.user).
     """
-    if schedule is None:
-        return None
-    from ...schedules import Schedule, customize, replay
-    from ...schedules.registry import get_recipe
+    from ...schedules.user import apply_user_schedule
 
-    if isinstance(schedule, (str, Path)) and str(schedule).endswith(".json"):
-        p = Path(schedule)
-        if not p.exists():
-            raise MambaflowError(f"build: schedule log '{p}' does not exist")
-        return replay(design, p)
-    fn: Callable | None = None
-    if isinstance(schedule, (str, Path)) and str(schedule).endswith(".py"):
-        p = Path(schedule)
-        if not p.exists():
-            raise MambaflowError(f"build: schedule file '{p}' does not exist")
-        ns: dict[str, Any] = {"__name__": "mambaflow_user_schedule", "__file__": str(p)}
-        exec(compile(p.read_text(), str(p), "exec"), ns)
-        fn = ns.get("schedule")
-        if not callable(fn):
-            raise MambaflowError(f"build: {p} must define a function `schedule(s)` taking a mambaflow Schedule")
-    elif isinstance(schedule, str):
-        fn = get_recipe(schedule).fn
-    elif callable(schedule):
-        fn = schedule
-    else:
-        raise MambaflowError(f"build: cannot use {type(schedule).__name__} as a schedule")
-    s = customize(design)
-    out = fn(s)
-    return out if isinstance(out, Schedule) else s
+    return apply_user_schedule(design, schedule)
 
 
 def _which(tool: str) -> str | None:
@@ -220,7 +198,7 @@ def _run_tool(cmd: list[str], cwd: Path, log: Path) -> int:
 def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim", out_dir: str | Path = "build",
           progress: bool = True, *, steps: int = 2, seed: int = 0, rtol: float = 1e-4, atol: float = 1e-4,
           weight_bundles: int | None = None, clock_mhz: float | None = None, platform: str | None = None,
-          run_vendor_tools: bool = True) -> BuildResult:
+          run_vendor_tools: bool = True, force: bool = False) -> BuildResult:
     """Take a Mamba model to a Versal project; see the module docstring for the steps.
 
     model: an nn.Module (mambaflow Mamba1/Mamba2 LM), a MambaConfig or a preset name.
@@ -228,14 +206,19 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     mode: 'csim' | 'csynth' | 'cosim' | 'hw' - how far the vendor flow should go.
     steps: decode steps in the reference data (csim, cosim and the host program).
     rtol / atol: the float tolerance of every comparison (|got - want| <= atol + rtol |want|).
+    force: empty `out_dir` even when it is not empty and an earlier build did not make it.
     """
     from ...flow.capture import capture
 
     if mode not in MODES:
-        raise MambaflowError(f"build: unknown mode '{mode}': choose one of {', '.join(MODES)}")
+        raise MambaflowError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
+    if not (isinstance(steps, int) and steps >= 1):
+        raise MambaflowError(f"steps must be a positive number of decode steps, got {steps!r}")
     b = get_board(board)
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    from ...schedules.user import check_user_schedule
+
+    check_user_schedule(schedule)  # a bad schedule fails before the capture
+    out = outdir.claim(Path(out_dir), force)
     pr = _Progress(progress, 6)
     result = BuildResult(out_dir=out, board=b.name, mode=mode, top="decode")
 
@@ -275,9 +258,8 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     t0 = pr.start(f"C simulation of {steps} decode step(s) with g++ against PyTorch")
     inputs, golden, spec = reference_data(model, design, steps=steps, seed=seed, rtol=rtol, atol=atol)
     try:
-        result.csim = run_csim(code, hls_dir, inputs, golden, spec)
+        result.csim = run_csim(code, hls_dir, inputs, golden, spec, progress=lambda line: pr.note(f"      {line}"))
         step("csim", t0, "ok" if result.csim.ok else "failed", f"max |err| {result.csim.max_abs_err:.3g}")
-        pr.note(result.csim.summary())
     except CsimError as e:
         result.errors.append(str(e))
         step("csim", t0, "failed", "see errors")
@@ -328,16 +310,14 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
                 result.errors.append(f"no csynth report: {e}")
         step("vendor", t0, "failed" if result.errors else "ok")
     (out / "build.json").write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True, default=str))
+    outdir.finish(out)
     return result
 
 
 def build_main(model, board: str = "vck190", schedule=None, mode: str = "csim", out_dir: str | Path = "build",
                progress: bool = True, **kw) -> int:
-    """`build` + print the report; returns the process exit code (for the CLI)."""
-    try:
-        r = build(model, board, schedule, mode, out_dir, progress, **kw)
-    except MambaflowError as e:
-        print(f"mambaflow build: {e}", file=sys.stderr)
-        return 1
+    """`build` + print the report; returns the process exit code (for the CLI, which
+    turns a MambaflowError into one line)."""
+    r = build(model, board, schedule, mode, out_dir, progress, **kw)
     print(r.report())
     return r.exit_code
