@@ -41,17 +41,6 @@ BOARDS = ("vck190", "vhk158")
 RESOURCES = ("DSP", "LUT", "FF", "BRAM18K", "URAM")
 
 
-def _recipe(name: str):
-    """A schedule recipe from the registry in schedules/recipes.py."""
-    from mambaflow.schedules import recipes
-
-    get = getattr(recipes, "get", None)
-    fn = get(name) if callable(get) else getattr(recipes, name, None)
-    if not callable(fn):
-        raise LookupError(f"no schedule recipe '{name}' in mambaflow.schedules.recipes")
-    return fn
-
-
 def _constant_bytes(module) -> int:
     """Bytes held as IR constants (memref.global): weights must be ports instead."""
     from torch_mlir import ir
@@ -96,18 +85,10 @@ def _w4a4_design(model: str):
 
 
 def _emit(design, board):
-    """Emit with the board's weight bundles (float Design or quantized QDesign)."""
+    """Emit with the board's weight bundles (float and integer designs alike)."""
     from mambaflow.targets.hls.design import default_bundles, emit_design
-    from mambaflow.targets.hls.emitter import emit_module
 
-    if hasattr(design, "cfg"):
-        return emit_design(design, bundles=default_bundles(design, board.default_weight_bundles))
-    n = board.default_weight_bundles
-    weights = [p.name for p in design.ports if p.role == "weight"]
-    bundles = {p.name: ("gmem_out" if p.role == "output" else "gmem_io") for p in design.ports}
-    bundles |= {w: f"gmem_w{i % n}" for i, w in enumerate(weights)}
-    return emit_module(design.module, design.top, port_info=[(p.name, p.role) for p in design.ports],
-                       bundles=bundles, title=f"integer {design.top}")
+    return emit_design(design, bundles=default_bundles(design, board.default_weight_bundles))
 
 
 def build_group(model: str, quant: str, schedule: str, boards: list[str], cache: bool) -> list[dict]:
@@ -117,7 +98,9 @@ def build_group(model: str, quant: str, schedule: str, boards: list[str], cache:
     design, times = _float_design(model, cache) if quant == "float" else _w4a4_design(model)
     t0 = time.perf_counter()
     if schedule != "none":
-        design = _recipe(schedule)(design) or design
+        from mambaflow.schedules.registry import apply_recipe
+
+        apply_recipe(schedule, design)  # schedules the design in place
     times["schedule_s"] = time.perf_counter() - t0
     const = _constant_bytes(design.module)
     rows = []
