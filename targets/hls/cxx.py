@@ -6,8 +6,11 @@ emitter's output is deterministic by construction (no ids, no addresses, no time
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 from torch_mlir import ir
@@ -46,6 +49,43 @@ def c_ident(name: str) -> str:
     if s in RESERVED:
         s = s + "_"
     return s
+
+
+# --------------------------------------------------------------------- headers
+
+
+def amd_ap_types_dir() -> Path | None:
+    """A folder with AMD's arbitrary-precision headers (ap_int.h, ap_fixed.h,
+    etc/ap_private.h; Apache-2.0, github Xilinx/HLS_arbitrary_Precision_Types):
+    $MAMBAFLOW_AP_TYPES_DIR, else the copy in the hls4ml wheel (PyPI, in the `test`
+    extra: hls4ml/templates/vivado/ap_types, found without importing hls4ml), else None."""
+    env = os.environ.get("MAMBAFLOW_AP_TYPES_DIR")
+    if env:
+        return Path(env) if (Path(env) / "ap_int.h").exists() else None
+    spec = importlib.util.find_spec("hls4ml")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        d = Path(root) / "templates" / "vivado" / "ap_types"
+        if (d / "ap_int.h").exists() and (d / "etc" / "ap_private.h").exists():
+            return d
+    return None
+
+
+def amd_include_dir(dest: str | Path, shims: str | Path) -> Path | None:
+    """An include folder at `dest` with AMD's ap_*.h and etc/ (links to
+    `amd_ap_types_dir()`) next to the project's hls_math.h / hls_stream.h from
+    `shims`: the hls4ml copy's own hls_math.h and hls_stream.h are minimal stand-ins,
+    not AMD's. None when AMD's headers are not installed."""
+    src = amd_ap_types_dir()
+    if src is None:
+        return None
+    d = Path(dest)
+    d.mkdir(parents=True, exist_ok=True)
+    links = [(f, src / f.name) for f in [d / "etc"] + [d / h.name for h in sorted(src.glob("ap_*.h"))]]
+    links += [(d / h, Path(shims) / h) for h in ("hls_math.h", "hls_stream.h")]
+    for link, target in links:
+        if not link.exists():
+            link.symlink_to(target)
+    return d
 
 
 # ----------------------------------------------------------------------- types
@@ -298,4 +338,15 @@ HELPERS: dict[str, str] = {
     "mf_min": "template <class T> static inline T mf_min(T a, T b) { return b < a ? b : a; }",
     "mf_max": "template <class T> static inline T mf_max(T a, T b) { return a < b ? b : a; }",
     "mf_bitcast": "template <class To, class From> static inline To mf_bitcast(From v) {\n  static_assert(sizeof(To) == sizeof(From), \"bitcast between types of different sizes\");\n  To r;\n  std::memcpy(&r, &v, sizeof(r));\n  return r;\n}",
+    # Element k of a port packed into W-bit AXI beats (targets/hls/packing.py): bits
+    # [(k % E) * w, (k % E + 1) * w) of beat k / E, E = W / w, read as a w-bit signed value.
+    # Read and written through .range() of the beat and plain 64-bit integers, so no
+    # ap_int temporary is constructed (see _FuncEmitter._load).
+    "mf_unpack": "template <int w, int W> static inline int64_t mf_unpack(const ap_uint<W> *p, int k) {\n"
+                 "  const int E = W / w, lo = (k % E) * w;\n"
+                 "  uint64_t u = p[k / E].range(lo + w - 1, lo).to_uint64();\n"
+                 "  return int64_t(u << (64 - w)) >> (64 - w);\n}",
+    "mf_pack": "template <int w, int W> static inline void mf_pack(ap_uint<W> *p, int k, int64_t v) {\n"
+               "  const int E = W / w, lo = (k % E) * w;\n"
+               "  p[k / E].range(lo + w - 1, lo) = uint64_t(v) & (~uint64_t(0) >> (64 - w));\n}",
 }

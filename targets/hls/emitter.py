@@ -23,14 +23,18 @@ What the C++ looks like
   pragmas of the top); `array_partition` and `bind_storage` right after the array's
   declaration (locals) or at the start of the body (arguments of non-top functions);
 * math goes through `hls::` (hls_math.h); integer types of non-standard width are
-  `ap_int<W>`/`ap_uint<W>`.
+  `ap_int<W>`/`ap_uint<W>`;
+* an m_axi port of such integers (i4 weights, i17 tables) is packed into `ap_uint<512>`
+  beats (`beat_bits=`; UG1448 214-233: interface types must be a power of two bits) and
+  read / written element by element with `mf_unpack` / `mf_pack`; kernels that receive
+  (a slice of) it take the beats and an element offset. Layout: `packing.py`.
 
 The output depends only on the IR: the same module gives byte-identical C++.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -41,6 +45,7 @@ from ...flow.naming import BAND_ATTR, LOOP_ATTR
 from .cxx import (HELPERS, AffinePrinter, HlsEmitError, array_dims, attr_literal, c_ident,
                   dense_values, float_literal, int_literal, int_width, is_index, memref_shape,
                   pointer_declarator, scalar_type, unsigned_type, uses_ap_types)
+from . import packing as PK
 from . import streams as S
 
 TOP_ATTR = "mf.top"
@@ -83,6 +88,23 @@ class Port:
     written: bool
     interface: str            # 'm_axi' | 's_axilite' | 'axis'
     bundle: str | None = None
+    # A packed m_axi port (elements of a width not in 1/8/16/32/64 bits): the top's
+    # argument is `ap_uint<beat_bits> name[beats]`, element k of the row-major `shape`
+    # is bits [(k % E) * elem_bits, ...) of beat k / E, E = elems_per_beat; see
+    # mambaflow.targets.hls.packing (pack / unpack). 0 when not packed.
+    elem_bits: int = 0
+    beat_bits: int = 0
+    elems_per_beat: int = 0
+    beats: int = 0
+
+    @property
+    def packed(self) -> bool:
+        return self.beats > 0
+
+    @property
+    def arg_type(self) -> str:
+        """The C element type of the top's argument (`elem`, or the beat type)."""
+        return f"ap_uint<{self.beat_bits}>" if self.packed else self.elem
 
     @property
     def size(self) -> int:
@@ -98,8 +120,11 @@ class Port:
 
     @property
     def nbytes(self) -> int:
+        """Off-chip bytes of the argument (of its beats, when packed)."""
         import numpy as np
 
+        if self.packed:
+            return self.beats * self.beat_bits // 8
         return self.size * np.dtype(self.numpy_dtype).itemsize
 
 
@@ -293,6 +318,7 @@ class _Ctx:
     globals: dict[str, str]            # memref.global symbol -> C name
     arg_names: dict[str, list[str]] = field(default_factory=dict)
     bound: dict[str, dict[int, str]] = field(default_factory=dict)  # kernel arg -> top port
+    packed: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)  # fn -> arg -> (w, beat bits)
     warnings: list[str] = field(default_factory=list)
     helpers: set[str] = field(default_factory=set)
     needs_ap: bool = False
@@ -316,6 +342,8 @@ class _FuncEmitter:
         self.used_labels: set[str] = set()
         self.names: dict[ir.Value, str] = {}
         self.literals: dict[ir.Value, str] = {}
+        # memrefs that are (views of) packed ports: value -> (w, beat bits, beats array, element offset)
+        self.views: dict[ir.Value, tuple[int, int, str, str]] = {}
         self.nonneg: set[ir.Value] = set()
         self.taken: set[str] = set(ctx.funcs) | set(ctx.globals.values()) | set(HELPERS)
         self.scopes: list[set[str]] = [set()]
@@ -408,10 +436,14 @@ class _FuncEmitter:
         entry = self.fn.regions[0].blocks[0]
         params = []
         written = self.ctx.effects.written[self.fname]
+        packed = self.ctx.packed.get(self.fname, {})
         for i, (arg, t) in enumerate(zip(entry.arguments, ft.inputs)):
             name = self._fresh(self.arg_names[i])
             self.names[arg] = name
-            params.append(self._param_decl(name, t, i in written, i))
+            if i in packed:
+                params += self._packed_param(arg, name, packed[i], i in written, i)
+            else:
+                params.append(self._param_decl(name, t, i in written, i))
         if len(ft.results) > 1:
             raise HlsEmitError(f"function '{self.fname}' returns {len(ft.results)} values; the HLS emitter supports at most one scalar result")
         ret = "void" if not ft.results else scalar_type(ft.results[0], self._where())
@@ -431,6 +463,19 @@ class _FuncEmitter:
             return f"{'' if written else 'const '}{elem} {name}{array_dims(shape)}"
         return f"{scalar_type(t, self._where())} {name}"
 
+    def _packed_param(self, arg: ir.Value, name: str, pk: tuple[int, int], written: bool, index: int) -> list[str]:
+        """A packed port: the top takes its beats; a kernel takes a pointer into them and
+        the element offset of its view (a layer's slice of a stacked weight, say)."""
+        w, bb = pk
+        self.ctx.needs_ap = True
+        c = "" if written else "const "
+        if self.is_top:
+            self.views[arg] = (w, bb, name, "")
+            return [f"{c}ap_uint<{bb}> {name}[{self.ports[index].beats}]"]
+        at = self._fresh(f"{name}_at")
+        self.views[arg] = (w, bb, name, at)
+        return [f"{c}ap_uint<{bb}> *{name}", f"int {at}"]
+
     def _elem(self, t: ir.Type) -> str:
         if uses_ap_types(t):
             self.ctx.needs_ap = True
@@ -449,7 +494,8 @@ class _FuncEmitter:
             self.pragma("inline")
         for i, arg in enumerate(entry.arguments):
             if isinstance(arg.type, ir.MemRefType):
-                self._buffer_pragmas(self.names[arg], D.BufferRef(self.fn, arg=i), arg.type, is_arg=True)
+                self._buffer_pragmas(self.names[arg], D.BufferRef(self.fn, arg=i), arg.type, is_arg=True,
+                                     packed=arg in self.views)
         self.block(entry)
         return self.lines
 
@@ -457,17 +503,25 @@ class _FuncEmitter:
         assert self.ports is not None
         for p in self.ports:
             if p.interface == "m_axi":
-                self.pragma(f"interface mode=m_axi port={p.name} offset=slave bundle={p.bundle} depth={p.size}")
+                depth = p.beats if p.packed else p.size
+                self.pragma(f"interface mode=m_axi port={p.name} offset=slave bundle={p.bundle} depth={depth}")
             elif p.interface == "axis":
                 self.pragma(f"interface mode=axis port={p.name}")
             else:
                 self.pragma(f"interface mode=s_axilite port={p.name}")
         self.pragma("interface mode=s_axilite port=return")
 
-    def _buffer_pragmas(self, name: str, ref, t: ir.MemRefType, is_arg: bool) -> None:
+    def _buffer_pragmas(self, name: str, ref, t: ir.MemRefType, is_arg: bool, packed: bool = False) -> None:
         parts = D.partitions_of(ref)
         store = D.storage_of(ref)
         what = f"argument '{name}'" if is_arg else f"buffer '{name}'"
+        if packed and not self.is_top:
+            if parts or store:
+                self.ctx.warnings.append(
+                    f"{self._where()}: {what} is a packed m_axi port (AXI beats, off chip); its "
+                    "array_partition / bind_storage directives are dropped. Copy it into a local buffer "
+                    "(buffer_at) and partition that instead.")
+            return
         if self.is_top and is_arg and (parts or store):
             raise HlsEmitError(
                 f"{self._where()}: {what} is a top-level port (an m_axi interface in DDR/HBM); "
@@ -573,16 +627,57 @@ class _FuncEmitter:
         return AffinePrinter(dims, syms, [self._nonneg(v) for v in operands[:nd]],
                              [self._nonneg(v) for v in operands[nd:]], self.ctx.helpers)
 
-    def _index(self, mem: ir.Value, amap: ir.AffineMap | None, operands: list[ir.Value]) -> str:
-        base = self.e(mem)
+    def _indices(self, amap: ir.AffineMap | None, operands: list[ir.Value]) -> list[str]:
         if amap is None:
-            idx = [self.e(v) for v in operands]
+            return [self.e(v) for v in operands]
+        pr = self._printer(amap, operands)
+        return [pr(r) for r in amap.results]
+
+    def _index(self, mem: ir.Value, idx: list[str]) -> str:
+        """`mem[i][j]` for an array; for a packed view, the element number in its beats."""
+        if mem in self.views:
+            return self._linear(self.views[mem][3], memref_shape(mem.type, self._where()), idx)
+        return self.e(mem) + ("".join(f"[{i}]" for i in idx) if idx else "[0]")
+
+    @staticmethod
+    def _linear(offset: str, shape: tuple[int, ...], idx: list[str]) -> str:
+        """offset + the row-major element number of `idx` in `shape`."""
+        terms = [offset] if offset else []
+        stride = 1
+        idx = list(idx) + ["0"] * (len(shape) - len(idx))
+        for d, i in reversed(list(zip(shape, idx))):
+            if i != "0":
+                if stride != 1:
+                    i = f"{i if i.isidentifier() or i.isdigit() else f'({i})'} * {stride}"
+                terms.append(i)
+            stride *= d
+        return " + ".join(reversed(terms)) or "0"
+
+    def _read(self, mem: ir.Value, idx: list[str]) -> str:
+        if mem in self.views:
+            w, bb, base, _ = self.views[mem]
+            self.ctx.helpers.add("mf_unpack")
+            return f"mf_unpack<{w}, {bb}>({base}, {self._index(mem, idx)})"
+        return self._index(mem, idx)
+
+    def _write(self, mem: ir.Value, idx: list[str], value: str) -> None:
+        if mem in self.views:
+            w, bb, base, _ = self.views[mem]
+            self.ctx.helpers.add("mf_pack")
+            self.emit(f"mf_pack<{w}, {bb}>({base}, {self._index(mem, idx)}, {value});")
         else:
-            pr = self._printer(amap, operands)
-            idx = [pr(r) for r in amap.results]
-        if not idx:
-            return f"{base}[0]"
-        return base + "".join(f"[{i}]" for i in idx)
+            self.emit(f"{self._index(mem, idx)} = {value};")
+
+    def _load(self, op: ir.Operation, expr: str) -> None:
+        """A load. An `ap_int<W>` value whose every use sign-extends it is held in the
+        next C integer type: the same value, and no ap_int copy, whose construction trips
+        -Werror=uninitialized inside AMD's ap_private.h (g++ 12, -O2)."""
+        t = op.results[0].type
+        w = int_width(t)
+        uses = _uses(op.results[0])
+        if uses_ap_types(t) and uses and all(_owner(u).name == "arith.extsi" for u in uses):
+            return self.assign(op, expr, next(f"int{b}_t" for b in (8, 16, 32, 64) if w <= b))
+        self.assign(op, expr)
 
     def _bound(self, amap: ir.AffineMap, operands: list[ir.Value], combine: str) -> str:
         pr = self._printer(amap, operands)
@@ -708,6 +803,9 @@ class _FuncEmitter:
             self.names[res] = name
             targets.append(name)
             if isinstance(res.type, ir.MemRefType):
+                if any(v in self.views for r in op.regions for b in r.blocks for v in list(_ops(b))[-1].operands):
+                    raise HlsEmitError(f"{self._where(op)}: a conditional choosing between packed m_axi ports "
+                                       "is not supported; branch around the accesses instead")
                 shape = memref_shape(res.type, self._where(op))
                 const = res not in self.written_views
                 self.emit(pointer_declarator(self._elem(res.type.element_type), name, shape, const) + " = nullptr;")
@@ -751,20 +849,20 @@ class _FuncEmitter:
     def affine_load(self, op: ir.Operation) -> None:
         amap = ir.AffineMapAttr(op.attributes["map"]).value
         ops = list(op.operands)
-        self.assign(op, self._index(ops[0], amap, ops[1:]))
+        self._load(op, self._read(ops[0], self._indices(amap, ops[1:])))
 
     def affine_store(self, op: ir.Operation) -> None:
         amap = ir.AffineMapAttr(op.attributes["map"]).value
         ops = list(op.operands)
-        self.emit(f"{self._index(ops[1], amap, ops[2:])} = {self.e(ops[0])};")
+        self._write(ops[1], self._indices(amap, ops[2:]), self.e(ops[0]))
 
     def memref_load(self, op: ir.Operation) -> None:
         ops = list(op.operands)
-        self.assign(op, self._index(ops[0], None, ops[1:]))
+        self._load(op, self._read(ops[0], self._indices(None, ops[1:])))
 
     def memref_store(self, op: ir.Operation) -> None:
         ops = list(op.operands)
-        self.emit(f"{self._index(ops[1], None, ops[2:])} = {self.e(ops[0])};")
+        self._write(ops[1], self._indices(None, ops[2:]), self.e(ops[0]))
 
     def affine_apply(self, op: ir.Operation) -> None:
         amap = ir.AffineMapAttr(op.attributes["map"]).value
@@ -846,6 +944,16 @@ class _FuncEmitter:
                 f"{self._where(op)}: only subviews that fix leading indices of a contiguous "
                 f"array are supported ({bad}); copy the window into a local buffer instead"
             )
+        if src in self.views:  # a view into packed beats: only its element offset moves
+            w, bb, beats, off = self.views[src]
+            at = self._linear(off, src_shape, idx + [lead])
+            if not at.isidentifier() and not at.isdigit():
+                name = self._value_name()
+                self.emit(f"int {name} = {at};")
+                at = name
+            self.views[op.results[0]] = (w, bb, beats, at)
+            self.names[op.results[0]] = beats
+            return
         base = self.e(src) + "".join(f"[{i}]" for i in idx)
         expr = base if lead == "0" else f"&{base}[{lead}]"
         name = self._value_name()
@@ -856,6 +964,8 @@ class _FuncEmitter:
 
     def cast(self, op: ir.Operation) -> None:
         self.names[op.results[0]] = self.e(op.operands[0])
+        if op.operands[0] in self.views:
+            self.views[op.results[0]] = self.views[op.operands[0]]
 
     def copy(self, op: ir.Operation) -> None:
         src, dst = op.operands
@@ -866,8 +976,7 @@ class _FuncEmitter:
             self.emit(f"for (int {iv} = 0; {iv} < {d}; ++{iv}) {{")
             self.indent += 1
             ivs.append(iv)
-        idx = "".join(f"[{i}]" for i in ivs) or "[0]"
-        self.emit(f"{self.e(dst)}{idx} = {self.e(src)}{idx};")
+        self._write(dst, ivs, self._read(src, ivs))
         for _ in shape:
             self.indent -= 1
             self.emit("}")
@@ -984,7 +1093,8 @@ class _FuncEmitter:
         callee = _callee(op)
         if callee not in self.ctx.funcs:
             raise HlsEmitError(f"{self._where(op)}: call to '{callee}', which the module does not define")
-        args = ", ".join(self.e(v) for v in op.operands)
+        args = ", ".join(f"{self.e(v)}, {self.views[v][3] or 0}" if v in self.views else self.e(v)
+                         for v in op.operands)
         if len(op.results) > 1:
             raise HlsEmitError(f"{self._where(op)}: calls with several results are not supported")
         if op.results and _has_uses(op.results[0]):
@@ -1002,6 +1112,11 @@ class _FuncEmitter:
 
 def _uses(v: ir.Value):
     return list(v.uses)
+
+
+def _owner(use) -> ir.Operation:
+    o = use.owner
+    return o.operation if hasattr(o, "operation") else o
 
 
 def _has_uses(v: ir.Value) -> bool:
@@ -1135,6 +1250,8 @@ def emit_module(
     port_info: list[tuple[str, str]] | None = None,
     bundles: dict[str, str] | None = None,
     title: str = "",
+    beat_bits: int = PK.BEAT_BITS,
+    pack_ports: bool = True,
 ) -> HlsCode:
     """Emit Vitis HLS C++ for every function of `module`; `top` becomes the kernel.
 
@@ -1143,12 +1260,50 @@ def emit_module(
     port_info: for the top's arguments, in order, (design port name, role); the C name
         is derived from the design name.
     bundles: design port name -> m_axi bundle (default: one bundle `gmem0`).
+    beat_bits: width of the AXI beats that m_axi ports of odd-width integers (i4, i17;
+        anything but i1/i8/i16/i32/i64) are packed into; see `packing` for the layout.
+        Kernels read such a port element by element from its beats (`mf_unpack`), so a
+        layer's slice of a stacked weight streams from off chip like any other port.
+    pack_ports: False keeps `ap_int<W>` arrays on m_axi (padded by Vitis, UG1448 214-233).
     """
     with module.context:
-        return _emit_module(module, top, arg_names, port_info, bundles, title)
+        return _emit_module(module, top, arg_names, port_info, bundles, title, beat_bits, pack_ports)
 
 
-def _emit_module(module, top, arg_names, port_info, bundles, title) -> HlsCode:
+def _packed_args(funcs: dict[str, ir.Operation], top: str, top_packed: dict[int, tuple[int, int]]):
+    """function -> argument -> (w, beat bits) for every argument that receives (a view
+    of) a packed top port, through calls; each such argument must get one at every call."""
+    packed: dict[str, dict[int, tuple[int, int]]] = {n: {} for n in funcs}
+    packed[top] = dict(top_packed)
+
+    def sites():
+        for name, fn in funcs.items():
+            root = {a: i for i, a in enumerate(fn.regions[0].blocks[0].arguments)}
+            for op in _walk(fn):
+                if op.name in _ALIAS_OPS and op.operands[0] in root:
+                    root[op.results[0]] = root[op.operands[0]]
+                elif op.name == "func.call" and _callee(op) in funcs:
+                    for j, v in enumerate(op.operands):
+                        yield name, _callee(op), j, packed[name].get(root.get(v, -1))
+
+    changed = True
+    while changed:
+        changed = False
+        for _, callee, j, pk in sites():
+            if pk is not None and j not in packed[callee]:
+                packed[callee][j] = pk
+                changed = True
+    for caller, callee, j, pk in sites():
+        if (j in packed[callee]) != (pk is not None):
+            raise HlsEmitError(
+                f"function '{callee}', argument {j}: called with a packed m_axi port (odd-width integers "
+                f"in AXI beats) in one place and with another array in '{caller}'; give the two uses "
+                "separate functions or copy the port into a local buffer first")
+    return packed
+
+
+def _emit_module(module, top, arg_names, port_info, bundles, title, beat_bits=PK.BEAT_BITS,
+                 pack_ports=True) -> HlsCode:
     from .resources import estimate_resources
 
     funcs: dict[str, ir.Operation] = {}
@@ -1210,11 +1365,18 @@ def _emit_module(module, top, arg_names, port_info, bundles, title) -> HlsCode:
             ports.append(Port(cname, src, st, (), role, read, written, "axis"))
         elif isinstance(t, ir.MemRefType):
             shape = memref_shape(t, f"top function '{top}'")
-            ports.append(Port(cname, src, scalar_type(t.element_type), shape, role, read, written, "m_axi",
-                              (bundles or {}).get(src, "gmem0")))
+            port = Port(cname, src, scalar_type(t.element_type), shape, role, read, written, "m_axi",
+                        (bundles or {}).get(src, "gmem0"))
+            w = int_width(t.element_type)
+            if pack_ports and w is not None and PK.needs_packing(w):
+                lay = PK.layout(w, port.size, beat_bits)
+                port = replace(port, elem_bits=w, beat_bits=lay.beat_bits, elems_per_beat=lay.elems_per_beat,
+                               beats=lay.beats)
+            ports.append(port)
         else:
             ports.append(Port(cname, src, scalar_type(t), (), role, read, written, "s_axilite"))
     names_by_func[top] = [p.name for p in ports]
+    ctx.packed = _packed_args(funcs, top, {i: (p.elem_bits, p.beat_bits) for i, p in enumerate(ports) if p.packed})
     top_args = list(top_fn.regions[0].blocks[0].arguments)
     for op in _walk(top_fn):
         if op.name == "func.call":

@@ -27,8 +27,11 @@
 // Known differences from the open-source Vitis headers (kept on purpose): a double in
 // (-0.5, 0) converts to 0 here (they give 1); ap_uint<32>(0xffffffff) == ap_int<8>(-1)
 // is false here (they give true, and false for == -1 as an int).
-// Not supported: W > 64, construction from strings, to_string radix other than 10,
-// concatenation (a, b).
+//   ap_uint<W> with W > 64 (the 256/512-bit m_axi beats that packed ports use, see
+//   mambaflow.targets.hls.packing) is storage only: zero-initialized, copied, and read
+//   or written through .range(hi, lo) of at most 64 bits (.to_uint64(), = integer).
+// Not supported: arithmetic wider than 64 bits, construction from strings, to_string
+// radix other than 10, concatenation (a, b).
 #ifndef MAMBAFLOW_AP_INT_SHIM_H
 #define MAMBAFLOW_AP_INT_SHIM_H
 
@@ -55,7 +58,13 @@ template <class Owner> struct ap_bit_ref;
 // ap_int<W> is ap_int_base<W, true>: an alias, so arithmetic results (which Vitis
 // types as ap_int<Wr> / ap_uint<Wr>) are exactly these types.
 template <int W> using ap_int = ap_int_base<W, true>;
-template <int W> using ap_uint = ap_int_base<W, false>;
+// ap_uint<W> with W > 64 is ap_wide_uint<W>: storage for packed AXI beats only.
+template <int W> struct ap_wide_uint;
+namespace ap_shim {
+template <int W, bool Wide = (W > 64)> struct uint_of { typedef ap_int_base<W, false> type; };
+template <int W> struct uint_of<W, true> { typedef ap_wide_uint<W> type; };
+}  // namespace ap_shim
+template <int W> using ap_uint = typename ap_shim::uint_of<W>::type;
 
 namespace ap_shim {
 __extension__ typedef __int128 i128;
@@ -491,6 +500,46 @@ template <class Owner> struct ap_range_ref : ap_int_base<Owner::width, false> {
     return assign_bits((ap_shim::u64)v.V);
   }
   template <class T, ap_shim::if_int<T> = 0> ap_range_ref& operator=(T v) { return assign_bits((ap_shim::u64)v); }
+};
+
+// ---- ap_uint<W>, W > 64: packed AXI beats -----------------------------------------
+// Only what the emitter's mf_unpack / mf_pack and a testbench filling beats need:
+// bits hi..lo (hi >= lo, at most 64 of them, possibly straddling two 64-bit words).
+template <int W> struct ap_wide_uint {
+  static const int width = W;
+  static const int words = (W + 63) / 64;
+  ap_shim::u64 w[words];  // bit b is bit b % 64 of w[b / 64]
+
+  ap_wide_uint() : w() {}
+  static void check(int hi, int lo) {
+    if (lo < 0 || hi < lo || hi >= W || hi - lo >= 64)
+      ap_shim::fatal("ap_uint<" + std::to_string(W) + ">.range(" + std::to_string(hi) + ", " +
+                     std::to_string(lo) + "): the shim reads or writes 1..64 bits of a wide word, hi >= lo");
+  }
+  ap_shim::u64 get(int hi, int lo) const {
+    check(hi, lo);
+    int q = lo / 64, s = lo % 64, n = hi - lo + 1;
+    ap_shim::u64 r = w[q] >> s;
+    if (s + n > 64) r |= w[q + 1] << (64 - s);
+    return r & ap_shim::mask(n);
+  }
+  void put(int hi, int lo, ap_shim::u64 v) {
+    check(hi, lo);
+    int q = lo / 64, s = lo % 64, n = hi - lo + 1;
+    ap_shim::u64 m = ap_shim::mask(n);
+    v &= m;
+    w[q] = (w[q] & ~(m << s)) | (v << s);
+    if (s + n > 64) w[q + 1] = (w[q + 1] & ~(m >> (64 - s))) | (v >> (64 - s));
+  }
+  struct ref {
+    ap_wide_uint* o;
+    int hi, lo;
+    unsigned long long to_uint64() const { return o->get(hi, lo); }
+    template <class T, ap_shim::if_int<T> = 0> ref& operator=(T v) { o->put(hi, lo, (ap_shim::u64)v); return *this; }
+    template <int W2, bool S2> ref& operator=(const ap_int_base<W2, S2>& v) { return *this = v.V; }
+  };
+  ap_int_base<64, false> range(int hi, int lo) const { return ap_int_base<64, false>(get(hi, lo)); }
+  ref range(int hi, int lo) { check(hi, lo); return ref{this, hi, lo}; }
 };
 
 #endif  // MAMBAFLOW_AP_INT_SHIM_H
