@@ -153,7 +153,8 @@ def cmd_build(args) -> int:
 
     name = args.model or _default_model_name()
     model, _ = _load_model(name, args.seed)
-    return build_main(model, args.board, args.schedule, args.mode, args.out, steps=args.steps, force=args.force)
+    return build_main(model, args.board, args.schedule, args.mode, args.out, steps=args.steps, force=args.force,
+                      quant=args.quant)
 
 
 def cmd_cache(args) -> int:
@@ -205,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", default="build", help="project directory: new, empty, or made by an earlier build")
     build.add_argument("--force", action="store_true", help="empty --out first even if mambaflow did not make it")
     build.add_argument("--steps", type=_int_at_least(1), default=2, help="decode steps the testbench checks")
+    build.add_argument("--quant", choices=["w8a8", "w4a4"],
+                       help="build the integer (FastMamba / LightMamba) accelerator: PTQ, the integer layer engine, "
+                            "csim bit for bit against the integer reference")
     build.add_argument("--seed", type=int, default=0)
     build.set_defaults(fn=cmd_build)
 

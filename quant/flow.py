@@ -16,14 +16,13 @@ scope: "model" (tokens -> logits, all layers) or "layer" (one layer: resid, stat
 resid_out, states).
 
 `run_llvm(design, values)` compiles the top with the llvm target and runs it on numpy
-arrays; `run_csim(design, values)` emits Vitis HLS C++ (`targets.hls.emit_design`),
-compiles it with g++ and the project's header shims and runs it on the same arrays.
+arrays; `run_csim(design, values, reference)` runs one step in C simulation through the
+flow's own testbench and csim driver (`targets.hls`), exact against the reference.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import tempfile
 import warnings
 from pathlib import Path
@@ -55,13 +54,25 @@ def run_llvm(design: Design, values: dict[str, torch.Tensor]) -> dict[str, np.nd
     return {p.name: o for p, o in zip(design.outputs, outs)}
 
 
-def run_csim(design: Design, values: dict[str, torch.Tensor], workdir: str | Path | None = None) -> dict[str, np.ndarray]:
-    """Emit the design's HLS C++ (`targets.hls.emit_design`), compile it with g++ and the
-    project's ap_int/ap_fixed shims plus a testbench that reads every input port and
-    writes every output port, run it, and return the outputs."""
+def run_csim(design: Design, values: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
+             workdir: str | Path | None = None):
+    """One step of an integer design in C simulation: the HLS C++ (`targets.hls.emit_design`)
+    with the flow's testbench and csim driver (`targets.hls.csim.run_csim`), every output
+    compared bit for bit with `reference`; returns the `CsimResult` (its `outputs` are
+    the ports as the C++ wrote them)."""
     from mambaflow.targets.hls import emit_design
+    from mambaflow.targets.hls.csim import run_csim as csim
+    from mambaflow.targets.hls.testbench import TestbenchSpec
 
-    return csim(emit_design(design), design, values, workdir)
+    by_name = {p.name: p for p in design.ports}
+    inputs = {n: _np(values[n], by_name[n]) for n in (p.name for p in design.inputs)}
+    golden = {n: _np(t, by_name[n]) for n, t in reference.items()}
+    tmp = tempfile.TemporaryDirectory() if workdir is None else None
+    try:
+        return csim(emit_design(design), Path(workdir or tmp.name), inputs, golden, TestbenchSpec(rtol=0.0, atol=0.0))
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
 
 
 def _np(t, p: TopPort) -> np.ndarray:
@@ -460,80 +471,3 @@ def layer_values(qm: QuantizedMamba, design: Design, tok, st: QState,
         ref["conv_state_out"], ref["ssm_state_out"] = env["conv_state_out"][None], env["ssm_state_out"][None]
     vals.update((n, torch.from_numpy(w)) for n, w in zip(design.weight_names, design.weights(qm)))
     return vals, ref
-
-
-_TB = """// mambaflow: generated csim testbench - reads inputs, calls the top, writes outputs
-#include <cstdio>
-#include <cstdint>
-#include <cstdlib>
-#include "{header}"
-{decls}
-template <typename T, typename S> static void rd(const char* f, T* dst, long n) {{
-  FILE* fp = std::fopen(f, "rb"); if (!fp) {{ std::perror(f); std::exit(2); }}
-  for (long i = 0; i < n; ++i) {{ S v; if (std::fread(&v, sizeof(S), 1, fp) != 1) {{ std::perror(f); std::exit(2); }} dst[i] = v; }}
-  std::fclose(fp);
-}}
-template <typename T, typename S> static void wr(const char* f, const T* src, long n) {{
-  FILE* fp = std::fopen(f, "wb"); if (!fp) {{ std::perror(f); std::exit(2); }}
-  for (long i = 0; i < n; ++i) {{ S v = (S)(long long)src[i]; std::fwrite(&v, sizeof(S), 1, fp); }}
-  std::fclose(fp);
-}}
-int main() {{
-{reads}
-  {top}({args});
-{writes}
-  return 0;
-}}
-"""
-
-
-def csim(code, design: Design, values: dict, workdir=None) -> dict[str, np.ndarray]:
-    """Write the emitted C++ and a testbench, build them with the HLS target's csim
-    compiler step (g++ -Wall -Werror with the project's ap_int / ap_fixed shims, or the
-    Vitis headers when installed), run, and return the output ports.
-
-    The HLS target's own testbench (`targets.hls.testbench`) reads raw arrays straight
-    into the port type, which does not work for `ap_int<W>` ports (e.g. 4-bit weights):
-    this one reads each port in its storage type and converts element by element."""
-    from mambaflow.targets.hls.csim import compile_csim, run_program
-
-    tmp = tempfile.TemporaryDirectory() if workdir is None else None
-    d = Path(workdir or tmp.name)
-    d.mkdir(parents=True, exist_ok=True)
-    code.write(d, "kernels")
-    byname = {p.name: p for p in design.ports}
-    decls, reads, writes, args = [], [], [], []
-    for hp in code.ports:
-        dp = byname[hp.source]
-        n = int(np.prod(dp.shape))
-        dims = "".join(f"[{s}]" for s in hp.shape)
-        var = f"buf_{hp.name}"
-        decls.append(f"static {hp.elem} {var}{dims};")
-        flat = f"(({hp.elem}*){var})"
-        st = {np.int8: "int8_t", np.uint8: "uint8_t", np.int16: "int16_t", np.int32: "int32_t",
-              np.int64: "int64_t"}[dp.np_dtype.type]
-        if dp.role != "output":
-            f = d / f"in_{hp.name}.bin"
-            _np(values[dp.name], dp).tofile(f)
-            reads.append(f'  rd<{hp.elem}, {st}>("{f}", {flat}, {n});')
-        else:
-            writes.append(f'  wr<{hp.elem}, {st}>("{d / ("out_" + hp.name + ".bin")}", {flat}, {n});')
-        args.append(var)
-    tb = _TB.format(header="kernels.h", decls="\n".join(decls), reads="\n".join(reads),
-                    writes="\n".join(writes), top=code.top, args=", ".join(args))
-    (d / "tb.cpp").write_text(tb)
-    try:
-        exe, _, _ = compile_csim(d)
-    except MambaflowError as e:
-        raise MambaflowError(f"csim: the emitted integer design does not compile:\n{str(e)[-4000:]}") from None
-    r, _ = run_program(exe, d)
-    if r.returncode:
-        raise MambaflowError(f"csim: the testbench failed ({r.returncode}):\n{r.stderr[-2000:]}")
-    out = {}
-    for hp in code.ports:
-        dp = byname[hp.source]
-        if dp.role == "output":
-            out[dp.name] = np.fromfile(d / f"out_{hp.name}.bin", dtype=dp.np_dtype).reshape(dp.shape)
-    if tmp is not None:
-        tmp.cleanup()
-    return out

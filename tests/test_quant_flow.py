@@ -80,9 +80,12 @@ def test_integer_layer_reference_llvm_csim_bit_exact(name, qc, tmp_path):
     if not HAVE_GXX:
         pytest.skip("g++ is not on PATH: HLS csim not run")
     code = emit_design(d)
-    if qc is W4A4:
-        assert "ap_int<4>" in code.source  # the 4-bit weight ports
-    _same(run_csim(d, vals, tmp_path / "csim"), ref)
+    if qc is W4A4:  # the 4-bit weight ports: packed into 512-bit AXI beats, unpacked per access
+        w = next(p for p in code.ports if p.source == "in_proj.w")
+        assert w.packed and w.elem_bits == 4 and w.arg_type == "ap_uint<512>" and "mf_unpack<4, 512>" in code.source
+    r = run_csim(d, vals, ref, tmp_path / "csim")
+    assert r.ok, r.summary()
+    _same(r.outputs, ref)
 
     if name == "tiny-mamba2" and qc is W4A4:
         # the integer design takes the schedule language like the float one: pipelining,
@@ -98,7 +101,9 @@ def test_integer_layer_reference_llvm_csim_bit_exact(name, qc, tmp_path):
         _same(run_llvm(d, vals2), ref2)
         code = emit_design(d)
         assert "pipeline II=1" in code.pragmas["in_proj"] and "unroll" in code.pragmas["in_proj"]
-        _same(run_csim(d, vals2, tmp_path / "csim_scheduled"), ref2)
+        r = run_csim(d, vals2, ref2, tmp_path / "csim_scheduled")
+        assert r.ok, r.summary()
+        _same(r.outputs, ref2)
 
 
 def test_integer_decode_model_llvm_csim_bit_exact(tmp_path):
@@ -126,5 +131,7 @@ def test_integer_decode_model_llvm_csim_bit_exact(tmp_path):
     _same(run_llvm(d, vals2), ref2)
     if not HAVE_GXX:
         pytest.skip("g++ is not on PATH: HLS csim not run")
-    _same(run_csim(d, vals2, tmp_path / "csim"), ref2)
+    r = run_csim(d, vals2, ref2, tmp_path / "csim")
+    assert r.ok, r.summary()
+    _same(r.outputs, ref2)
 

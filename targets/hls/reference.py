@@ -67,3 +67,33 @@ def reference_data(model, design, steps: int = 2, seed: int = 0, rtol: float = 1
     spec = TestbenchSpec(steps=steps, per_step={"tokens"}, feedback={o: i for i, o in STATE_PORTS},
                          rtol=rtol, atol=atol)
     return inputs, golden, spec
+
+
+@torch.no_grad()
+def integer_reference_data(qm, design, steps: int = 2, seed: int = 0):
+    """(inputs, golden, spec) of an integer design (`quant.flow.capture_quantized`, scope
+    "model") from the bit-exact integer reference (`QuantizedMamba.decode`): `steps`
+    decode steps of seeded random tokens from a state a few steps in, states fed back.
+    Every comparison is exact (integer ports compare bit for bit)."""
+    from ...quant.flow import example_env
+
+    if not design.quant or design.top != "decode":
+        raise MambaflowError("integer reference data is made for a whole-model integer decode design "
+                             "(capture_quantized(qm, 'model'))")
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, qm.config.vocab_size, size=(steps, design.T), dtype=np.int64)
+    _, state = example_env(qm, design.T, seed)
+    by_name = {p.name: p for p in design.ports}
+    inputs: dict[str, np.ndarray] = {"tokens": tokens}
+    for name, t in (("conv_state", state.conv), ("ssm_state", state.ssm)):
+        inputs[name] = t.numpy().astype(by_name[name].np_dtype)
+    inputs.update(zip(design.weight_names, design.weights(qm)))
+    logits = []
+    for s in range(steps):
+        out, state = qm.decode(torch.from_numpy(tokens[s]), state)
+        logits.append(out.numpy().astype(by_name["logits"].np_dtype))
+    golden = {"logits": np.stack(logits),
+              "conv_state_out": state.conv.numpy().astype(by_name["conv_state_out"].np_dtype),
+              "ssm_state_out": state.ssm.numpy().astype(by_name["ssm_state_out"].np_dtype)}
+    spec = TestbenchSpec(steps=steps, per_step={"tokens"}, feedback={o: i for i, o in STATE_PORTS}, rtol=0.0, atol=0.0)
+    return inputs, golden, spec

@@ -36,7 +36,7 @@ from pathlib import Path
 from ...errors import EXIT_CHECK, EXIT_OK, EXIT_TOOLS, MambaflowError
 from ..hls.csim import CsimError, CsimResult, run_csim
 from ..hls.design import default_bundles, emit_design
-from ..hls.reference import reference_data
+from ..hls.reference import integer_reference_data, reference_data
 from .boards import Board, get_board
 from . import outdir
 from .fit import FitReport, check_fit
@@ -198,7 +198,7 @@ def _run_tool(cmd: list[str], cwd: Path, log: Path) -> int:
 def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim", out_dir: str | Path = "build",
           progress: bool = True, *, steps: int = 2, seed: int = 0, rtol: float = 1e-4, atol: float = 1e-4,
           weight_bundles: int | None = None, clock_mhz: float | None = None, platform: str | None = None,
-          run_vendor_tools: bool = True, force: bool = False) -> BuildResult:
+          run_vendor_tools: bool = True, force: bool = False, quant: str | None = None) -> BuildResult:
     """Take a Mamba model to a Versal project; see the module docstring for the steps.
 
     model: an nn.Module (mambaflow Mamba1/Mamba2 LM), a MambaConfig or a preset name.
@@ -207,6 +207,10 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     steps: decode steps in the reference data (csim, cosim and the host program).
     rtol / atol: the float tolerance of every comparison (|got - want| <= atol + rtol |want|).
     force: empty `out_dir` even when it is not empty and an earlier build did not make it.
+    quant: 'w8a8' | 'w4a4' - build the integer (FastMamba / LightMamba) design of the
+    model instead: post-training quantization (quant.ptq, calibrated on the corpus),
+    the integer decode captured as the same layer engine, and csim bit for bit against
+    the integer reference.
     """
     from ...flow.capture import capture
 
@@ -228,9 +232,18 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
         pr.note(f"      {name}: {status} ({dt:.1f} s){' - ' + detail if detail else ''}")
 
     # 1. capture + schedule
-    t0 = pr.start(f"capture decode of the model and apply the schedule ({schedule or 'none'})")
+    what = f"the {quant} integer decode" if quant else "decode of the model"
+    t0 = pr.start(f"capture {what} and apply the schedule ({schedule or 'none'})")
     model = resolve_model(model, seed)
-    design = capture(model, "decode", progress=progress)
+    qm = None
+    if quant:
+        from ...quant.flow import capture_quantized
+        from ...quant.ptq import quantize
+
+        qm = quantize(model, quant)
+        design = capture_quantized(qm, "model")
+    else:
+        design = capture(model, "decode", progress=progress)
     sched = apply_schedule(design, schedule, out)
     if sched is not None and hasattr(sched, "save"):
         sched.save(out / "schedule.json")
@@ -255,8 +268,12 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     step("fit", t0, "ok" if result.fit.fits else "failed")
 
     # 4. reference data + csim
-    t0 = pr.start(f"C simulation of {steps} decode step(s) with g++ against PyTorch")
-    inputs, golden, spec = reference_data(model, design, steps=steps, seed=seed, rtol=rtol, atol=atol)
+    oracle = "the integer reference (bit for bit)" if quant else "PyTorch"
+    t0 = pr.start(f"C simulation of {steps} decode step(s) with g++ against {oracle}")
+    if quant:
+        inputs, golden, spec = integer_reference_data(qm, design, steps=steps, seed=seed)
+    else:
+        inputs, golden, spec = reference_data(model, design, steps=steps, seed=seed, rtol=rtol, atol=atol)
     try:
         result.csim = run_csim(code, hls_dir, inputs, golden, spec, progress=lambda line: pr.note(f"      {line}"))
         step("csim", t0, "ok" if result.csim.ok else "failed", f"max |err| {result.csim.max_abs_err:.3g}")
@@ -268,7 +285,7 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     # 5. project
     t0 = pr.start("write the Vitis project")
     pspec = ProjectSpec(board=b, kernels=[KernelSpec(code.top, code.ports)], tb=spec, clock_mhz=clock_mhz,
-                        platform=platform, title=f"{design.cfg.arch} decode")
+                        platform=platform, title=f"{design.cfg.arch} {quant + ' ' if quant else ''}decode")
     write_project(out, pspec)
     (out / "resources.json").write_text(json.dumps(code.resources.to_dict(), indent=1, sort_keys=True))
     step("project", t0)
