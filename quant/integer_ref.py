@@ -94,7 +94,9 @@ def gemm(q: Tensor, s: Tensor | None, w: Tensor, wsh1: Tensor, wsh2: Tensor | No
     T, K = q.shape
     N, nb = wsh1.shape
     g0 = K // nb
-    P = (q.to(i32)[:, None, :] * w.to(i32)[None, :, :]).reshape(T, N, nb, g0).sum(-1, dtype=i32).to(i64)
+    # blocks split before the product, so multiply and block sum are one reduction nest
+    # (the flow never materializes the (T, N, K) products: an N x K buffer on chip)
+    P = (q.to(i32).reshape(T, 1, nb, g0) * w.to(i32).reshape(1, N, nb, g0)).sum(-1, dtype=i32).to(i64)
     sh1 = wsh1.to(i64)[None]                                            # (1, N, nb)
     if s is not None:
         sa = s.to(i64)

@@ -69,6 +69,7 @@ class BuildResult:
     board: str
     mode: str
     top: str
+    quant: str | None = None  # the integer scheme of an integer design
     fit: FitReport | None = None
     csim: CsimResult | None = None
     synth: SynthReport | None = None
@@ -95,7 +96,8 @@ class BuildResult:
         L = []
         if self.csim is not None:
             L.append(self.csim.summary())
-            L.append("C simulation " + ("matches PyTorch" if self.csim.ok else "DOES NOT match PyTorch"))
+            oracle = "the integer reference (bit for bit)" if self.quant else "PyTorch"
+            L.append("C simulation " + ("matches " if self.csim.ok else "DOES NOT match ") + oracle)
         if self.fit is not None and not self.fit.fits:
             L.append(f"the design does not fit {self.board}: see the resource table above; vendor tools were not run")
         if self.synth is not None:
@@ -115,7 +117,7 @@ class BuildResult:
 
     def to_dict(self) -> dict:
         return {
-            "out_dir": str(self.out_dir), "board": self.board, "mode": self.mode, "top": self.top,
+            "out_dir": str(self.out_dir), "board": self.board, "mode": self.mode, "top": self.top, "quant": self.quant,
             "exit_code": self.exit_code,
             "fit": self.fit.to_dict() if self.fit else None,
             "csim": self.csim.to_dict() if self.csim else None,
@@ -182,6 +184,21 @@ def apply_schedule(design, schedule, out_dir: Path | None = None):
     return apply_user_schedule(design, schedule)
 
 
+def _calibration(model, seed: int):
+    """PTQ calibration tokens: corpus windows (the training split) when the model's
+    vocabulary holds the byte tokenizer, else seeded random token ids (a test preset)."""
+    import torch
+
+    from ...quant.calibrate import calibration_tokens
+
+    V = model.config.vocab_size
+    tokens = calibration_tokens()
+    if int(tokens.max()) < V:
+        return tokens, "corpus windows"
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, V, (8, 64), generator=g), f"random ids (vocabulary {V} cannot hold the corpus bytes)"
+
+
 def _which(tool: str) -> str | None:
     return shutil.which(tool)
 
@@ -224,7 +241,7 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     check_user_schedule(schedule)  # a bad schedule fails before the capture
     out = outdir.claim(Path(out_dir), force)
     pr = _Progress(progress, 6)
-    result = BuildResult(out_dir=out, board=b.name, mode=mode, top="decode")
+    result = BuildResult(out_dir=out, board=b.name, mode=mode, top="decode", quant=quant)
 
     def step(name: str, t0: float, status: str = "ok", detail: str = "") -> None:
         dt = time.perf_counter() - t0
@@ -240,7 +257,9 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
         from ...quant.flow import capture_quantized
         from ...quant.ptq import quantize
 
-        qm = quantize(model, quant)
+        calib, source = _calibration(model, seed)
+        pr.note(f"      calibration: {tuple(calib.shape)} {source}")
+        qm = quantize(model, quant, calib)
         design = capture_quantized(qm, "model")
     else:
         design = capture(model, "decode", progress=progress)

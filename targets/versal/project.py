@@ -218,6 +218,8 @@ def host_source(spec: ProjectSpec) -> str:
         if p.source in tb.per_step:
             L.append(f"  std::vector<{p.elem}> {p.name}_steps({p.size} * kSteps);")
             L.append(f'  ok = mf::load(dir, "{p.name}", {p.name}_steps) && ok;')
+        elif p.packed:  # the file is the off-chip image: AXI beats as 64-bit words (hls.packing)
+            L.append(f'  ok = load_bo<uint64_t>(dir, "{p.name}", {p.name}, {p.beats * p.beat_bits // 64}) && ok;')
         else:
             L.append(f'  ok = load_bo<{p.elem}>(dir, "{p.name}", {p.name}, {p.size}) && ok;')
     for p in outs:
