@@ -94,26 +94,25 @@ def gemm(q: Tensor, s: Tensor | None, w: Tensor, wsh1: Tensor, wsh2: Tensor | No
     T, K = q.shape
     N, nb = wsh1.shape
     g0 = K // nb
-    # blocks split before the product, so multiply and block sum are one reduction nest
-    # (the flow never materializes the (T, N, K) products: an N x K buffer on chip)
-    P = (q.to(i32).reshape(T, 1, nb, g0) * w.to(i32).reshape(1, N, nb, g0)).sum(-1, dtype=i32).to(i64)
-    sh1 = wsh1.to(i64)[None]                                            # (1, N, nb)
+    # (Σ_g q·w) << (a + s) + [b >= 0] (Σ_g q·w) << (b + s) = Σ_g q·w·m exactly (int64), with
+    # the multiplier m = 2^(a+s) + [b >= 0] 2^(b+s) (a, b >= 0 by construction, quant.ptq;
+    # b = -1: no second power): one reduction over (block, channel), every intermediate
+    # used once, so the flow fuses it into one nest and keeps neither the (T, N, blocks)
+    # partial sums (an N x K / g0 buffer on chip) nor the (T, N, K) products
+    # every operand is shaped (.., N, nb, 1) up front: no reshape between the elementwise
+    # ops and the reduction, which would stop their fusion
+    one = torch.ones((), dtype=i64)
+    scale = shl(one, wsh1.to(i64).reshape(1, N, nb, 1))
+    if wsh2 is not None:  # (1 << (b + 1)) >> 1 is 2^b for b >= 0 and 0 for b = -1
+        scale = scale + shr(shl(one, torch.clamp(wsh2.to(i64).reshape(1, N, nb, 1) + 1, min=0)), 1)
     if s is not None:
         sa = s.to(i64)
         if a_group > g0:  # one activation group spans several blocks
             r = a_group // g0
             sa = sa[:, :, None].expand(T, sa.shape[1], r).reshape(T, nb)
-        sa = sa[:, None, :]                                              # (T, 1, nb)
-        sh1 = sh1 + sa
-    acc = shl(P, sh1).sum(-1)
-    if wsh2 is not None:
-        sh2 = wsh2.to(i64)[None]
-        on = sh2 >= 0
-        sh2 = torch.clamp(sh2, min=0)
-        if s is not None:
-            sh2 = sh2 + sa
-        acc = acc + torch.where(on, shl(P, sh2), torch.zeros_like(P)).sum(-1)
-    return acc
+        scale = shl(scale, sa.reshape(T, 1, nb, 1))                      # (T, N, nb, 1)
+    qw = q.to(i64).reshape(T, 1, nb, g0) * w.to(i64).reshape(1, N, nb, g0)
+    return (qw * scale).sum((-2, -1))
 
 
 def _expanded_weight(w, wsh1, wsh2, g0):

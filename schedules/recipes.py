@@ -299,9 +299,10 @@ def linear_parallel_schedule(design, tile: int = 16, ii: int = 1) -> Schedule:
 
 def ssm_serial_schedule(design, ii: int = 1, lanes: int = 16) -> Schedule:
     """The conv and the SSM update as serial pipelines: in every band of the conv and
-    SSM kernels the loop above the innermost is pipelined at `ii` with the innermost
-    unrolled by up to `lanes` (the state dimension N of Mamba1, the taps of the conv),
-    state and A arrays partitioned to feed the lanes."""
+    SSM kernels the innermost loop runs `lanes` elements per cycle (split by `lanes`,
+    the split's inner loop unrolled and its outer loop pipelined at `ii`; an innermost
+    loop of at most `lanes` iterations, the conv taps, is unrolled and the loop above
+    it pipelined), state and A arrays partitioned to feed the lanes."""
     s = customize(design)
     for k in s.kernels():
         if s.kind(k) not in ("conv", "ssm"):
@@ -318,11 +319,15 @@ def ssm_serial_schedule(design, ii: int = 1, lanes: int = 16) -> Schedule:
                 s.pipeline(loops[names[0]], ii=ii)
                 continue
             lanes_here = _divisor_at_most(tc or 1, lanes)
+            if 1 < lanes_here < (tc or 0):
+                # `lanes` elements per cycle: pipeline the outer half of the split, not
+                # the loop above it (a pipelined loop unrolls everything inside it)
+                jo, ji = s.split(loops[names[-1]], lanes_here)
+                s.unroll(ji, 0)
+                s.pipeline(jo, ii=ii)
+                continue
             if lanes_here == tc:
                 s.unroll(loops[names[-1]], 0)
-            elif lanes_here > 1:
-                _, ji = s.split(loops[names[-1]], lanes_here)
-                s.unroll(ji, 0)
             s.pipeline(s.loop(f"{k}:{band}.{names[-2]}"), ii=ii)
         bufs = s.get_buffers(k)
         for port in ("ssm_state", "ssm_state_out", "A"):
@@ -401,6 +406,34 @@ def accelerator_schedule(design, tile: int = 16, ii: int = 1, lanes: int = 16, d
     linear_parallel_schedule(s, tile=tile, ii=ii)
     ssm_serial_schedule(s, ii=ii, lanes=lanes)
     layer_pipeline_schedule(s, depth=depth)
+    large_buffers_to_uram(s)
+    return s
+
+
+#: on-chip buffers at least this large are bound to UltraRAM (one URAM is 4K x 72 bits,
+#: 36 KiB; BRAM18K blocks are 2.25 KiB: large buffers use URAM's density, as LightMamba)
+URAM_MIN_BYTES = 64 * 1024
+
+
+def large_buffers_to_uram(design, min_bytes: int = URAM_MIN_BYTES) -> Schedule:
+    """Bind every local buffer of at least `min_bytes` (not completely partitioned) to
+    URAM (`storage`); returns the Schedule."""
+    from ..dialects import directives as D
+
+    s = customize(design)
+    for k in s.kernels():
+        for name, h in s.get_buffers(k).items():
+            ref = s._buffer(h, "storage")[1]
+            if ref.arg is not None or not ref.type.has_static_shape:
+                continue  # ports are off chip; streams are not buffers
+            n = 1
+            for d in ref.type.shape:
+                n *= d
+            el = ref.type.element_type
+            bits = el.width if isinstance(el, (ir.IntegerType, ir.FloatType)) else 64  # index: 64
+            complete = any(p.kind == "complete" for p in D.partitions_of(ref))
+            if n * bits // 8 >= min_bytes and not complete:
+                s.storage(f"{k}:{name}", "uram")
     return s
 
 

@@ -93,18 +93,18 @@ def test_out_naming_a_file_or_a_foreign_folder_is_refused(env, tmp_path):
 # ------------------------------------------------------------------- bad schedule files
 
 SCHEDULES = [  # (file name, content, words of the message)
-    ("trunc.json", '[{"op": "split", "loop": "layer0_in_proj:S_i_j.j"', ["trunc.json:1:", "not valid JSON"]),
-    ("nofactor.json", '[{"op": "split", "loop": "layer0_in_proj:S_i_j.j"}]',
+    ("trunc.json", '[{"op": "split", "loop": "in_proj:S_i_j.j"', ["trunc.json:1:", "not valid JSON"]),
+    ("nofactor.json", '[{"op": "split", "loop": "in_proj:S_i_j.j"}]',
      ["nofactor.json: entry 0 (split) lacks the argument 'factor'"]),
     ("notlist.json", '{"op": "split"}', ["notlist.json: a schedule log is a list of entries"]),
     ("number.json", "3", ["number.json: a schedule log is a list", "not a JSON number"]),
     ("noop.json", '[{"loop": "x"}]', ["noop.json: entry 0 is not an object with an \"op\""]),
     ("unknown.json", '[{"op": "teleport"}]', ["unknown.json: entry 0 (teleport)", "unknown primitive"]),
-    ("syntax.py", 'def schedule(s):\n    s.split("layer0_in_proj:S_i_j.j", 8\n',
+    ("syntax.py", 'def schedule(s):\n    s.split("in_proj:S_i_j.j", 8\n',
      ["syntax.py:2: SyntaxError", "in your schedule file"]),
     ("raises.py", 'def helper(s):\n    raise ValueError("my own bug")\n\ndef schedule(s):\n    helper(s)\n',
      ["raises.py:2: in helper: ValueError: my own bug", "in your schedule file"]),
-    ("rejected.py", 'def schedule(s):\n    s.split("layer0_in_proj:nosuch.j", 8)\n',
+    ("rejected.py", 'def schedule(s):\n    s.split("in_proj:nosuch.j", 8)\n',
      ["rejected.py:2: in schedule: rejected: split: no loop 'nosuch.j'"]),
     ("nofn.py", "x = 1\n", ["nofn.py must define a function `schedule(s)`"]),
 ]
