@@ -209,3 +209,36 @@ def test_build_help_lists_every_recipe(capsys):
     assert "RECIPE|FILE.py|LOG.json" in text
     for r in RECIPES.values():
         assert f"{r.name} {r.description}" in text
+
+
+def test_ssm_serial_runs_lanes_per_cycle_and_keeps_the_numbers():
+    """With lanes < N the split's outer loop is pipelined and only `lanes` copies of the
+    state update are built (pipelining the loop above would unroll all N): fewer DSPs
+    with fewer lanes, and the scheduled decode still equals PyTorch."""
+    from mambaflow.targets.hls import emit_design
+
+    model = build_model(get_config("tiny-mamba2")).eval()  # d_state N = 16
+    dsp = {}
+    for lanes in (4, 16):
+        d = copy_design(capture(model, "decode", progress=False))
+        s = recipes.ssm_serial_schedule(d, lanes=lanes)
+        piped = [e["loop"] for e in s.log if e["op"] == "pipeline" and e["loop"].startswith("ssm:")]
+        assert piped
+        if lanes == 4:
+            assert all(p.endswith(".outer") for p in piped if "_j" in p.split(":")[1].split(".")[0]), piped
+        dsp[lanes] = next(k for k in emit_design(d).resources.kernels if k.name == "ssm").dsp
+        _decode_matches(model, d)
+    assert 0 < dsp[4] < dsp[16]
+
+
+def test_large_buffers_go_to_uram():
+    d = copy_design(capture(get_config("tiny-mamba2"), "decode", progress=False))
+    s = recipes.large_buffers_to_uram(d, min_bytes=1024)
+    bound = {e["buffer"] for e in s.log if e["op"] == "storage"}
+    assert bound and all(e["impl"] == "uram" for e in s.log)
+    for k in s.kernels():
+        for name, h in s.get_buffers(k).items():
+            ref = s._buffer(h, "storage")[1]
+            if ref.arg is None:
+                n = int(np.prod(ref.type.shape)) * ref.type.element_type.width // 8
+                assert (f"{k}:{name}" in bound) == (n >= 1024), (k, name, n)

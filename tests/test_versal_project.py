@@ -6,6 +6,7 @@ the one-shot build (without Vitis here: the missing tools are reported; a stand-
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shutil
@@ -404,3 +405,35 @@ def test_parse_csynth_reports(tmp_path):
     bad.write_text("<html/>")
     with pytest.raises(ReportError, match="not a Vitis HLS csynth report"):
         parse_csynth(bad)
+
+
+def test_build_quant_w4a4_accelerator_csim_bit_exact(tmp_path, monkeypatch):
+    """`build --quant w4a4 --schedule accelerator`: the integer layer engine passes csim
+    bit for bit against the integer reference (the flow's own testbench, 4-bit weights
+    packed into 512-bit AXI beats), fits, writes the project, and exits non-zero only
+    because Vitis is missing; the project's `make csim` passes on the same data."""
+    _no_vitis(monkeypatch)
+    out = tmp_path / "q"
+    r = build("tiny-mamba2", "vck190", "accelerator", "csim", out, progress=False, quant="w4a4")
+    assert r.csim is not None and r.csim.ok and r.fit.fits, r.report()
+    assert r.exit_code == 3 and r.missing_tools == ["vitis_hls"]
+    assert {c.port for c in r.csim.compares} == {"logits", "conv_state_out", "ssm_state_out"}
+    assert all(c.mismatches == 0 and c.max_abs_err == 0 for c in r.csim.compares)
+    assert "matches the integer reference (bit for bit)" in r.report()
+    assert json.loads((out / "build.json").read_text())["quant"] == "w4a4"
+    src = (out / "hls" / "kernels.cpp").read_text()
+    assert "ap_uint<512>" in src and "mf_unpack<4, 512>" in src  # packed sub-byte ports
+    assert "layer_layer: for" in src  # one engine per kernel kind, reused by every layer
+    log = json.loads((out / "schedule.json").read_text())["log"]
+    assert {"pipeline", "unroll", "to"} <= {e["op"] for e in log}
+    if shutil.which("make"):
+        p = subprocess.run(["make", "csim"], cwd=out, capture_output=True, text=True)
+        assert p.returncode == 0 and "MF_RESULT PASS" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+
+
+def test_build_quant_that_cannot_be_built_says_why(tmp_path):
+    from mambaflow.models.config import MambaConfig
+
+    cfg = MambaConfig("mamba1", d_model=26, n_layer=1, vocab_size=64, d_state=8)  # no Hadamard of order 26
+    with pytest.raises(MambaflowError, match=r"w4a4: rotation needs a Hadamard matrix of order d_model=26"):
+        build(cfg, "vck190", None, "csim", tmp_path / "q", progress=False, quant="w4a4")
