@@ -20,7 +20,7 @@ from __future__ import annotations
 from torch_mlir import ir
 from torch_mlir.dialects import memref
 
-from .mlir import funcs, str_attr
+from .mlir import dense_row_type, funcs, str_attr
 
 KIND_ATTR = "mf.kind"
 TOP_ATTR = "mf.top"
@@ -87,16 +87,6 @@ def set_identity(fn: ir.Operation, kind: str | None, names: list[str], roles: li
     fn.attributes["arg_attrs"] = ir.ArrayAttr.get(dicts)
 
 
-def _row_type(t: ir.MemRefType) -> ir.MemRefType:
-    """The type of one layer's slice of a stacked (L, *t.shape) buffer."""
-    strides, n = [], 1
-    for d in reversed(t.shape):
-        strides.append(n)
-        n *= d
-    layout = ir.StridedLayoutAttr.get(ir.ShapedType.get_dynamic_stride_or_offset(), strides[::-1])
-    return ir.MemRefType.get(t.shape, t.element_type, layout)
-
-
 def stack_by_layer(fn: ir.Operation, positions: list[int], n_layer: int) -> None:
     """Make a one-layer kernel layer-generic (see the module doc).
 
@@ -115,7 +105,7 @@ def stack_by_layer(fn: ir.Operation, positions: list[int], n_layer: int) -> None
             with ir.InsertionPoint(first):
                 rank = one.rank + 1
                 view = memref.subview(arg, [layer] + [0] * one.rank, [1, *one.shape], [1] * rank,
-                                      result_type=_row_type(one))
+                                      result_type=dense_row_type(one))
             arg.replace_all_uses_except(view, view.owner.operation)
         ftype = ir.FunctionType(ir.TypeAttr(fn.attributes["function_type"]).value)
         fn.attributes["function_type"] = ir.TypeAttr.get(

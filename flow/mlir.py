@@ -54,6 +54,17 @@ def funcs(module: ir.Module) -> dict[str, ir.Operation]:
     return out
 
 
+def dense_row_type(t: ir.MemRefType) -> ir.MemRefType:
+    """t's shape with row-major strides and a dynamic offset: the type of one row (one
+    token's state, one layer's slice) of a dense buffer with t's shape inside it."""
+    strides, n = [], 1
+    for d in reversed(t.shape):
+        strides.append(n)
+        n *= d
+    layout = ir.StridedLayoutAttr.get(ir.ShapedType.get_dynamic_stride_or_offset(), strides[::-1])
+    return ir.MemRefType.get(t.shape, t.element_type, layout)
+
+
 def str_attr(op: ir.Operation, name: str) -> str | None:
     if name not in op.attributes:
         return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 from torch_mlir import ir
 from torch_mlir.dialects import affine, arith, func, memref, scf
 
+from .mlir import dense_row_type
 from .naming import LOOP_ATTR
 
 
@@ -31,16 +32,6 @@ def _dynamic(t: ir.MemRefType) -> ir.MemRefType:
     """The fully dynamic strided form of a memref type (what the step accepts)."""
     dyn = ir.ShapedType.get_dynamic_stride_or_offset()
     layout = ir.StridedLayoutAttr.get(dyn, [dyn] * t.rank)
-    return ir.MemRefType.get(t.shape, t.element_type, layout)
-
-
-def _dense_rows(t: ir.MemRefType) -> ir.MemRefType:
-    """t's shape with row-major strides and a dynamic offset (a row of a dense buffer)."""
-    strides, n = [], 1
-    for d in reversed(t.shape):
-        strides.append(n)
-        n *= d
-    layout = ir.StridedLayoutAttr.get(ir.ShapedType.get_dynamic_stride_or_offset(), strides[::-1])
     return ir.MemRefType.get(t.shape, t.element_type, layout)
 
 
@@ -128,7 +119,7 @@ def build_scan(
                 is_root = arith.cmpi(arith.CmpIPredicate.slt, p64, zero)
                 # both candidates are dense rows: keep the static strides in the join type
                 # (only the offset varies), so the step's loads stay unit-stride vectors
-                dense = _dense_rows(state_t)
+                dense = dense_row_type(state_t)
                 pick = scf.IfOp(is_root, [dense], has_else=True)
                 with ir.InsertionPoint(pick.then_block):
                     scf.yield_([_cast(h0, dense)])

@@ -38,13 +38,14 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "linear layers as MAC arrays: reduction split by 16 and unrolled, weights partitioned "
            "cyclically along it, pipelined at II=1"),
     Recipe("ssm_serial", R.ssm_serial_schedule,
-           "conv and SSM update as serial pipelines at II=1, the state dimension unrolled by up to 16, "
-           "state and A partitioned to feed it"),
+           "conv and SSM update as serial pipelines at II=1, 16 state lanes per cycle (the split's outer "
+           "loop pipelined), state and A partitioned to feed them"),
     Recipe("layer_pipeline", R.layer_pipeline_schedule,
            "the layer kernels as dataflow stages over FIFO streams (depth 2, or the whole buffer where "
            "the Kahn check needs it)"),
     Recipe("accelerator", R.accelerator_schedule,
-           "linear_parallel + ssm_serial + layer_pipeline: the LightMamba / SpecMamba structure"),
+           "linear_parallel + ssm_serial + layer_pipeline, buffers of 64 KiB or more in URAM: the "
+           "LightMamba / SpecMamba structure"),
     Recipe("tree_buffer", tree_buffer,
            "verify designs captured with a FIFO: the state ring on-chip (BRAM/URAM), partitioned and "
            "pipelined; other designs unchanged"),
