@@ -437,3 +437,15 @@ def test_build_quant_that_cannot_be_built_says_why(tmp_path):
     cfg = MambaConfig("mamba1", d_model=26, n_layer=1, vocab_size=64, d_state=8)  # no Hadamard of order 26
     with pytest.raises(MambaflowError, match=r"w4a4: rotation needs a Hadamard matrix of order d_model=26"):
         build(cfg, "vck190", None, "csim", tmp_path / "q", progress=False, quant="w4a4")
+
+
+def test_build_float_accelerator_csim_matches_pytorch(tmp_path, monkeypatch):
+    """The float design scheduled with `accelerator` (MAC arrays, serial SSM lanes,
+    dataflow streams in the layer loop) passes csim within tolerance of PyTorch."""
+    _no_vitis(monkeypatch)
+    r = build("tiny-mamba2", "vck190", "accelerator", "csim", tmp_path / "f", progress=False)
+    assert r.csim is not None and r.csim.ok and r.fit.fits and r.exit_code == 3, r.report()
+    assert {c.port for c in r.csim.compares} == {"logits", "conv_state_out", "ssm_state_out"}
+    assert 0 < r.csim.max_abs_err < 1e-3
+    src = (tmp_path / "f" / "hls" / "kernels.cpp").read_text()
+    assert "hls::stream" in src and "#pragma HLS pipeline II=1" in src
