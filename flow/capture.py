@@ -215,25 +215,39 @@ def _template(kernel: K.Kernel, T: int, tree: bool, ctx: ir.Context, n_layer: in
             step.attributes["sym_visibility"] = ir.StringAttr.get("private")
             per_token = [p.shape[0] == 1 and p.weight is None for p in kernel.inputs[1:]]
             build_scan(mod, step, kernel.kind, per_token, T, tree, fifo_depth, write_states)
-    fn = funcs(mod)[kernel.kind]
     ports = list(kernel.inputs)
     outs = [p for p in kernel.outputs if write_states or p.name != "ssm_state_out"]
-    names = [p.name for p in ports] + (["parents"] if kernel.scan and tree else []) + [p.name for p in outs]
-    roles = [_role(p) for p in ports] + (["parents"] if kernel.scan and tree else []) + [_role(p) for p in outs]
-    stacked = [False] * len(names)
-    _finish(mod, kernel.kind)
+    parents = [("parents", "parents", False)] if kernel.scan and tree else []
+    args = [(p.name, _role(p), _stacked(p, tree)) for p in ports] + parents
+    args += [(p.name, _role(p), _stacked(p, tree)) for p in outs]
+    finish_kernel(mod, kernel.kind, args, n_layer)
+    return mod
+
+
+def finish_kernel(mod: ir.Module, kind: str, args: list[tuple[str, str, bool]], n_layer: int | None) -> None:
+    """The common end of every kernel capture (float and integer): copies become loops
+    and views fold into the accesses; a layer kernel (`n_layer` given) is made
+    layer-generic (`identity.stack_by_layer`) on the arguments `args` marks stacked;
+    the kind and the arguments' (name, role, stacked) are recorded on the func.
+
+    Stacking comes after the first folding: the views torch-mlir leaves on arguments
+    (expand_shape, ...) have result types computed from the argument's type, so they
+    must be folded away before the argument is retyped; the second folding then folds
+    the layer subview into the accesses."""
+    _finish(mod, kind)
+    fn = funcs(mod)[kind]
+    names, roles, stacked = (list(x) for x in zip(*args))
     if n_layer is not None:
-        flags = [_stacked(p, tree) for p in ports] + ([False] if kernel.scan and tree else [])
-        stacked = flags + [_stacked(p, tree) for p in outs]
-        with ctx:
+        with mod.context:
             stack_by_layer(fn, [k for k, s in enumerate(stacked) if s], n_layer)
         names.append(LAYER_ARG)
         roles.append("layer")
         stacked.append(False)
-        _fold_views(mod, kernel.kind)
-    with ctx:
-        set_identity(fn, kernel.kind, names, roles, stacked)
-    return mod
+        _fold_views(mod, kind)
+    else:
+        stacked = [False] * len(names)
+    with mod.context:
+        set_identity(fn, kind, names, roles, stacked)
 
 
 def _chain_windows(T: int, k: int) -> np.ndarray:
@@ -487,60 +501,61 @@ def _build_top(module, cfg, phase, T, layer, outer, replay=()) -> list[TopPort]:
                     env[p.name] = buffer(p, kern)
         env["xn_f"] = buffer(norm_f.outputs[0], norm_f)
 
-        def call(kern: K.Kernel, callee: str, li: ir.Value | None, outs: dict[str, ir.Value], write=True):
-            args = []
-            for p in kern.inputs:
-                args.append(arg[p.name] if p.weight else bound[p.name] if p.name in bound else env[p.name])
-            if kern.scan and tree:
-                args.append(env["parents"])
-            for p in kern.outputs:
-                if p.name == "ssm_state_out" and not write:
-                    continue
-                args.append(outs[p.name] if p.name in outs else bound[p.name] if p.name in bound else env[p.name])
+        def call(kern: K.Kernel, callee: str, li: ir.Value | None = None, over: dict | None = None, write=True):
+            """Call `callee` on kern's ports: `over` first, then the weight and state
+            ports, then the activation buffers."""
+            over = over or {}
+
+            def value(p: K.Port) -> ir.Value:
+                if p.name in over:
+                    return over[p.name]
+                return arg[p.name] if p.weight else bound[p.name] if p.name in bound else env[p.name]
+
+            args = [value(p) for p in kern.inputs] + ([env["parents"]] if kern.scan and tree else [])
+            args += [value(p) for p in kern.outputs if write or p.name != "ssm_state_out"]
             func.CallOp([], ir.FlatSymbolRefAttr.get(callee), args + ([li] if li is not None else []))
 
-        resid = env["resid"]
-        call(embed, "embed", None, {})
-        if tree and 0 < len(replay) < L:
+        mixed = tree and 0 < len(replay) < L
+        if mixed:
             mask = _const_table(fn, f"replay_layers_{L}", np.array([int(i in replay) for i in range(L)]))
+        resid = env["resid"]
+        call(embed, "embed")
         loop = affine.AffineForOp(0, L, 1)
         loop.operation.attributes[LOOP_ATTR] = ir.StringAttr.get("layer")
         loop.operation.attributes[BAND_ATTR] = ir.StringAttr.get("layer")
         with ir.InsertionPoint(loop.body):
             li = loop.induction_variable
-            if tree and 0 < len(replay) < L:
+            if mixed:
                 flag = memref.load(mask, [li])
                 is_replay = arith.cmpi(arith.CmpIPredicate.ne, flag, arith.constant(ir.IntegerType.get_signless(64), 0))
+
+            def when_replaying(then, otherwise=None) -> None:
+                """`then()` for replaying layers (`otherwise()` for the others): inline
+                when every layer replays, else under an scf.if on the layer's mask."""
+                if not mixed:
+                    then()
+                    return
+                pick = scf.IfOp(is_replay, [], has_else=otherwise is not None)
+                for block, body in ((pick.then_block, then), (pick.else_block if otherwise else None, otherwise)):
+                    if block is not None:
+                        with ir.InsertionPoint(block):
+                            body()
+                            scf.yield_([])
+
             for kern in layer:
                 if kern.scan and tree and replay:
-                    if len(replay) == L:
-                        call(kern, SSM_REPLAY, li, {}, write=False)
-                    else:
-                        pick = scf.IfOp(is_replay, [], has_else=True)
-                        with ir.InsertionPoint(pick.then_block):
-                            call(kern, SSM_REPLAY, li, {}, write=False)
-                            scf.yield_([])
-                        with ir.InsertionPoint(pick.else_block):
-                            call(kern, kern.kind, li, {})
-                            scf.yield_([])
+                    when_replaying(lambda: call(kern, SSM_REPLAY, li, write=False), lambda: call(kern, kern.kind, li))
                 else:
-                    call(kern, kern.kind, li, {"resid_out": env["resid_out"]} if kern.kind == "out_proj" else {})
+                    call(kern, kern.kind, li)
                 if tree and kern.kind == "in_proj":
                     # the conv inputs leave the design: speculative decoding rebuilds the
                     # accepted node's conv state from them
                     copy_nest(env["x"], arg["conv_in"], li, "conv_in")
             for a in acts:  # a replaying layer's SSM inputs leave the design
-                if len(replay) == L:
-                    copy_nest(env[a], arg[a], li, f"keep_{a}")
-                else:
-                    keep = scf.IfOp(is_replay, [], has_else=False)
-                    with ir.InsertionPoint(keep.then_block):
-                        copy_nest(env[a], arg[a], li, f"keep_{a}")
-                        scf.yield_([])
+                when_replaying(lambda a=a: copy_nest(env[a], arg[a], li, f"keep_{a}"))
             copy_nest(env["resid_out"], resid, None, "resid")  # the next layer's input
             affine.AffineYieldOp([])
-        call(norm_f, "norm_f", None, {"xn": env["xn_f"]})
-        head_args = [env["xn_f"], arg["embed_w"], arg["logits"]]
-        func.CallOp([], ir.FlatSymbolRefAttr.get("lm_head"), head_args)
+        call(norm_f, "norm_f", over={"xn": env["xn_f"]})
+        call(head, "lm_head", over={"xn": env["xn_f"], "logits": arg["logits"]})
         func.ReturnOp([])
     return ports

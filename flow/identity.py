@@ -35,16 +35,6 @@ def kernel_kind(fn: ir.Operation) -> str | None:
     return str_attr(fn, KIND_ATTR)
 
 
-def kernels_by_kind(module: ir.Module) -> dict[str, list[str]]:
-    """kind -> the kernel functions of that kind, in module order."""
-    out: dict[str, list[str]] = {}
-    for name, fn in funcs(module).items():
-        kind = kernel_kind(fn)
-        if kind is not None:
-            out.setdefault(kind, []).append(name)
-    return out
-
-
 def _arg_dicts(fn: ir.Operation) -> list[dict]:
     n = len(fn.regions[0].blocks[0].arguments)
     if "arg_attrs" not in fn.attributes:
@@ -62,10 +52,6 @@ def arg_names(fn: ir.Operation) -> list[str] | None:
     if not dicts or any(NAME_ATTR not in d for d in dicts):
         return None
     return [ir.StringAttr(d[NAME_ATTR]).value for d in dicts]
-
-
-def arg_roles(fn: ir.Operation) -> list[str | None]:
-    return [ir.StringAttr(d[ROLE_ATTR]).value if ROLE_ATTR in d else None for d in _arg_dicts(fn)]
 
 
 def stacked_args(fn: ir.Operation) -> list[bool]:

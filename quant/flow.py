@@ -82,9 +82,8 @@ def _np(t, p: TopPort) -> np.ndarray:
     return a.astype(p.np_dtype)
 
 
-def _mlir_type(shape, dtype, bits=None) -> ir.MemRefType:
-    w = bits or _EL_BITS[dtype]
-    return ir.MemRefType.get(list(shape), ir.IntegerType.get_signless(w))
+def _mlir_type(shape, dtype) -> ir.MemRefType:
+    return ir.MemRefType.get(list(shape), ir.IntegerType.get_signless(_EL_BITS[dtype]))
 
 
 def _is_stacked(qm: QuantizedMamba, name: str, layer: int) -> bool:
@@ -97,8 +96,7 @@ def _is_stacked(qm: QuantizedMamba, name: str, layer: int) -> bool:
 def _capture_kernel(k: QKernel, args: list[torch.Tensor], ctx, stack: list[bool] | None, n_layer: int):
     """One integer kernel as a named affine func; a layer kernel (`stack` given: which
     arguments are stacked) made layer-generic like the float ones (`identity`)."""
-    from mambaflow.flow.capture import _finish, _fold_views
-    from mambaflow.flow.identity import LAYER_ARG, set_identity, stack_by_layer
+    from mambaflow.flow.capture import finish_kernel
     from mambaflow.flow.lowering import capture_function
     from mambaflow.flow.mlir import funcs
     from mambaflow.flow.naming import name_loops
@@ -106,24 +104,15 @@ def _capture_kernel(k: QKernel, args: list[torch.Tensor], ctx, stack: list[bool]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mod = capture_function(k.fn, args, k.kind, ctx)
-    _finish(mod, k.kind)
-    fn = funcs(mod)[k.kind]
     names = [n[2:] if n.startswith("p:") else n for n in k.inputs] + list(k.outputs)
     roles = ["weight" if n.startswith("p:") else "state" if n in _STATES else "activation"
              for n in (*k.inputs, *k.outputs)]
-    stacked = list(stack) if stack is not None else [False] * len(names)
-    with ctx:
-        if stack is not None:
-            stack_by_layer(fn, [i for i, s in enumerate(stacked) if s], n_layer)
-            names.append(LAYER_ARG)
-            roles.append("layer")
-            stacked.append(False)
-    if stack is not None:
-        _fold_views(mod, k.kind)
+    finish_kernel(mod, k.kind, list(zip(names, roles, stack or [False] * len(names))),
+                  n_layer if stack is not None else None)
+    fn = funcs(mod)[k.kind]
     with ctx:
         name_loops(fn)
         _prefix_globals(mod, fn, k.kind)
-        set_identity(fn, k.kind, names, roles, stacked)
     return mod, fn
 
 

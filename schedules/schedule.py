@@ -50,7 +50,7 @@ from torch_mlir import ir
 
 from ..dialects import directives as D
 from ..errors import ScheduleError
-from ..flow.identity import arg_names, kernel_kind
+from ..flow.identity import TOP_ATTR, arg_names, kernel_kind
 from ..flow.mlir import funcs, str_attr, walk
 from ..flow.naming import BAND_ATTR, LOOP_ATTR, loops_of, name_loops
 from . import deps as dp
@@ -195,7 +195,7 @@ class Schedule:
     @property
     def top(self) -> str | None:
         for name, fn in funcs(self.module).items():
-            if "mf.top" in fn.attributes:
+            if TOP_ATTR in fn.attributes:
                 return name
         return None
 
@@ -204,7 +204,7 @@ class Schedule:
         return kernel_kind(self._func(kernel, "kind"))
 
     def kernels(self) -> list[str]:
-        return [n for n, f in funcs(self.module).items() if "mf.top" not in f.attributes
+        return [n for n, f in funcs(self.module).items() if TOP_ATTR not in f.attributes
                 and str_attr(f, "sym_visibility") != "private" and f.regions[0].blocks]
 
     def _func(self, kernel: str, prim: str, rest: str | None = None) -> ir.Operation:
@@ -664,7 +664,7 @@ class Schedule:
     def inline(self, kernel: str) -> None:
         """Mark a kernel to be inlined into its caller (`#pragma HLS inline`)."""
         fn = self._func(kernel, "inline")
-        if "mf.top" in fn.attributes:
+        if TOP_ATTR in fn.attributes:
             raise ScheduleError(f"inline of {kernel}: the top function cannot be inlined")
         self._transact("inline", kernel, [kernel], {"op": "inline", "kernel": kernel},
                        lambda: D.set_inline(funcs(self.module)[kernel]))

@@ -41,6 +41,8 @@ from typing import Callable, Iterable
 from torch_mlir import ir
 
 from ...dialects import directives as D
+from ...flow.identity import TOP_ATTR
+from ...flow.identity import arg_names as ir_arg_names
 from ...flow.naming import BAND_ATTR, LOOP_ATTR
 from .cxx import (HELPERS, AffinePrinter, HlsEmitError, array_dims, attr_literal, c_ident,
                   dense_values, float_literal, int_literal, int_width, is_index, memref_shape,
@@ -48,7 +50,6 @@ from .cxx import (HELPERS, AffinePrinter, HlsEmitError, array_dims, attr_literal
 from . import packing as PK
 from . import streams as S
 
-TOP_ATTR = "mf.top"
 
 # math dialect op -> hls:: function
 _MATH_UNARY = {
@@ -1224,24 +1225,6 @@ def _nested_init(lits: list[str], shape: tuple[int, ...]) -> str:
     return "{" + ", ".join(_nested_init(lits[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])) + "}"
 
 
-def _arg_names_from_attrs(fn: ir.Operation) -> list[str] | None:
-    n = len(_func_type(fn).inputs)
-    if "arg_attrs" not in fn.attributes:
-        return None
-    arr = ir.ArrayAttr(fn.attributes["arg_attrs"])
-    names = []
-    for a in arr:
-        d = ir.DictAttr(a)
-        got = None
-        for i in range(len(d)):
-            if d[i].name == "mf.name":
-                got = ir.StringAttr(d[i].attr).value
-        names.append(got)
-    if len(names) != n or any(x is None for x in names):
-        return None
-    return names
-
-
 def emit_module(
     module: ir.Module,
     top: str | None = None,
@@ -1341,7 +1324,7 @@ def _emit_module(module, top, arg_names, port_info, bundles, title, beat_bits=PK
         if given is not None and len(given) == n:
             names_by_func[name] = [c_ident(x) for x in given]
         else:
-            names_by_func[name] = [c_ident(x) for x in (_arg_names_from_attrs(fn) or [f"arg{i}" for i in range(n)])]
+            names_by_func[name] = [c_ident(x) for x in (ir_arg_names(fn) or [f"arg{i}" for i in range(n)])]
 
     # the top's ports
     top_fn = funcs[top]
