@@ -286,8 +286,7 @@ class LLVMBackend(Backend):
         ssm = [None if i in replay else states[i] for i in range(L)]
         acts = [{n: act[n][i] for n in names} if i in replay else None for i in range(L)]
         call(ptrs)
-        return logits, TreeCache(state, parents, windows, conv_in, ssm, acts, fifo_depth,
-                                 states=states if not replay else None)
+        return logits, TreeCache(state, parents, windows, conv_in, ssm, acts, fifo_depth, states=states)
 
     def _tree(self, parents, fifo_depth):
         """(windows, parents tensor, parents list) of a tree, cached: speculative decoding

@@ -67,7 +67,9 @@ class TreeCache:
     ssm: list[Tensor | None]
     acts: list[dict[str, Tensor] | None]
     fifo_depth: int | None = None
-    states: Tensor | None = None  # (n_layer, T, *ssm): ssm stacked, when every layer checkpoints
+    # (n_layer, T, *ssm): the stacked node states (a replaying layer leaves its slice
+    # unwritten), reused by the next verify pass; state_at reads it when no layer replays
+    states: Tensor | None = None
 
     @property
     def replay_layers(self) -> tuple[int, ...]:

@@ -53,19 +53,12 @@ def check_user_schedule(schedule) -> None:
 
 
 def _recipe(name: str) -> Callable:
-    from .registry import RECIPES
+    from .registry import RECIPES, apply_recipe
 
     if name not in RECIPES:
         raise ScheduleError(f"unknown schedule recipe '{name}': the recipes are {', '.join(sorted(RECIPES))}; "
                             "or give a FILE.py defining schedule(s) or a saved FILE.json log")
-    fn = RECIPES[name].fn
-
-    def apply(design) -> Schedule:
-        s = customize(design)
-        out = fn(s)  # a recipe schedules into the Schedule it is given
-        return out if isinstance(out, Schedule) else s
-
-    return apply
+    return lambda design: apply_recipe(name, design)
 
 
 def _read(p: Path, what: str) -> str:

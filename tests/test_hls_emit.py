@@ -100,6 +100,15 @@ def find(block: Block, kind: str, name: str) -> Block:
     raise KeyError(f"{kind} {name}")
 
 
+def statements(block: Block):
+    """Every statement under `block`, nested blocks included."""
+    for k, x in block.items:
+        if k == "stmt":
+            yield x
+        elif k == "block":
+            yield from statements(x)
+
+
 def func(src: str, name: str) -> Block:
     return find(parse_cpp(src), "func", name)
 
@@ -134,8 +143,7 @@ def test_unscheduled_kernel_shape(m1):
     # one engine for every layer: the stacked weight and the layer index as arguments
     assert ("void in_proj(\n    const float xn[1][32],\n    const float in_proj_w[2][128][32],\n"
             "    float x[1][64],\n    float z[1][64],\n    int layer)") in code.source
-    body = code.source[code.source.index("void in_proj(\n    const float xn[1][32],", code.source.index("void in_proj(") + 1):]
-    assert "in_proj_w[layer][" in body.split("\n}\n", 1)[0]
+    assert any("in_proj_w[layer][" in t for t in statements(f))  # the layer's slice
     layer_loop = find(func(code.source, "decode"), "loop", "layer_layer")  # the layer loop calls the engines
     assert [t.split("(")[0] for k, t in layer_loop.items if k == "stmt"][:2] == ["norm", "in_proj"]
     assert code.source.count("void in_proj(") == 2  # declaration + definition, never a clone

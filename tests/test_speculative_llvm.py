@@ -140,11 +140,10 @@ def test_tree_buffer_schedule_keeps_the_numbers_and_emits_fifo_pragmas(llvm_pair
     torch.testing.assert_close(last.ssm, ref_backend.state_at(ref_cache, T - 1).ssm, atol=2e-5, rtol=1e-5)
     design = scheduled.design("verify", T, replay_layers=replay, fifo_depth=FIFO)
     code = emit_design(design)
-    for k in ("ssm_replay",):  # every layer replays
-        pragmas = code.pragmas[k]
-        assert any(p.startswith("bind_storage") and "ram_2p" in p for p in pragmas)
-        assert any(p.startswith("array_partition") and "cyclic" in p for p in pragmas)
-        assert any(p.startswith("pipeline") for p in pragmas)
+    pragmas = code.pragmas["ssm_replay"]  # every layer replays: one SSM engine, in replay mode
+    assert any(p.startswith("bind_storage") and "ram_2p" in p for p in pragmas)
+    assert any(p.startswith("array_partition") and "cyclic" in p for p in pragmas)
+    assert any(p.startswith("pipeline") for p in pragmas)
     assert f"% {FIFO}" in code.source  # the ring is indexed modulo its depth
     with pytest.raises(ScheduleError, match="fifo_depth"):
         tree_buffer_schedule(SimpleNamespace(phase="decode"))

@@ -446,6 +446,6 @@ def test_build_float_accelerator_csim_matches_pytorch(tmp_path, monkeypatch):
     r = build("tiny-mamba2", "vck190", "accelerator", "csim", tmp_path / "f", progress=False)
     assert r.csim is not None and r.csim.ok and r.fit.fits and r.exit_code == 3, r.report()
     assert {c.port for c in r.csim.compares} == {"logits", "conv_state_out", "ssm_state_out"}
-    assert 0 < r.csim.max_abs_err < 1e-3
+    assert 0 < r.csim.max_abs_err < 1e-5  # float reassociation only (the check itself: rtol/atol 1e-4)
     src = (tmp_path / "f" / "hls" / "kernels.cpp").read_text()
     assert "hls::stream" in src and "#pragma HLS pipeline II=1" in src

@@ -36,7 +36,7 @@ from pathlib import Path
 from ...errors import EXIT_CHECK, EXIT_OK, EXIT_TOOLS, MambaflowError
 from ..hls.csim import CsimError, CsimResult, run_csim
 from ..hls.design import default_bundles, emit_design
-from ..hls.reference import integer_reference_data, reference_data
+from ..hls.reference import reference_data
 from .boards import Board, get_board
 from . import outdir
 from .fit import FitReport, check_fit
@@ -96,8 +96,7 @@ class BuildResult:
         L = []
         if self.csim is not None:
             L.append(self.csim.summary())
-            oracle = "the integer reference (bit for bit)" if self.quant else "PyTorch"
-            L.append("C simulation " + ("matches " if self.csim.ok else "DOES NOT match ") + oracle)
+            L.append("C simulation " + ("matches " if self.csim.ok else "DOES NOT match ") + self.oracle)
         if self.fit is not None and not self.fit.fits:
             L.append(f"the design does not fit {self.board}: see the resource table above; vendor tools were not run")
         if self.synth is not None:
@@ -114,6 +113,11 @@ class BuildResult:
         L.append({EXIT_OK: "build: done", EXIT_CHECK: "build: FAILED",
                   EXIT_TOOLS: "build: incomplete (vendor tools missing)"}[self.exit_code])
         return "\n".join(L)
+
+    @property
+    def oracle(self) -> str:
+        """What the C simulation is checked against."""
+        return "the integer reference (bit for bit)" if self.quant else "PyTorch"
 
     def to_dict(self) -> dict:
         return {
@@ -287,12 +291,8 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     step("fit", t0, "ok" if result.fit.fits else "failed")
 
     # 4. reference data + csim
-    oracle = "the integer reference (bit for bit)" if quant else "PyTorch"
-    t0 = pr.start(f"C simulation of {steps} decode step(s) with g++ against {oracle}")
-    if quant:
-        inputs, golden, spec = integer_reference_data(qm, design, steps=steps, seed=seed)
-    else:
-        inputs, golden, spec = reference_data(model, design, steps=steps, seed=seed, rtol=rtol, atol=atol)
+    t0 = pr.start(f"C simulation of {steps} decode step(s) with g++ against {result.oracle}")
+    inputs, golden, spec = reference_data(qm or model, design, steps=steps, seed=seed, rtol=rtol, atol=atol)
     try:
         result.csim = run_csim(code, hls_dir, inputs, golden, spec, progress=lambda line: pr.note(f"      {line}"))
         step("csim", t0, "ok" if result.csim.ok else "failed", f"max |err| {result.csim.max_abs_err:.3g}")
