@@ -405,9 +405,11 @@ def _const_table(fn: func.FuncOp, name: str, values: np.ndarray) -> ir.Value:
     return memref.get_global(gtype, name)
 
 
-def copy_nest(src: ir.Value, dst: ir.Value, lead: ir.Value | None, name: str) -> None:
+def copy_nest(src: ir.Value, dst, lead: ir.Value | None, name: str) -> None:
     """dst[lead, ...] = src[...] (dst[...] without `lead`) as an affine nest whose loops
-    are named `name`, `name`_1, ... (a copy the top makes between kernels)."""
+    are named `name`, `name`_1, ... (a copy the top makes between kernels). `dst` may be
+    a list: every element read once, stored to each (a fork)."""
+    dsts = dst if isinstance(dst, (list, tuple)) else [dst]
     shape = ir.MemRefType(src.type).shape
     loops, ivs = [], []
     ip = ir.InsertionPoint.current
@@ -423,7 +425,8 @@ def copy_nest(src: ir.Value, dst: ir.Value, lead: ir.Value | None, name: str) ->
         v = affine.AffineLoadOp(ir.MemRefType(src.type).element_type, src, ivs,
                                 map=ir.AffineMapAttr.get(ir.AffineMap.get_identity(len(ivs)))).result
         idx = ([lead] if lead is not None else []) + ivs
-        affine.AffineStoreOp(v, dst, idx, map=ir.AffineMapAttr.get(ir.AffineMap.get_identity(len(idx))))
+        for d in dsts:
+            affine.AffineStoreOp(v, d, idx, map=ir.AffineMapAttr.get(ir.AffineMap.get_identity(len(idx))))
         affine.AffineYieldOp([])
     for loop in loops[:-1]:
         with ir.InsertionPoint(loop.body):

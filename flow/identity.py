@@ -58,6 +58,30 @@ def stacked_args(fn: ir.Operation) -> list[bool]:
     return [STACKED_ATTR in d for d in _arg_dicts(fn)]
 
 
+def arg_roles(fn: ir.Operation) -> list[str | None]:
+    return [ir.StringAttr(d[ROLE_ATTR]).value if ROLE_ATTR in d else None for d in _arg_dicts(fn)]
+
+
+def buffer_label(v: ir.Value, effects) -> str | None:
+    """A readable name for a buffer passed between kernels: `<kernel>_<port>` of the
+    first call that writes it (its producer), else of the first call that takes it;
+    `effects` is a `flow.effects.Effects` of the module."""
+    first = None
+    for use in v.uses:
+        owner = use.owner.operation if hasattr(use.owner, "operation") else use.owner
+        if owner.name != "func.call":
+            continue
+        callee = ir.FlatSymbolRefAttr(owner.attributes["callee"]).value
+        fn = effects.funcs.get(callee)
+        names = arg_names(fn) if fn is not None else None
+        idx = use.operand_number
+        cand = f"{callee}_{names[idx] if names and idx < len(names) else f'arg{idx}'}"
+        if idx in effects.written.get(callee, set()):
+            return cand
+        first = first or cand
+    return first
+
+
 def set_identity(fn: ir.Operation, kind: str | None, names: list[str], roles: list[str],
                  stacked: list[bool] | None = None) -> None:
     """Record a kernel's kind and its arguments' names, roles and stacking."""

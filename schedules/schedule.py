@@ -341,6 +341,9 @@ class Schedule:
                         live[n].erase()
                     else:
                         self.module.body.append(saved[n])
+                for n, f in live.items():  # functions the failed primitive created
+                    if n not in all_funcs:
+                        f.erase()
             for n in names:  # the restored copies: new op objects, so new keys
                 self._versions[n] = self._versions.get(n, 0) + 1
             if isinstance(e, ScheduleError):
@@ -778,6 +781,54 @@ class Schedule:
         return apply_to(self, buffer, dst, depth, adapt)
 
     @_primitive
+    def outline(self, loop: LoopLike, name: str = "layer", keep: Iterable[str] = ()) -> str:
+        """Allo's outline: the body of `loop` becomes function `name`, called from the
+        loop; the nests named in `keep` (at the start or end of the body) stay. Outlining
+        the top's `layer` loop makes each layer a function Vitis can run as a dataflow
+        region (see `schedules.regions`). Returns the new function's name."""
+        from . import regions as RG
+
+        h, L = self._resolve(loop, "outline")
+        keep = list(keep)
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ScheduleError(f"outline of {h.path}: the function name must be an identifier, got {name!r}")
+        RG.plan_outline(self.module, L, name, keep)
+        entry = {"op": "outline", "loop": h.path, "name": name}
+        if keep:
+            entry["keep"] = keep
+
+        def work():
+            _, L2 = self._resolve(h, "outline")
+            RG.apply_outline(self.module, self._func(h.kernel, "outline"), L2, name, keep)
+
+        self._transact("outline", h.path, [h.kernel], entry, work)
+        return name
+
+    @_primitive
+    def fork(self, buffer: BufferLike) -> str:
+        """Give a buffer read by several processes of a region (`"layer:embed_resid"`) a
+        fork process that reads it once and writes one copy per reader, so each buffer
+        has one writer and one reader (Vitis HLS 200-779). Returns the fork's name."""
+        from ..flow.effects import Effects
+        from . import regions as RG
+
+        h, ref = self._buffer(buffer, "fork")
+        fn = self._func(h.kernel, "fork")
+        try:
+            RG.plan_fork(fn, ref.value, Effects(funcs(self.module), streams=True))
+        except ScheduleError as e:
+            raise ScheduleError(f"fork of {h.path}: {e}") from None
+        made = []
+
+        def work():
+            f = RG.apply_fork(self.module, self._func(h.kernel, "fork"), self._buffer(h, "fork")[1].value,
+                              h.name.replace(".", "_"))
+            made.append(str_attr(f, "sym_name"))
+
+        self._transact("fork", h.path, [h.kernel], {"op": "fork", "buffer": h.path}, work)
+        return made[0]
+
+    @_primitive
     def compose(self, other: "Schedule", id: str | None = None) -> None:
         """Replay another schedule's log here. With `id`, kernel names in that log are
         mapped to this design's instance: kernel `x` -> `<id>_x`."""
@@ -930,6 +981,8 @@ _REPLAY: dict[str, Callable[[Schedule, dict], Any]] = {
     "buffer_at": lambda s, e: s.buffer_at(e["buffer"], e["loop"]),
     "reuse_at": lambda s, e: s.reuse_at(e["buffer"], e["loop"]),
     "to": lambda s, e: s.to(e["buffer"], e["dst"], e["depth"], e.get("adapt", True)),
+    "outline": lambda s, e: s.outline(e["loop"], e["name"], e.get("keep", ())),
+    "fork": lambda s, e: s.fork(e["buffer"]),
 }
 
 

@@ -41,7 +41,9 @@ from typing import Callable, Iterable
 from torch_mlir import ir
 
 from ...dialects import directives as D
-from ...flow.identity import TOP_ATTR
+from ...flow.effects import ALIAS_OPS as _ALIAS_OPS
+from ...flow.effects import Effects
+from ...flow.identity import TOP_ATTR, buffer_label
 from ...flow.identity import arg_names as ir_arg_names
 from ...flow.naming import BAND_ATTR, LOOP_ATTR
 from .cxx import (HELPERS, AffinePrinter, HlsEmitError, array_dims, attr_literal, c_ident,
@@ -73,7 +75,6 @@ _CMPF = {
 }
 _CMPI = {0: "==", 1: "!=", 2: "<", 3: "<=", 4: ">", 5: ">=", 6: "<", 7: "<=", 8: ">", 9: ">="}
 _PURE_SKIP = {"memref.dealloc"}
-_ALIAS_OPS = ("memref.subview", "memref.cast")
 
 
 @dataclass(frozen=True)
@@ -237,76 +238,6 @@ def _loop_trip(op: ir.Operation) -> int | None:
     return max(0, -(-span // step))
 
 
-# ------------------------------------------------------------- write analysis
-
-
-class _Effects:
-    """Which arguments of each function are read / written (through views and calls)."""
-
-    def __init__(self, funcs: dict[str, ir.Operation]):
-        self.funcs = funcs
-        self.read: dict[str, set[int]] = {n: set() for n in funcs}
-        self.written: dict[str, set[int]] = {n: set() for n in funcs}
-        changed = True
-        while changed:
-            changed = False
-            for name, fn in funcs.items():
-                r, w = self._scan(fn)
-                if r != self.read[name] or w != self.written[name]:
-                    self.read[name], self.written[name] = r, w
-                    changed = True
-
-    def _scan(self, fn: ir.Operation) -> tuple[set[int], set[int]]:
-        if not fn.regions[0].blocks:
-            return set(range(len(_func_type(fn).inputs))), set()
-        entry = fn.regions[0].blocks[0]
-        roots: dict[ir.Value, set[int]] = {a: {i} for i, a in enumerate(entry.arguments)}
-        read: set[int] = set()
-        written: set[int] = set()
-
-        def root(v: ir.Value) -> set[int]:
-            return roots.get(v, set())
-
-        for op in _walk(fn):
-            n = op.name
-            if n in _ALIAS_OPS:
-                roots[op.results[0]] = set(root(op.operands[0]))
-            elif n in ("scf.if", "affine.if"):
-                for i, res in enumerate(op.results):
-                    acc: set[int] = set()
-                    for region in op.regions:
-                        for block in region.blocks:
-                            term = list(_ops(block))[-1]
-                            if i < len(term.operands):
-                                acc |= root(term.operands[i])
-                    roots[res] = acc
-            elif n in ("affine.load", "memref.load"):
-                read |= root(op.operands[0])
-            elif n in ("affine.store", "memref.store"):
-                written |= root(op.operands[1])
-            elif n == "memref.copy":
-                read |= root(op.operands[0])
-                written |= root(op.operands[1])
-            elif n == "func.call":
-                callee = _callee(op)
-                for i, a in enumerate(op.operands):
-                    if callee in self.funcs:
-                        if i in self.read[callee]:
-                            read |= root(a)
-                        if i in self.written[callee]:
-                            written |= root(a)
-                    else:
-                        read |= root(a)
-                        written |= root(a)
-            elif S.is_stream_op(op):
-                r, w = S.effects(op)
-                for v in r:
-                    read |= root(v)
-                for v in w:
-                    written |= root(v)
-        return read, written
-
-
 # ------------------------------------------------------------------ emitters
 
 
@@ -315,7 +246,7 @@ class _Ctx:
     """Module-wide emission state."""
 
     funcs: dict[str, ir.Operation]
-    effects: _Effects
+    effects: Effects
     globals: dict[str, str]            # memref.global symbol -> C name
     arg_names: dict[str, list[str]] = field(default_factory=dict)
     bound: dict[str, dict[int, str]] = field(default_factory=dict)  # kernel arg -> top port
@@ -883,32 +814,17 @@ class _FuncEmitter:
         if list(op.operands):
             raise HlsEmitError(f"{self._where(op)}: dynamically sized alloc; HLS arrays need static sizes")
         elem = self._elem(t.element_type)
-        if self.is_top:
-            name = self._fresh(self._top_buffer_name(op.results[0]))
+        label = _str_attr(op, "buffer_name") if not self.is_top else None
+        if label is None and self.is_top:
+            label = buffer_label(op.results[0], self.ctx.effects)
+        if label is not None:
+            name = self._fresh(c_ident(label))
         else:
             name = self._fresh(f"buf{self.buf_counter}")
             self.buf_counter += 1
         self.names[op.results[0]] = name
         self.emit(f"{elem} {name}{array_dims(shape)};")
         self._buffer_pragmas(name, D.BufferRef(self.fn, alloc_op=op), t, is_arg=False)
-
-    def _top_buffer_name(self, v: ir.Value) -> str:
-        """Name a top-level buffer after the kernel port it first feeds (its producer)."""
-        first = None
-        for use in _uses(v):
-            owner = use.owner.operation if hasattr(use.owner, "operation") else use.owner
-            if owner.name != "func.call":
-                continue
-            callee = _callee(owner)
-            idx = use.operand_number
-            names = self.ctx.arg_names.get(callee)
-            pname = names[idx] if names and idx < len(names) else f"arg{idx}"
-            cand = f"{callee}_{pname}"
-            eff = self.ctx.effects.written.get(callee, set())
-            if idx in eff:
-                return cand
-            first = first or cand
-        return first or f"buf{self.buf_counter}"
 
     def get_global(self, op: ir.Operation) -> None:
         sym = ir.FlatSymbolRefAttr(op.attributes["name"]).value
@@ -1317,7 +1233,7 @@ def _emit_module(module, top, arg_names, port_info, bundles, title, beat_bits=PK
         globals_[_sym(g)] = name
 
     names_by_func: dict[str, list[str]] = {}
-    ctx = _Ctx(funcs=funcs, effects=_Effects(funcs), globals=globals_, arg_names=names_by_func)
+    ctx = _Ctx(funcs=funcs, effects=Effects(funcs), globals=globals_, arg_names=names_by_func)
     for name, fn in funcs.items():
         n = len(_func_type(fn).inputs)
         given = (arg_names or {}).get(name)
