@@ -95,7 +95,7 @@ def _emit(design, board):
     """Emit with the board's weight bundles (float and integer designs alike)."""
     from mambaflow.targets.hls.design import default_bundles, emit_design
 
-    return emit_design(design, bundles=default_bundles(design, board.default_weight_bundles))
+    return emit_design(design, bundles=default_bundles(design))
 
 
 def build_group(model: str, quant: str, schedule: str, boards: list[str], cache: bool, layers: int = 0) -> list[dict]:

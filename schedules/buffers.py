@@ -66,8 +66,16 @@ def footprint(buf: ir.Value, loop: ir.Operation):
         names[dp.loop_iv(L)] = f"f{k}"
     for k, L in enumerate(inner):
         names[dp.loop_iv(L)] = f"n{k}"
-    sp = dp.Space("b", names)
     fixed = {f"f{k}": dp.loop_iv(L) for k, L in enumerate(fixed_loops)}
+    # index arguments of the function (a layer kernel's layer index) are fixed too
+    for op in ops:
+        for v in list(op.operands)[1 if op.name == "affine.load" else 2:]:
+            o = v.owner
+            if isinstance(o, ir.Block) and isinstance(v.type, ir.IndexType) and v not in names \
+                    and (o.owner.operation if hasattr(o.owner, "operation") else o.owner).name == "func.func":
+                names[v] = f"f{len(fixed)}"
+                fixed[names[v]] = v
+    sp = dp.Space("b", names)
     # ranges of inner IVs: name -> (fixed form, lo, hi)
     rng: dict[str, tuple[dict, int, int]] = {}
 

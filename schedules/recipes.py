@@ -287,11 +287,14 @@ def linear_parallel_schedule(design, tile: int = 16, ii: int = 1) -> Schedule:
             t = _divisor_at_most(n or 1, tile)
             s.buffer_at(f"{k}:{buf}", f"{k}:{band}.{i}")
             if t > 1:
+                if weight is not None:
+                    # the row's weights copied on chip and partitioned to feed `t` MACs a
+                    # cycle: the m_axi port itself cannot be partitioned (HLS 214-126)
+                    row = s.buffer_at(f"{k}:{weight[0]}", f"{k}:{band}.{i}")
+                    s.partition(row, "cyclic", dim=weight[1], factor=t)
                 jo, ji = s.split(f"{k}:{band}.{j}", t)
                 s.unroll(ji, 0)
                 s.pipeline(jo, ii=ii)
-                if weight is not None:
-                    s.partition(f"{k}:{weight[0]}", "cyclic", dim=weight[1], factor=t)
             else:
                 s.pipeline(f"{k}:{band}.{j}", ii=ii)
     return s
@@ -302,7 +305,7 @@ def ssm_serial_schedule(design, ii: int = 1, lanes: int = 16) -> Schedule:
     SSM kernels the innermost loop runs `lanes` elements per cycle (split by `lanes`,
     the split's inner loop unrolled and its outer loop pipelined at `ii`; an innermost
     loop of at most `lanes` iterations, the conv taps, is unrolled and the loop above
-    it pipelined), state and A arrays partitioned to feed the lanes."""
+    it pipelined), the state tiles copied on chip and partitioned to feed the lanes."""
     s = customize(design)
     for k in s.kernels():
         if s.kind(k) not in ("conv", "ssm"):
@@ -329,60 +332,89 @@ def ssm_serial_schedule(design, ii: int = 1, lanes: int = 16) -> Schedule:
             if lanes_here == tc:
                 s.unroll(loops[names[-1]], 0)
             s.pipeline(s.loop(f"{k}:{band}.{names[-2]}"), ii=ii)
-        bufs = s.get_buffers(k)
-        for port in ("ssm_state", "ssm_state_out", "A"):
-            if port in bufs:
-                ref = s._buffer(bufs[port], "partition")[1]
-                shape = ref.type.shape
-                if len(shape) >= 2:
-                    f = _divisor_at_most(shape[-1], lanes)
-                    if f > 1:
-                        s.partition(bufs[port], "cyclic", dim=len(shape), factor=f)
+        _feed_lanes(s, k, lanes)
     return s
 
 
+def _feed_lanes(s: Schedule, k: str, lanes: int) -> None:
+    """Feed the lanes from a partitioned state: the state ports are m_axi, which Vitis
+    cannot partition (HLS 214-126), so each band's outer loop gets a local copy of the
+    state tile it uses (buffer_at), partitioned along the lanes."""
+    for port in ("ssm_state", "ssm_state_out"):
+        for band in list(s.get_loops(k)):
+            fn = funcs(s.module)[k]  # fresh: a rolled-back primitive replaces the function
+            names = arg_names(fn) or []
+            if port not in names:
+                break
+            arg = fn.regions[0].blocks[0].arguments[names.index(port)]
+            loops = s.get_loops(k)[band]
+            outer = loops[list(loops)[0]]
+            if not any(o.name in ("affine.load", "affine.store") and arg in list(o.operands)
+                       for o in walk(outer.op)):
+                continue
+            try:
+                tile = s.buffer_at(f"{k}:{port}", outer)
+            except ScheduleError:
+                continue  # not an affine tile (the tree scan's parent pointers): left unpartitioned
+            shape = s._buffer(tile, "partition")[1].type.shape
+            f = _divisor_at_most(shape[-1], lanes)
+            if f > 1:
+                s.partition(tile, "cyclic", dim=len(shape), factor=f)
+
+
 def layer_pipeline_schedule(design, depth: int = 2) -> Schedule:
-    """Layers as dataflow pipelines: the top becomes a dataflow region, and every buffer
-    passed from one kernel to exactly one other kernel of the same layer becomes a
-    stream of `depth`; where the producer's write order needs more (the Kahn check
-    says deadlock), the stream gets the buffer's full size. Buffers with several
-    readers (the residual) stay ping-pong buffers."""
+    """Each layer a dataflow region Vitis accepts: the top's `layer` loop body outlined
+    into a function `layer` (the residual copy to the next layer stays in the loop, so
+    the region has no feedback), a `fork` for every buffer that several processes read,
+    the function marked dataflow, and every buffer passed from one process to one
+    other a stream of `depth` (or of the buffer's full size where the Kahn check says
+    `depth` deadlocks: the consumer waits for all of it). A layer body the rules refuse
+    as a region (a conditional choosing a layer's SSM kernel) stays sequential."""
     from ..dialects.stream import DeadlockError
+    from ..flow.effects import Effects
+    from .regions import processes, readers_writers
 
     s = customize(design)
     top = s.top
     if top is None:
         raise ScheduleError("layer_pipeline: the design has no top function")
-    s.dataflow(top)
-    topfn = funcs(s.module)[top]
-    layer_loop = next((o for o in walk(topfn) if o.name == "affine.for" and str_attr(o, "loop_name") == "layer"), None)
-    if layer_loop is None:
+    if "layer" not in s.get_loops(top):
         raise ScheduleError(f"layer_pipeline: the top '{top}' has no loop named 'layer' over the layer kernels")
-    calls = [o for o in walk(layer_loop) if o.name == "func.call"]
-    in_layer = {ir.FlatSymbolRefAttr(c.attributes["callee"]).value for c in calls}
+    region = s.outline(f"{top}:layer.layer", "layer_step", keep=["resid"])
+    # one reader per buffer: fork what several processes read
+    while True:
+        fn = funcs(s.module)[region]
+        block = fn.regions[0].blocks[0]
+        eff = Effects(funcs(s.module), streams=True)
+        bufs = {ref.value: name for name, ref in s._buffers(fn, region).items() if not name.startswith(("arg", "alloc"))}
+        multi = [bufs[v] for v in bufs if isinstance(v.type, ir.MemRefType)
+                 and len(readers_writers(block, v, eff)[0]) > 1]
+        if not multi:
+            break
+        s.fork(f"{region}:{multi[0]}")
+    try:
+        s.dataflow(region)
+    except ScheduleError:
+        return s  # not a canonical region (see the docstring): no streams either
+    fn = funcs(s.module)[region]
+    block = fn.regions[0].blocks[0]
+    eff = Effects(funcs(s.module))
     pairs = []
-    for c in calls:
-        callee = ir.FlatSymbolRefAttr(c.attributes["callee"]).value
-        for pos, v in enumerate(c.operands):
-            owner = v.owner
-            if isinstance(owner, ir.Block):
-                continue
-            op = owner.operation if hasattr(owner, "operation") else owner
-            if op.name != "memref.alloc":
-                continue
-            users = {ir.FlatSymbolRefAttr(_user(u).attributes["callee"]).value for u in v.uses
-                     if _user(u).name == "func.call"}
-            if len(users) == 2 and users <= in_layer and all(_user(u).name == "func.call" for u in v.uses):
-                first = next(u for u in calls if any(x == v for x in u.operands))
-                if first == c:
-                    dst = next(iter(users - {callee}), None)
-                    if dst:
-                        n = 1
-                        for d in ir.MemRefType(v.type).shape:
-                            n *= d
-                        ports = arg_names(funcs(s.module)[callee]) or []
-                        port = ports[pos] if pos < len(ports) and ports.count(ports[pos]) == 1 else f"arg{pos}"
-                        pairs.append((callee, port, dst, n))
+    for v in [o.results[0] for o in block.operations if o.operation.name == "memref.alloc"]:
+        rs, ws = readers_writers(block, v, eff)
+        if len(rs) != 1 or len(ws) != 1 or rs[0] == ws[0] or not all(p.name == "func.call" for p in rs + ws):
+            continue
+        if sum(1 for u in v.uses if _user(u).name == "func.call") != 2:
+            continue
+        producer = ws[0]
+        pos = next(i for i, x in enumerate(producer.operands) if x == v)
+        pname = ir.FlatSymbolRefAttr(producer.attributes["callee"]).value
+        ports = arg_names(funcs(s.module)[pname]) or []
+        port = ports[pos] if pos < len(ports) and ports.count(ports[pos]) == 1 else f"arg{pos}"
+        n = 1
+        for d in ir.MemRefType(v.type).shape:
+            n *= d
+        pairs.append((pname, port, ir.FlatSymbolRefAttr(rs[0].attributes["callee"]).value, n))
     for producer, arg, dst, n in pairs:
         for dep in (depth, n):
             try:
@@ -392,6 +424,7 @@ def layer_pipeline_schedule(design, depth: int = 2) -> Schedule:
                 continue
             except ScheduleError:
                 break
+    _ = processes
     return s
 
 

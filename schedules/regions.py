@@ -15,7 +15,8 @@ channels); constants and constant tables are copied in.
 `fork(buffer)`: a buffer of a region read by several processes (the residual read by
 `norm` and `out_proj`, the conv output read by `x_proj` and `ssm`) gets a `fork`
 process that reads it once and writes one copy per reader, so every buffer has one
-writer and one reader (HLS 200-779). The copies are local buffers `<buffer>_<reader>`.
+writer and one reader (HLS 200-779). The copies are local buffers `<buffer>_<reader>`
+(the fork's ports `to_<reader>`).
 """
 
 from __future__ import annotations
@@ -185,14 +186,15 @@ def process_name(op: ir.Operation) -> str:
 
 
 def readers_writers(block: ir.Block, v: ir.Value, eff: Effects):
-    """(reader processes, writer processes) of `v` in a region body, in body order."""
+    """(reader processes, writer processes) of `v` in a region body, in body order; a
+    process that writes `v` is not counted as a reader of it."""
     rs, ws = [], []
     for p in processes(block):
         r, w = eff.touched([p])
-        if v in r:
-            rs.append(p)
         if v in w:
-            ws.append(p)
+            ws.append(p)  # a producer reading back what it wrote is still one producer
+        elif v in r:
+            rs.append(p)
     return rs, ws
 
 
@@ -205,10 +207,6 @@ def plan_fork(region: ir.Operation, v: ir.Value, eff: Effects) -> list[ir.Operat
     if len(rs) < 2:
         raise ScheduleError(f"fork: the buffer has {len(rs)} reader process(es); a fork is for a buffer read by "
                             "several")
-    if any(p in ws for p in rs):
-        both = [process_name(p) for p in rs if p in ws]
-        raise ScheduleError(f"fork: {both} both read and write the buffer; a fork copies a value that is "
-                            "only read after it is written")
     if ws and not all(w.is_before_in_block(rs[0]) for w in ws):
         raise ScheduleError("fork: the buffer is written after its first reader runs (a feedback); fork a "
                             "value that is complete before it is read")
@@ -230,7 +228,7 @@ def apply_fork(module: ir.Module, region: ir.Operation, v: ir.Value, base: str) 
     while fname in funcs(module):
         n += 1
         fname = f"fork_{base}_{n}"
-    outs = [f"{base}_{process_name(p)}" for p in readers]
+    outs = [f"to_{process_name(p)}" for p in readers]
     with module.context, ir.Location.unknown():
         fk = func_d.FuncOp(fname, ir.FunctionType.get([v.type] + [dense] * len(readers), []),
                            ip=ir.InsertionPoint(region))
@@ -241,9 +239,9 @@ def apply_fork(module: ir.Module, region: ir.Operation, v: ir.Value, base: str) 
             func_d.ReturnOp([])
         first = _op(block.operations[0])
         copies = []
-        for o in outs:
+        for p in readers:
             c = memref_d.alloc(dense, [], [], ip=ir.InsertionPoint(first))
-            _op(c.owner).attributes["buffer_name"] = ir.StringAttr.get(o)
+            _op(c.owner).attributes["buffer_name"] = ir.StringAttr.get(f"{base}_{process_name(p)}")
             copies.append(c)
         func_d.CallOp([], ir.FlatSymbolRefAttr.get(fname), [v] + copies, ip=ir.InsertionPoint(readers[0]))
         for p, c in zip(readers, copies):

@@ -326,6 +326,10 @@ class Schedule:
             self._versions[n] = self._versions.get(n, 0) + 1
         try:
             result = work()
+            if prim in _DATAFLOW_PRIMS:
+                from ..targets.versal.dataflow import enforce
+
+                enforce(self.module, where=f"{prim} on {target}")
             live = funcs(self.module)
             for n in names:
                 if n in live:
@@ -634,9 +638,30 @@ class Schedule:
             sizes = shape if dim == 0 else [shape[dim - 1]]
             if any(factor > s for s in sizes):
                 raise ScheduleError(f"partition of {h.path}: factor {factor} exceeds the dimension size {min(sizes)}")
+        if ref.arg is not None:
+            ports = self._top_ports_of(h.kernel, ref.arg)
+            if ports:
+                from ..targets.versal.dataflow import RULES
+
+                r = RULES["no-partition-on-maxi"]
+                raise ScheduleError(
+                    f"partition of {h.path}: [{r.key}, {r.message_id}] the argument is bound to the top-level "
+                    f"m_axi port(s) {ports} (off chip), which Vitis cannot partition; fix: {r.fix} [{r.source}]")
         self._transact("partition", h.path, [h.kernel],
                        {"op": "partition", "buffer": h.path, "kind": kind, "dim": dim, "factor": factor},
                        lambda: D.set_partition(self._buffer(h, "partition")[1], kind, dim, factor))
+
+    def _top_ports_of(self, kernel: str, arg: int) -> list[str]:
+        """The top-level ports (m_axi) that argument `arg` of `kernel` is bound to."""
+        from ..flow.effects import bindings
+
+        top = self.top
+        if top is None:
+            return []
+        fs = funcs(self.module)
+        names = arg_names(fs[top]) or []
+        pos = {arg} if kernel == top else bindings(fs, top).get(kernel, {}).get(arg, set())
+        return sorted(names[p] if p < len(names) else f"arg{p}" for p in pos)
 
     @_primitive
     def storage(self, buffer: BufferLike, impl: str) -> None:
@@ -753,9 +778,11 @@ class Schedule:
         target = f"{hb.path} at {hl.path}"
         if hb.kernel != hl.kernel:
             raise ScheduleError(f"{prim} of {target}: the buffer and the loop are in different kernels")
-        name = hb.name + suffix
-        if name in self._buffers(self._func(hb.kernel, prim), hb.kernel):
-            raise ScheduleError(f"{prim} of {target}: the kernel already has a buffer '{name}'")
+        taken = self._buffers(self._func(hb.kernel, prim), hb.kernel)
+        name, n = hb.name + suffix, 1
+        while name in taken:  # a second local copy of one buffer (another loop's tile)
+            n += 1
+            name = f"{hb.name}{suffix}{n}"
         why = B.precheck(prim, ref.value, L)
         if why:
             raise ScheduleError(f"{prim} of {target}: {why}")
@@ -964,6 +991,9 @@ def _rename_entry(e: dict, id: str) -> dict:
 #: recognized only to say what to write instead
 _LAYER_CLONE = re.compile(r"layer\d+_(\w+)")
 
+
+#: primitives after which the dataflow rules are checked (targets.versal.dataflow)
+_DATAFLOW_PRIMS = frozenset({"dataflow", "to", "outline", "fork"})
 
 _REPLAY: dict[str, Callable[[Schedule, dict], Any]] = {
     "split": lambda s, e: s.split(e["loop"], e["factor"]),

@@ -170,12 +170,19 @@ def apply_to(s, buffer, dst: str, depth: int = 2, adapt: bool = True):
     s._func(dst, "to")
     if dst == h.kernel:
         raise ScheduleError(f"to {target}: producer and consumer are the same kernel")
-    topfn = funcs(s.module)[top]
-    pcalls = [c for c in _calls(topfn) if _callee(c) == h.kernel]
-    dcalls = [c for c in _calls(topfn) if _callee(c) == dst]
+    # the function that calls both kernels (the top, or an outlined layer region)
+    sites = {n: [c for c in _calls(f) if _callee(c) in (h.kernel, dst)] for n, f in funcs(s.module).items()}
+    pcalls = [(n, c) for n, cs in sites.items() for c in cs if _callee(c) == h.kernel]
+    dcalls = [(n, c) for n, cs in sites.items() for c in cs if _callee(c) == dst]
     if len(pcalls) != 1 or len(dcalls) != 1:
-        raise ScheduleError(f"to {target}: each kernel must be called exactly once by '{top}' "
+        raise ScheduleError(f"to {target}: each kernel must be called exactly once in the design "
                             f"({h.kernel}: {len(pcalls)}, {dst}: {len(dcalls)})")
+    if pcalls[0][0] != dcalls[0][0]:
+        raise ScheduleError(f"to {target}: {h.kernel} is called by '{pcalls[0][0]}' and {dst} by "
+                            f"'{dcalls[0][0]}'; a stream connects two calls of one function")
+    top = pcalls[0][0]
+    topfn = funcs(s.module)[top]
+    pcalls, dcalls = [pcalls[0][1]], [dcalls[0][1]]
     pcall = pcalls[0]
     v = pcall.operands[ref.arg]
     mtype = ref.type
@@ -183,8 +190,8 @@ def apply_to(s, buffer, dst: str, depth: int = 2, adapt: bool = True):
         raise ScheduleError(f"to {target}: '{h.name}' is already a stream")
     alloc = _owner_op(v)
     if alloc is None or alloc.name != "memref.alloc":
-        raise ScheduleError(f"to {target}: '{h.name}' is bound to a port of '{top}' (external memory); "
-                            "only buffers between two kernels can become streams")
+        raise ScheduleError(f"to {target}: '{h.name}' is not a buffer of '{top}' (a port in external "
+                            "memory?); only buffers between two kernels can become streams")
     if not mtype.has_static_shape:
         raise ScheduleError(f"to {target}: only statically shaped buffers can be streamed")
     all_funcs = funcs(s.module)
@@ -242,8 +249,11 @@ def apply_to(s, buffer, dst: str, depth: int = 2, adapt: bool = True):
     d_direct = dorder is not None and dorder == porder
     if not adapt and not (p_direct and d_direct):
         side = h.kernel if not p_direct else dst
-        raise ScheduleError(f"to {target}: {side} does not access '{h.name}' FIFO-exactly (every element "
-                            "once, in the other side's order) and adapt=False")
+        from ..targets.versal.dataflow import RULES
+
+        r = RULES["stream-order"]
+        raise ScheduleError(f"to {target}: [{r.key}] {side} does not access '{h.name}' FIFO-exactly (every element "
+                            f"once, in the other side's order) and adapt=False; fix: {r.fix} [{r.source}]")
     name = _cname(f"{h.kernel}_{h.name}")
     port = _cname(h.name)
     info = {"stream": name, "depth": depth, "elements": N, "producer_adapter": not p_direct,

@@ -159,7 +159,7 @@ def test_unscheduled_kernel_shape(m1):
 
 
 def test_top_interfaces(m1):
-    code = emit_design(m1, weight_bundles=3)
+    code = emit_design(m1)
     top = func(code.source, "decode")
     prag = top.pragmas()
     ports = code.ports
@@ -170,7 +170,11 @@ def test_top_interfaces(m1):
     # interface pragmas come first in the body, before any statement
     n = len(ports) + 1
     assert all(k == "pragma" for k, _ in top.items[:n])
-    assert {p.bundle for p in ports if p.role == "weight"} == {"gmem_w0", "gmem_w1", "gmem_w2"}
+    # one bundle per process that uses the port (HLS 200-1013 in dataflow regions)
+    bundle = {p.source: p.bundle for p in ports}
+    assert bundle["in_proj_w"] == "gmem_in_proj" and bundle["out_proj_w"] == "gmem_out_proj"
+    assert bundle["conv_w"] == bundle["conv_state"] == bundle["conv_state_out"] == "gmem_conv"
+    assert bundle["embed_w"] == bundle["tokens"] == "gmem_embed" and bundle["logits"] == "gmem_lm_head"
     assert code.source.count('extern "C" void decode(') == 1 and 'extern "C" void decode(' in code.header
     # inputs const, outputs writable
     assert "const int64_t tokens[1]" in code.header and "float logits[1][64]" in code.header

@@ -10,24 +10,14 @@ from __future__ import annotations
 from .emitter import HlsCode, emit_module
 
 
-def default_bundles(design, weight_bundles: int = 1) -> dict[str, str]:
-    """Design port -> m_axi bundle: activations and states in `gmem_io`, outputs in
-    `gmem_out`, weights spread round-robin over `weight_bundles` bundles `gmem_w<k>`
-    (port order: the embedding first), so boards with several memory channels (HBM
-    pseudo-channels, DDR + LPDDR) stream different weights in parallel. Every weight
-    port holds all layers, so the layer loop streams a layer's slice from each."""
-    n = max(1, int(weight_bundles))
-    out = {}
-    k = 0
-    for p in design.ports:
-        if p.role == "weight":
-            out[p.name] = f"gmem_w{k % n}"
-            k += 1
-        elif p.role == "output":
-            out[p.name] = "gmem_out"
-        else:
-            out[p.name] = "gmem_io"
-    return out
+def default_bundles(design) -> dict[str, str]:
+    """Design port -> m_axi bundle: one bundle per process that uses the port
+    (`gmem_in_proj`, `gmem_ssm`, ...), so no bundle serves two processes of a dataflow
+    region (Vitis HLS 200-1013) and the kernels stream their weights over parallel AXI
+    masters; the project maps the bundles onto the board's memory channels."""
+    from ..versal.dataflow import default_bundles as by_process
+
+    return by_process(design.module)
 
 
 def design_title(design) -> str:
@@ -36,12 +26,12 @@ def design_title(design) -> str:
             f"phase {design.phase} T={design.T}")
 
 
-def emit_design(design, weight_bundles: int = 1, bundles: dict[str, str] | None = None) -> HlsCode:
+def emit_design(design, bundles: dict[str, str] | None = None) -> HlsCode:
     """Vitis HLS C++ for a captured design (its `module` as scheduled)."""
     return emit_module(
         design.module,
         design.top,
         port_info=[(p.name, p.role) for p in design.ports],
-        bundles=bundles or default_bundles(design, weight_bundles),
+        bundles=bundles or default_bundles(design),
         title=design_title(design),
     )

@@ -36,6 +36,7 @@ from pathlib import Path
 from ...errors import EXIT_CHECK, EXIT_OK, EXIT_TOOLS, MambaflowError
 from ..hls.csim import CsimError, CsimResult, run_csim
 from ..hls.design import default_bundles, emit_design
+from .dataflow import enforce
 from ..hls.reference import reference_data
 from .boards import Board, get_board
 from . import outdir
@@ -218,7 +219,7 @@ def _run_tool(cmd: list[str], cwd: Path, log: Path) -> int:
 
 def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim", out_dir: str | Path = "build",
           progress: bool = True, *, steps: int = 2, seed: int = 0, rtol: float = 1e-4, atol: float = 1e-4,
-          weight_bundles: int | None = None, clock_mhz: float | None = None, platform: str | None = None,
+          clock_mhz: float | None = None, platform: str | None = None,
           run_vendor_tools: bool = True, force: bool = False, quant: str | None = None) -> BuildResult:
     """Take a Mamba model to a Versal project; see the module docstring for the steps.
 
@@ -275,12 +276,14 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
 
     # 2. emit
     t0 = pr.start("emit Vitis HLS C++")
-    nwb = weight_bundles or b.default_weight_bundles
-    code = emit_design(design, bundles=default_bundles(design, nwb))
+    # the Vitis rules the CPU cannot see, on the real bundles, before any tool runs
+    bundles = default_bundles(design)
+    rule_warnings = [str(f) for f in enforce(design.module, bundles, where="build: the scheduled design")]
+    code = emit_design(design, bundles=bundles)
     hls_dir = out / "hls"
     code.write(hls_dir)
-    result.warnings += code.warnings
-    for w in code.warnings:
+    result.warnings += rule_warnings + code.warnings
+    for w in rule_warnings + code.warnings:
         pr.note(f"      warning: {w}")
     step("emit", t0, detail=f"{len(code.source.splitlines())} lines, {len(code.ports)} ports")
 

@@ -299,8 +299,9 @@ def check(module: ir.Module, bundles: dict[str, str] | None = None) -> list[Find
             t = v.type
             if not (_is_stream(t) or (isinstance(t, ir.MemRefType) and _elements(t) > 1)):
                 continue  # scalars are copied into each process (not channels)
-            readers = [k for k, (rd, _) in enumerate(touched) if v in rd]
             writers = [k for k, (_, wr) in enumerate(touched) if v in wr]
+            # a producer that reads back what it wrote is one producer, not a reader
+            readers = [k for k, (rd, _) in enumerate(touched) if v in rd and k not in writers]
             name = nm.of(v, r)
             pn = lambda ks: tuple(process_name(procs[k]) for k in ks)  # noqa: E731
             if len(writers) > 1:
@@ -309,7 +310,7 @@ def check(module: ir.Module, bundles: dict[str, str] | None = None) -> list[Find
             if len(readers) > 1:
                 found.append(Finding("single-reader-writer", r.name, f"'{name}' has {len(readers)} readers",
                                      pn(readers)))
-            late = [k for k in readers if writers and k < min(writers) and k not in writers]
+            late = [k for k in readers if writers and k < min(writers)]
             if late:
                 found.append(Finding("no-feedback", r.name, f"'{name}' is read before it is written in the region",
                                      pn(late + writers)))
