@@ -268,7 +268,9 @@ def _matvec_bands(s: Schedule, kernel: str):
                 m = ir.AffineMapAttr(o.attributes["map"]).value
                 hit = [k for k, a in enumerate(args) if a == o.operands[0]]
                 if m.n_dims == 2 and hit and (len(m.results) == 2 or stacked[hit[0]]):
-                    weight = (f"arg{hit[0]}", len(m.results))
+                    ports = arg_names(fn) or []
+                    label = ports[hit[0]] if hit[0] < len(ports) and ports.count(ports[hit[0]]) == 1 else f"arg{hit[0]}"
+                    weight = (label, len(m.results))
         out.append((band, names[0], names[1], buf, weight))
     return out
 

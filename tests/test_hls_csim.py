@@ -76,7 +76,7 @@ def test_scheduled_decode_csim(tmp_path):
     s.unroll("out_proj:S_i_j.i", 4)
     s.partition("ssm:alloc0", "cyclic", dim=1, factor=2)
     s.storage("ssm:alloc1", "uram")
-    s.dataflow("norm")
+    s.outline("decode:layer.layer", "layer_step", keep=["resid"])
     s.inline("norm_f")
     code = emit_design(d)
     assert any("pipeline" in p for p in code.pragmas["in_proj"])

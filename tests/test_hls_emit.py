@@ -230,8 +230,15 @@ def test_partition_and_storage_follow_the_declaration(m1):
 
 
 def test_partition_of_offchip_argument_warns(m1):
+    from mambaflow.dialects import directives as D
+    from mambaflow.errors import ScheduleError
+    from mambaflow.flow.mlir import funcs
+
     d = copy_design(m1)
-    customize(d).partition("in_proj:in_proj_w", "cyclic", dim=3, factor=4)
+    with pytest.raises(ScheduleError, match="no-partition-on-maxi"):  # the schedule refuses it
+        customize(d).partition("in_proj:in_proj_w", "cyclic", dim=3, factor=4)
+    # a directive set behind the schedule's back: the emitter drops it, with a warning
+    D.set_partition(D.BufferRef(funcs(d.module)["in_proj"], arg=1), "cyclic", 3, 4)
     code = emit_design(d)
     assert len(code.warnings) == 1
     assert "in_proj" in code.warnings[0] and "in_proj_w" in code.warnings[0]
@@ -239,19 +246,16 @@ def test_partition_of_offchip_argument_warns(m1):
 
 
 def test_dataflow_and_inline(m1):
+    from mambaflow.schedules.recipes import layer_pipeline_schedule
+
     d = copy_design(m1)
     s = customize(d)
-    s.dataflow()                        # the top
-    s.dataflow("norm")
-    s.dataflow("ssm:S_i_j_1.i")  # a loop
+    layer_pipeline_schedule(s)  # the layer body: a dataflow function
     s.inline("norm_f")
     code = emit_design(d)
-    top = func(code.source, "decode")
-    n = len(code.ports) + 1
-    assert top.items[n] == ("pragma", "dataflow")      # right after the interface pragmas
-    assert func(code.source, "norm").first() == ("pragma", "dataflow")
+    assert func(code.source, "layer_step").first() == ("pragma", "dataflow")
+    assert ("pragma", "dataflow") not in func(code.source, "decode").items
     assert func(code.source, "norm_f").first() == ("pragma", "inline")
-    assert find(func(code.source, "ssm"), "loop", "S_i_j_1_i").first() == ("pragma", "dataflow")
 
 
 def test_top_argument_partition_is_rejected(m1):

@@ -22,6 +22,7 @@ from mambaflow.flow.capture import capture
 from mambaflow.flow.mlir import funcs, str_attr, walk
 from mambaflow.flow.naming import loops_of
 from mambaflow.models import build_model, get_config
+from mambaflow.schedules.recipes import layer_pipeline_schedule
 from mambaflow.schedules import customize, replay
 from mambaflow.schedules.testing import check_kernel, copy_design, kernel_case, run_kernel
 
@@ -235,12 +236,17 @@ def test_parallel_checks_carried_dependences(design):
 
 def test_partition_and_storage(design):
     s = customize(design)
-    # in_proj_w is stacked by layer, [L][2E][D]: dim 3 is the reduction
-    s.partition("in_proj:in_proj_w", "cyclic", dim=3, factor=8)
+    # in_proj_w is stacked by layer, [L][2E][D]: dim 3 is the reduction; it is an m_axi
+    # port, so its row is copied on chip and the copy partitioned (HLS 214-126)
+    rejects(design, lambda: s.partition("in_proj:in_proj_w", "cyclic", dim=3, factor=8), "no-partition-on-maxi")
+    row = s.buffer_at("in_proj:in_proj_w", "in_proj:S_i_j.i")
+    s.partition(row, "cyclic", dim=3, factor=8)
     s.partition("in_proj:alloc0", "complete", dim=2)
     s.storage("in_proj:in_proj_w", "uram")
     fn = fn_of(design, "in_proj")
-    assert D.partitions_of(D.BufferRef(fn, arg=1)) == [D.Partition("cyclic", 3, 8)]
+    local = next(o for o in walk(fn) if o.name == "memref.alloca")
+    assert D.partitions_of(local) == [D.Partition("cyclic", 3, 8)]
+    assert D.partitions_of(D.BufferRef(fn, arg=1)) == []
     alloc = next(o for o in walk(fn) if o.name == "memref.alloc")
     assert D.partitions_of(alloc) == [D.Partition("complete", 2, 0)]
     assert D.storage_of(D.BufferRef(fn, arg=1)) == "uram"
@@ -258,12 +264,17 @@ def test_partition_and_storage(design):
 
 def test_dataflow_and_inline(design):
     s = customize(design)
-    s.dataflow()  # the top function
-    s.dataflow("ssm")
-    s.dataflow("in_proj:S_i_j.i")
+    # Vitis runs a loop around calls as one process, and a kernel body of loops and
+    # stores is no sequence of processes: both are refused (targets.versal.dataflow)
+    rejects(design, lambda: s.dataflow(), "region-form", "the loop 'layer' calls")
+    rejects(design, lambda: s.dataflow("ssm"), "HLS 200-779", "has 2 writers")
+    s.outline("decode:layer.layer", "layer_step", keep=["resid"])
+    s.fork("layer_step:embed_resid")
+    if design.cfg.arch == "mamba1":
+        s.fork("layer_step:conv_xc")
+    s.dataflow("layer_step")
     s.inline("norm")
-    assert D.is_dataflow(fn_of(design, "decode")) and D.is_dataflow(fn_of(design, "ssm"))
-    assert D.is_dataflow(s.loop("in_proj:S_i_j.i").op)
+    assert D.is_dataflow(fn_of(design, "layer_step")) and not D.is_dataflow(fn_of(design, "decode"))
     assert D.is_inline(fn_of(design, "norm"))
     rejects(design, lambda: s.inline("decode"), "top function")
     rejects(design, lambda: s.inline("nrom"), "unknown kernel 'nrom'")
@@ -293,10 +304,10 @@ def test_log_prints_saves_and_replays_byte_identically(design, tmp_path):
     jo, ji = s.split("in_proj:S_i_j.j", 8)
     s.reorder(jo, "in_proj:S_i_j.i")
     s.pipeline(ji)
-    s.partition("in_proj:in_proj_w", "cyclic", 3, 8)
+    s.partition(s.buffer_at("in_proj:in_proj_w", "in_proj:S_i_j.i"), "cyclic", 3, 8)
     s.fuse("x_proj:S_i_j.i", "x_proj:S_i_j.j")
     s.compute_at("ssm:S_i_j_1.i", "ssm:S_i_j_2.j")
-    s.dataflow()
+    s.outline("decode:layer.layer", "layer_step", keep=["resid"])
     assert "split(loop='in_proj:S_i_j.j', factor=8)" in str(s)
     path = tmp_path / "sched.json"
     s.save(path)
@@ -385,9 +396,9 @@ def test_scheduled_design_matches_pytorch_end_to_end(design, model):
     s.pipeline(ji)
     s.fuse("x_proj:S_i_j.i", "x_proj:S_i_j.j")
     s.compute_at("ssm:S_i_j_1.i", "ssm:S_i_j_2.j")
-    s.partition("in_proj:in_proj_w", "cyclic", 3, 8)
+    s.partition(s.buffer_at("in_proj:in_proj_w", "in_proj:S_i_j.i"), "cyclic", 3, 8)
     s.split("lm_head:S_i_j.i", 16)
-    s.dataflow()
+    layer_pipeline_schedule(s)  # outlined, forked, a dataflow region over streams
     fn = JitFunction(design.module, design.top, opt_level=1)
     llvm = LLVMBackend.from_compiled(model, {("decode", 1): (design, fn)})
     ref = TorchBackend(model)

@@ -37,8 +37,11 @@ def _decode_matches(model, design, tokens=(1, 2, 3), tol=1e-4):
 
 
 STREAMS = {  # the streams layer_pipeline builds, as <producer>_<port>
-    "mamba1": {"norm_xn", "in_proj_x", "in_proj_z", "x_proj_delta", "x_proj_B", "x_proj_C", "ssm_y"},
-    "mamba2": {"norm_xn", "in_proj_z", "in_proj_x", "in_proj_dt", "conv_xc", "ssm_y", "gated_norm_yn"},
+    "mamba1": {"fork_embed_resid_to_norm", "fork_embed_resid_to_out_proj", "norm_xn", "in_proj_x", "in_proj_z",
+               "conv_xc", "fork_conv_xc_to_x_proj", "fork_conv_xc_to_ssm", "x_proj_delta", "x_proj_B", "x_proj_C",
+               "ssm_y"},
+    "mamba2": {"fork_embed_resid_to_norm", "fork_embed_resid_to_out_proj", "norm_xn", "in_proj_z", "in_proj_x",
+               "in_proj_dt", "conv_xc", "ssm_y", "gated_norm_yn"},
 }
 
 
@@ -51,25 +54,31 @@ def test_accelerator_recipe_on_130m_shaped_decode(name):
     design = capture(model, "decode", progress=False)
     s = apply_recipe("accelerator", design)  # tile 16, II 1, 16 lanes, depth 2
     ops = {e["op"] for e in s.log}
-    assert {"split", "unroll", "pipeline", "partition", "buffer_at", "to", "dataflow"} <= ops
+    assert {"split", "unroll", "pipeline", "partition", "buffer_at", "to", "dataflow", "outline", "fork"} <= ops
     top = funcs(design.module)[design.top]
-    assert D.is_dataflow(top)
-    creates = [o for o in walk(top) if o.name == S.CREATE]
+    assert not D.is_dataflow(top)  # embed, the layer loop and the head run in sequence
+    region = funcs(design.module)["layer_step"]
+    assert D.is_dataflow(region)  # each layer is one dataflow region
+    creates = [o for o in walk(region) if o.name == S.CREATE]
     fifos = {S.stream_name(o): D.stream_depth(o) for o in creates}
-    # one stream per pair of kernel kinds, created once and used by the calls in the
-    # layer loop at every layer (not one per layer)
+    # one stream per pair of processes, in the layer body every layer runs
     assert set(fifos) == STREAMS[cfg.arch] and min(fifos.values()) == 2
-    layer_loop = next(o for o in walk(top) if o.name == "affine.for" and str_attr(o, "loop_name") == "layer")
     for c in creates:
         users = [u.owner for u in c.results[0].uses]
-        assert len(users) == 2 and all(u.name == "func.call" and u.parent == layer_loop for u in users)
+        assert len(users) == 2 and all(u.name == "func.call" and u.parent == region for u in users)
     assert fifos["in_proj_x"] == 2  # x streams to the conv element by element
     # z is written before x (Mamba1; Mamba2 writes z first too): a shallow z FIFO would
     # deadlock, the Kahn check widened it to the buffer
     assert fifos["in_proj_z"] == cfg.d_inner
     in_proj = funcs(design.module)["in_proj"]
-    # in_proj_w is stacked by layer, [L][2E][D]: partitioned along the reduction, dim 3
-    assert D.partitions_of(D.BufferRef(in_proj, arg=1)) == [D.Partition("cyclic", 3, 16)]
+    # in_proj_w (an m_axi port, [L][2E][D]) is not partitioned; its row is copied on chip
+    # and the copy partitioned along the reduction
+    assert D.partitions_of(D.BufferRef(in_proj, arg=1)) == []
+    row = next(o for o in walk(in_proj) if str_attr(o, "buffer_name") == "in_proj_w.buf")
+    assert D.partitions_of(row) == [D.Partition("cyclic", 3, 16)]
+    from mambaflow.targets.versal.dataflow import check
+
+    assert [f for f in check(design.module) if f.severity == "error"] == []
     assert any(D.get_pipeline(o) == 1 for o in walk(in_proj) if o.name == "affine.for")
     _decode_matches(model, design)
 
@@ -175,9 +184,10 @@ def test_a_recipe_by_name_saves_a_log_that_replays_to_the_same_ir(name, tiny1, t
         assert s.log == [] and str(design.module) == str(base.module)
     else:
         assert s.log and str(design.module) != str(base.module)
-    if name == "ssm_serial":  # the SSM state and A, stacked [L][E][N], partitioned along N
+    if name == "ssm_serial":  # on-chip tiles of the SSM state ([L][E][N] ports), partitioned along N
         parts = {e["buffer"]: e["dim"] for e in s.log if e["op"] == "partition"}
-        assert parts == {"ssm:ssm_state": 3, "ssm:A": 3, "ssm:ssm_state_out": 3}
+        assert parts and set(parts.values()) == {3}
+        assert all(b.startswith(("ssm:ssm_state.buf", "ssm:ssm_state_out.buf")) for b in parts)
     s.save(tmp_path / "schedule.json")
     fresh = capture(model, "decode", progress=False)
     again = apply_schedule(fresh, str(tmp_path / "schedule.json"))

@@ -79,10 +79,10 @@ def two_kernels(with_top2: bool = False):
     return mod
 
 
-def run_top(mod, name="top"):
+def run_top(mod, name="top", opt_level=0):
     x = np.arange(8, dtype=np.float32)
     y = np.zeros(8, np.float32)
-    JitFunction(mod, name, opt_level=0)(x, y)
+    JitFunction(mod, name, opt_level=opt_level)(x, y)
     return x, y
 
 
@@ -220,15 +220,22 @@ def test_streams_between_calls_of_a_layer_loop(top):
             s.to("prod:arg2", "cons", depth=2)
         assert str(mod) == before
         return
+    # streams between calls in a loop would make the top a dataflow region around a
+    # loop of calls, which Vitis runs as one process: refused, the body is outlined first
+    with pytest.raises(ScheduleError, match="region-form"):
+        s.to("prod:arg1", "cons", depth=8)
+    assert str(mod) == before
+    s.outline(f"{top}:layer.layer", "step")
     with pytest.raises(S.DeadlockError, match="prod blocked writing FIFO 'prod_arg1'"):
         s.to("prod:arg1", "cons", depth=2)
-    assert str(mod) == before
     s.to("prod:arg1", "cons", depth=8)
     s.to("prod:arg2", "cons", depth=2)
-    loop = next(o for o in walk(funcs(mod)[top]) if o.name == "affine.for")
-    assert [o.name for o in walk(loop) if o.name == "func.call"] == ["func.call"] * 2
-    assert all(S.is_stream_type(v.type) for c in walk(loop) if c.name == "func.call" for v in list(c.operands)[1:2])
-    x, y = run_top(mod, top)
+    step = funcs(mod)["step"]
+    assert [o.name for o in walk(step) if o.name == "func.call"] == ["func.call"] * 2
+    assert all(S.is_stream_type(v.type) for c in walk(step) if c.name == "func.call" for v in list(c.operands)[1:2])
+    # opt_level 1: at 0 the JIT crashes on stream queues in a function called from a
+    # loop (found here, not yet understood; see the closing note of issue 13)
+    x, y = run_top(mod, top, opt_level=1)
     np.testing.assert_array_equal(y, x + x * x)
 
 
@@ -258,15 +265,19 @@ def test_streamed_mamba_layer_matches_pytorch_and_replays(tiny, tmp_path):
     design = copy_design(base)
     E = design.cfg.d_inner
     s = customize(design)
+    s.outline("decode:layer.layer", "layer_step", keep=["resid"])
+    s.fork("layer_step:embed_resid")
+    s.fork("layer_step:conv_xc")  # read by x_proj and the SSM
     s.to("in_proj:x", "conv", depth=2)
     with pytest.raises(S.DeadlockError, match="in_proj blocked writing FIFO 'in_proj_z'"):
         s.to("in_proj:z", "ssm", depth=2)  # z is written before x: needs E
     s.to("in_proj:z", "ssm", depth=E)
     s.to("ssm:y", "out_proj", depth=2)
-    with pytest.raises(ScheduleError, match="also read by \\['ssm'\\].*exactly one consumer"):
-        s.to("conv:xc", "x_proj", depth=2)  # the SSM reads the conv output too
-    # the residual out of a layer is copied back into the residual by the top's loop body
-    with pytest.raises(ScheduleError, match="used by 'affine.load' in 'decode', not only by kernels"):
+    with pytest.raises(ScheduleError, match=r"also read by \[.fork_conv_xc.\]"):
+        s.to("conv:xc", "x_proj", depth=2)  # the fork reads the conv output, for x_proj and the SSM
+    s.to("conv:xc", "fork_conv_xc", depth=2)
+    # the residual out of a layer leaves the region: the top copies it for the next layer
+    with pytest.raises(ScheduleError, match="not a buffer of 'layer_step'"):
         s.to("out_proj:resid_out", "norm", depth=2)
     s.save(tmp_path / "s.json")
     fresh = capture(design.cfg, "decode", progress=False)

@@ -206,6 +206,11 @@ def _top(module: ir.Module) -> str | None:
     return next((n for n, f in funcs(module).items() if TOP_ATTR in f.attributes), None)
 
 
+def _port_names(fn: ir.Operation) -> list[str]:
+    n = len(fn.regions[0].blocks[0].arguments)
+    return arg_names(fn) or [f"arg{i}" for i in range(n)]
+
+
 def process_ports(module: ir.Module) -> list[tuple[str, ir.Operation, set[int]]]:
     """(process name, op, top argument positions it reads or writes) for every process of
     the design in program order: calls of kernels (descending into functions that call
@@ -243,7 +248,9 @@ def default_bundles(module: ir.Module) -> dict[str, str]:
     every process of a dataflow region has bundles of its own (HLS 200-1013) and a
     sequential design still gets one AXI master per kernel (parallel memory channels)."""
     top = _top(module)
-    names = arg_names(funcs(module)[top]) or []
+    if top is None:
+        return {}
+    names = _port_names(funcs(module)[top])
     out: dict[str, str] = {}
     for pname, _, ports in process_ports(module):
         for i in sorted(ports):
@@ -266,7 +273,7 @@ def check(module: ir.Module, bundles: dict[str, str] | None = None) -> list[Find
     nm = _Names(module, eff)
     found: list[Finding] = []
     bind = bindings(fs, top) if top else {}
-    top_names = (arg_names(fs[top]) or []) if top else []
+    top_names = _port_names(fs[top]) if top else []
 
     # no-partition-on-maxi: everywhere, not only in regions
     for fname, fn in fs.items():
