@@ -2,11 +2,13 @@
 
 `run_csim(code, directory, inputs, golden, spec)` writes the kernels, the testbench and
 its data, compiles them with `g++ -std=c++17 -O2 -Wall -Werror -Wno-unknown-pragmas`
-against the project's header shims (or Vitis' own headers when `XILINX_HLS` is set),
-runs the program and returns a `CsimResult` with the per-port comparison.
+against AMD's ap_types headers (`cxx.csim_include_dir`: the copy in the hls4ml wheel, or
+$MAMBAFLOW_AP_TYPES_DIR) with the project's hls_stream.h / hls_math.h, runs the program
+and returns a `CsimResult` with the per-port comparison.
 
-`-Wno-unknown-pragmas` is the one warning switched off: g++ does not know
-`#pragma HLS`, which is the point of the file.
+The headers are included with `-isystem`: -Wall -Werror hold for the emitted code, not
+for the vendor's. `-Wno-unknown-pragmas` is the one warning switched off: g++ does not
+know `#pragma HLS`, which is the point of the file.
 """
 
 from __future__ import annotations
@@ -22,16 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import MambaflowError
+from .cxx import CsimError, csim_include_dir
 from .emitter import HlsCode
 from .testbench import TestbenchSpec, write_data, write_testbench
 
 CXXFLAGS = ["-std=c++17", "-O2", "-Wall", "-Werror", "-Wno-unknown-pragmas"]
-SHIM_DIR = Path(__file__).resolve().parent / "include"
-
-
-class CsimError(MambaflowError):
-    """The C simulation could not be built or run (compiler error, crash, missing g++)."""
+HEADERS = "AMD ap_types"  # CsimResult.headers: what csim compiles against
 
 
 @dataclass
@@ -52,7 +50,7 @@ class PortCompare:
 class CsimResult:
     ok: bool
     directory: str
-    headers: str                       # "mambaflow shims" or the Vitis include dir
+    headers: str                       # HEADERS
     compile_s: float
     run_s: float
     compares: list[PortCompare] = field(default_factory=list)
@@ -81,14 +79,6 @@ class CsimResult:
         return d
 
 
-def vitis_include() -> Path | None:
-    """Vitis HLS' include directory when XILINX_HLS points at an installation."""
-    root = os.environ.get("XILINX_HLS")
-    if root and (Path(root) / "include" / "ap_int.h").exists():
-        return Path(root) / "include"
-    return None
-
-
 def compiler() -> str:
     cxx = os.environ.get("CXX", "g++")
     if shutil.which(cxx) is None:
@@ -97,12 +87,11 @@ def compiler() -> str:
 
 
 def compile_csim(directory: str | Path, stem: str = "kernels", output: str = "csim") -> tuple[Path, float, list[str]]:
-    """Compile <stem>.cpp and tb.cpp in `directory` into `directory/output`."""
+    """Compile <stem>.cpp and tb.cpp in `directory` into `directory/output`, against
+    the headers copied to `directory/include`."""
     d = Path(directory)
     cxx = compiler()
-    inc = vitis_include()
-    incs = ["-isystem", str(inc)] if inc else ["-I", str(SHIM_DIR)]
-    incs += ["-I", str(d)]
+    incs = ["-isystem", str(csim_include_dir(d / "include")), "-I", str(d)]
     t0 = time.perf_counter()
     srcs = [d / f"{stem}.cpp", d / "tb.cpp"]
     objs = [d / f"{s.stem}.o" for s in srcs]
@@ -180,7 +169,6 @@ def run_csim(code: HlsCode, directory: str | Path, inputs: dict[str, np.ndarray]
             f = data / f"{port.name}.csim.bin"
             if f.exists():
                 outputs[port.source] = np.fromfile(f, dtype=port.numpy_dtype).reshape(port.shape)
-    inc = vitis_include()
     ok = p.returncode == 0 and all(c.ok for c in compares)
-    return CsimResult(ok=ok, directory=str(d), headers=str(inc) if inc else "mambaflow shims",
+    return CsimResult(ok=ok, directory=str(d), headers=HEADERS,
                       compile_s=compile_s, run_s=run_s, compares=compares, outputs=outputs, log=log, command=cmd)

@@ -1,5 +1,11 @@
-// hls_stream.h — mambaflow C-simulation shim of Vitis HLS hls::stream<T> (UG1399).
+// hls_stream.h — mambaflow's C-simulation model of Vitis HLS hls::stream<T> (UG1399).
 // Header-only, C++17, single-threaded csim (dataflow processes run one after another).
+//
+// Why the project keeps its own: no package ships a csim hls::stream that checks FIFO
+// depths. The copy in the hls4ml wheel (next to AMD's ap_types, which csim does use)
+// has no depth at all (full() is always false) and returns a default value on a read
+// while empty; Vitis' own needs a Vitis install. csim copies this file next to AMD's
+// ap_*.h (targets/hls/cxx.py, csim_include_dir).
 //
 // Semantics that differ from Vitis csim on purpose, so that a test fails loudly:
 //   * reading an empty stream is a deadlock in hardware; Vitis csim prints a warning
