@@ -122,9 +122,9 @@ def csim_include_dir(dest: str | Path) -> Path:
     hls_math.h (hls4ml's copies of those two are minimal stand-ins, not AMD's, and lack
     the depth checks). Copies, not links, so a generated project is self-contained;
     byte-identical for the same installed headers (files already in `dest` are
-    overwritten, others left alone). Compile with `-isystem dest`, so
-    -Wall -Werror applies to the emitted code and not to the vendor's. Raises CsimError
-    when AMD's headers are not installed."""
+    overwritten, others left alone). Compile with `-isystem dest`, so -Wall -Werror
+    apply to the emitted code and not to the vendor's. Raises CsimError when AMD's
+    headers are not installed."""
     src, origin, lic = _ap_types_source()
     todo = [p.relative_to(src) for p in sorted(src.glob("ap_*.h")) + sorted((src / "etc").rglob("*.h"))]
     vendor: list[Path] = []
@@ -150,7 +150,7 @@ def csim_include_dir(dest: str | Path) -> Path:
               f"{', '.join(PROJECT_HEADERS)}: mambaflow's csim headers (targets/hls/include)."]
     if lic is not None:
         shutil.copyfile(lic, d / "LICENSE")
-        notice.append("LICENSE: the Apache License 2.0 text shipped with those headers.")
+        notice.append(f"LICENSE: the license file shipped with them ({lic.name} of {origin}).")
     (d / "NOTICE").write_text("\n".join(notice) + "\n")
     return d
 
