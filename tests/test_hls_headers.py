@@ -97,6 +97,33 @@ def test_csim_compile_stops_on_missing_headers(monkeypatch, tmp_path):
         compile_csim(tmp_path)
 
 
+VENDOR_NOISE = """#include <ap_int.h>
+#include <cstdint>
+int64_t k(int64_t x) { ap_int<5> v = ap_int<5>(x); return int64_t(v); }  // arith.trunci + extsi
+"""
+
+
+@needs_gxx
+@pytest.mark.parametrize("own_bug", [False, True])
+def test_csim_werror_holds_for_the_emitted_code(own_bug, tmp_path):
+    """AMD's ap_private.h reads its own uninitialized word in every ap_int<W>(x); csim
+    lets that through (it is the vendor's), but an uninitialized read in the emitted code
+    still fails the build, as -Werror would."""
+    kern = VENDOR_NOISE + ("int64_t j(int64_t x) { int64_t u; return u + k(x); }\n" if own_bug else "")
+    (tmp_path / "kernels.cpp").write_text(kern)
+    (tmp_path / "tb.cpp").write_text("#include <cstdint>\nint64_t k(int64_t);\nint main(int c, char**) { return int(k(c + 30)); }\n")
+    cmd = [CXX, "-std=c++17", "-O2", "-Wall", "-Werror", "-isystem", str(csim_include_dir(tmp_path / "inc")), "-c",
+           str(tmp_path / "kernels.cpp"), "-o", str(tmp_path / "plain.o")]
+    plain = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert plain.returncode != 0 and "inc/etc/ap_private.h" in plain.stderr  # the vendor's, through -isystem
+    if own_bug:
+        with pytest.raises(CsimError, match=r"-Werror: uninitialized values in .*kernels\.cpp"):
+            compile_csim(tmp_path)
+    else:
+        exe, _, _ = compile_csim(tmp_path)
+        assert subprocess.run([str(exe)]).returncode == 255  # ap_int<5>(31) == -1, exit status -1 & 0xff
+
+
 def test_env_dir_wins_over_hls4ml(monkeypatch, tmp_path):
     src, _, _ = cxx._ap_types_source()
     mine = tmp_path / "vendor"
