@@ -56,9 +56,11 @@ def compile_cpp(src: Path, exe: Path, inc: Path, flags: list[str]) -> None:
 # ---------------------------------------------------------------------------------
 
 
-def test_include_dir_is_amds_headers_and_the_projects_two(inc, tmp_path):
+def test_include_dir_is_amds_headers_and_the_projects_two(monkeypatch, tmp_path):
+    monkeypatch.delenv(cxx.AP_TYPES_ENV, raising=False)   # the default: hls4ml's copy
     src, origin, _ = cxx._ap_types_source()
     assert origin.startswith("hls4ml ") and src.parts[-4:] == ("hls4ml", "templates", "vivado", "ap_types")
+    inc = csim_include_dir(tmp_path / "include")
     files = _files(inc)
     for f in ("ap_int.h", "ap_fixed.h", "ap_int_base.h", "ap_fixed_base.h", "ap_common.h", "etc/ap_private.h"):
         assert files[f] == (src / f).read_bytes(), f"{f} is not AMD's copy"
@@ -127,7 +129,7 @@ def test_csim_werror_holds_for_the_emitted_code(own_bug, tmp_path):
 def test_env_dir_wins_over_hls4ml(monkeypatch, tmp_path):
     src, _, _ = cxx._ap_types_source()
     mine = tmp_path / "vendor"
-    shutil.copytree(src, mine)
+    shutil.copytree(src, mine, ignore=shutil.ignore_patterns("LICENSE*"))
     (mine / "ap_int.h").write_text("// marker: the env copy\n" + (src / "ap_int.h").read_text())
     (mine / "hls_half.h").write_text("// ap_int_base.h includes it (when _AP_ENABLE_HALF_): copied\n")
     (mine / "x_other.h").write_text("// included by nothing: not copied\n")
