@@ -1,4 +1,4 @@
-"""C simulation of the emitted HLS C++ (g++ + the project's header shims) against
+"""C simulation of the emitted HLS C++ (g++ + AMD's ap_types headers) against
 PyTorch and the llvm JIT.
 
 Tolerance (float32): every element within atol + rtol*|want| with rtol = atol = 1e-5,
@@ -43,7 +43,8 @@ def test_decode_csim_equals_pytorch(decode_case, tmp_path):
     inputs, golden, spec = reference_data(m, d, steps=3, seed=1, **TOL)
     r = run_csim(emit_design(d), tmp_path, inputs, golden, spec)
     assert r.ok, r.summary()
-    assert r.headers == "mambaflow shims"
+    assert r.headers == "AMD ap_types"
+    assert (tmp_path / "include" / "etc" / "ap_private.h").exists()  # what it compiled against
     ports = {c.port for c in r.compares}
     assert "logits" in ports and "ssm_state_out" in ports
     assert len([c for c in r.compares if c.port == "logits"]) == 3  # every step compared
@@ -195,7 +196,7 @@ def test_stream_deadlock_is_reported_at_emission():
 
 def test_stream_depth_checked_in_sequential_csim(tmp_path):
     """Outside a dataflow region a FIFO holds everything written before it is read:
-    a depth smaller than that aborts the csim (the shim's depth check)."""
+    a depth smaller than that aborts the csim (the depth check of the project's hls_stream.h)."""
     mod = _stream_module(16, depth=4, dataflow=False)
     code = emit_module(mod, arg_names=NAMES)
     assert ".set_depth(4)" in code.source

@@ -15,7 +15,8 @@ from mambaflow.flow.capture import capture
 from mambaflow.models import get_config
 from mambaflow.schedules import customize
 from mambaflow.schedules.testing import copy_design
-from mambaflow.targets.hls.csim import CXXFLAGS, SHIM_DIR, compiler
+from mambaflow.targets.hls.csim import CXXFLAGS, compiler
+from mambaflow.targets.hls.cxx import csim_include_dir
 from mambaflow.targets.hls.cxx import HlsEmitError, float_literal
 from mambaflow.targets.hls.design import emit_design
 from mambaflow.targets.hls.emitter import emit_module
@@ -127,7 +128,8 @@ def m2():
 
 
 def gxx(path, extra=()):
-    cmd = [compiler(), *CXXFLAGS, "-I", str(SHIM_DIR), "-I", str(path.parent), "-c", str(path), "-o", str(path.with_suffix(".o")), *extra]
+    inc = csim_include_dir(path.parent / "include")
+    cmd = [compiler(), *CXXFLAGS, "-isystem", str(inc), "-I", str(path.parent), "-c", str(path), "-o", str(path.with_suffix(".o")), *extra]
     p = subprocess.run(cmd, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[:4000]
     assert p.stderr == "", p.stderr[:4000]  # -Wall clean: not even a note

@@ -15,8 +15,7 @@ from torch_mlir import ir
 from mambaflow.errors import MambaflowError
 from mambaflow.flow.mlir import new_context
 from mambaflow.targets.hls import packing as PK
-from mambaflow.targets.hls.cxx import amd_include_dir
-from mambaflow.targets.hls.csim import SHIM_DIR
+from mambaflow.targets.hls.cxx import csim_include_dir
 from mambaflow.targets.hls.emitter import Port, emit_module
 
 CXX = shutil.which("g++")
@@ -179,18 +178,11 @@ def test_emitted_code_reads_and_writes_packed_ports_bit_exact(beat_bits, tmp_pat
 
     code.write(tmp_path)
     (tmp_path / "tb.cpp").write_text(_testbench(code, data))
-    builds = [("shims", SHIM_DIR, FLAGS)]
-    amd = amd_include_dir(tmp_path / "amd", SHIM_DIR)
-    if amd is not None:
-        # the ap_int<17> arithmetic of this hand-written top trips AMD's ap_private.h under
-        # -Werror=uninitialized (see test_hls_shims); the designs' own code does not
-        builds.append(("AMD headers", amd, FLAGS + ["-Wno-error=uninitialized"]))
-    for which, inc, flags in builds:
-        got = _run(tmp_path, inc, flags)
-        y = np.array(got["y"], np.int64).reshape(3, 40)
-        assert np.array_equal(y, w), f"{which}: unpacked i4 weights differ from numpy"
-        words = np.array([int(x, 16) for x in got["o"]], np.uint64).reshape(ports["o"].beats, -1)
-        assert np.array_equal(PK.unpack(ports["o"], words), want_o), f"{which}: packed i17 output differs"
-        assert np.array_equal(words, PK.pack(ports["o"], want_o)), f"{which}: beats differ from pack()"
-    if amd is None:
-        pytest.skip("AMD's ap_types headers are not installed (pip install hls4ml): checked with the shims only")
+    # the ap_int<17> arithmetic of this hand-written top trips AMD's ap_private.h under
+    # -Werror=uninitialized (see test_hls_headers); the designs' own code does not
+    got = _run(tmp_path, csim_include_dir(tmp_path / "include"), FLAGS + ["-Wno-error=uninitialized"])
+    y = np.array(got["y"], np.int64).reshape(3, 40)
+    assert np.array_equal(y, w), "unpacked i4 weights differ from numpy"
+    words = np.array([int(x, 16) for x in got["o"]], np.uint64).reshape(ports["o"].beats, -1)
+    assert np.array_equal(PK.unpack(ports["o"], words), want_o), "packed i17 output differs"
+    assert np.array_equal(words, PK.pack(ports["o"], want_o)), "beats differ from pack()"

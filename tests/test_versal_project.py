@@ -17,7 +17,8 @@ import pytest
 from mambaflow.errors import MambaflowError
 from mambaflow.flow.capture import capture
 from mambaflow.models import get_config
-from mambaflow.targets.hls.csim import CXXFLAGS, SHIM_DIR, compiler
+from mambaflow.targets.hls.csim import CXXFLAGS, compiler
+from mambaflow.targets.hls.cxx import PROJECT_HEADERS
 from mambaflow.targets.hls.design import default_bundles, emit_design
 from mambaflow.targets.hls.emitter import Port
 from mambaflow.targets.hls.testbench import TestbenchSpec
@@ -121,7 +122,11 @@ def test_project_is_consistent(tiny, board, tmp_path):
     assert params == ports
     readme = files["readme"].read_text()
     assert all(f"`{p}`" in readme for p in ports)
-    assert sorted(x.name for x in (tmp_path / "hls" / "shims").iterdir()) == sorted(x.name for x in SHIM_DIR.glob("*.h"))
+    # make csim's headers: AMD's ap_types and the project's two, copied into the project
+    inc = files["include"]
+    assert inc == tmp_path / "hls" / "include" and (inc / "etc" / "ap_private.h").is_file()
+    assert all((inc / h).is_file() for h in ("ap_int.h", "ap_fixed.h", "LICENSE", "NOTICE", *PROJECT_HEADERS))
+    assert re.search(r"^hls/csim:.*\n\t\$\(CXX\) \$\(CSIM_FLAGS\) -isystem hls/include -I hls ", mk, re.M)
 
 
 def test_stream_connectivity_between_kernels():
@@ -255,7 +260,7 @@ def test_build_csim_without_vitis(tmp_path, monkeypatch):
     code = emit_design(d)
     (out / "hls" / "glue.cpp").write_text(_glue(code))
     exe = tmp_path / "host.exe"
-    cmd = [compiler(), *CXXFLAGS, "-I", str(stub), "-I", str(SHIM_DIR), "-I", str(out / "hls"),
+    cmd = [compiler(), *CXXFLAGS, "-I", str(stub), "-isystem", str(out / "hls" / "include"), "-I", str(out / "hls"),
            str(out / "host" / "host.cpp"), str(out / "hls" / "glue.cpp"), str(out / "hls" / "kernels.cpp"), "-o", str(exe)]
     p = subprocess.run(cmd, capture_output=True, text=True)
     assert p.returncode == 0 and p.stderr == "", p.stderr[:3000]

@@ -5,7 +5,7 @@
     inputs, golden, spec = reference_data(model, design, steps=2)
     result = run_csim(code, "out/hls", inputs, golden, spec)
 
-Exports are loaded lazily, so `mambaflow.targets.hls.fixed_ref` stays light.
+Exports are loaded lazily: importing the package does not load MLIR.
 """
 
 _EXPORTS = {

@@ -10,6 +10,7 @@ import importlib.util
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -54,37 +55,103 @@ def c_ident(name: str) -> str:
 # --------------------------------------------------------------------- headers
 
 
-def amd_ap_types_dir() -> Path | None:
-    """A folder with AMD's arbitrary-precision headers (ap_int.h, ap_fixed.h,
-    etc/ap_private.h; Apache-2.0, github Xilinx/HLS_arbitrary_Precision_Types):
-    $MAMBAFLOW_AP_TYPES_DIR, else the copy in the hls4ml wheel (PyPI, in the `test`
-    extra: hls4ml/templates/vivado/ap_types, found without importing hls4ml), else None."""
-    env = os.environ.get("MAMBAFLOW_AP_TYPES_DIR")
+class CsimError(MambaflowError):
+    """The C simulation could not be built or run (compiler error, crash, missing g++,
+    AMD's ap_types headers not installed)."""
+
+
+# The project's own csim headers: only what no package ships (hls_stream.h with depth
+# checks, the hls_math.h subset); ap_int.h / ap_fixed.h are AMD's.
+PROJECT_INCLUDE = Path(__file__).resolve().parent / "include"
+PROJECT_HEADERS = ("hls_math.h", "hls_stream.h")
+AP_TYPES_ENV = "MAMBAFLOW_AP_TYPES_DIR"
+HLS4ML_AP_TYPES = Path("templates") / "vivado" / "ap_types"
+_REQUIRED = ("ap_int.h", "ap_fixed.h", "etc/ap_private.h")
+_INCLUDE_RE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
+_HOW = (f"install them with `pip install hls4ml` (a mambaflow dependency: `pip install -e .` "
+        f"brings it; its wheel ships AMD's Apache-2.0 headers under hls4ml/{HLS4ML_AP_TYPES.as_posix()}), "
+        f"or set {AP_TYPES_ENV} to a folder that has them ($XILINX_HLS/include, or include/ of "
+        "github.com/Xilinx/HLS_arbitrary_Precision_Types)")
+
+
+def _missing(d: Path) -> list[str]:
+    return [f for f in _REQUIRED if not (d / f).is_file()]
+
+
+def _ap_types_source() -> tuple[Path, str, Path | None]:
+    """(folder with AMD's ap_types headers, where it came from, its license file or
+    None); CsimError saying what is missing and how to install it when there is none.
+    $MAMBAFLOW_AP_TYPES_DIR wins; else the copy in the hls4ml wheel, found without
+    importing hls4ml (no silent fallback: csim has no headers of its own)."""
+    env = os.environ.get(AP_TYPES_ENV)
     if env:
-        return Path(env) if (Path(env) / "ap_int.h").exists() else None
+        d = Path(env)
+        if _missing(d):
+            raise CsimError(f"{AP_TYPES_ENV}={env} does not hold AMD's ap_types headers (missing: "
+                            f"{', '.join(_missing(d))}); point it at a folder with ap_int.h, ap_fixed.h and "
+                            f"etc/ap_private.h, or unset it to use the copy in hls4ml")
+        lic = next((f for p in (d, d.parent) for f in sorted(p.glob("LICENSE*")) if f.is_file()), None)
+        return d, f"${AP_TYPES_ENV}", lic
     spec = importlib.util.find_spec("hls4ml")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        d = Path(root) / "templates" / "vivado" / "ap_types"
-        if (d / "ap_int.h").exists() and (d / "etc" / "ap_private.h").exists():
-            return d
-    return None
+    if spec is None:
+        raise CsimError(f"C simulation compiles against AMD's ap_types headers ({', '.join(_REQUIRED)}) and "
+                        f"none are installed: hls4ml is not importable here; {_HOW}")
+    roots = [Path(r) for r in spec.submodule_search_locations or []]
+    for root in roots:
+        d = root / HLS4ML_AP_TYPES
+        if not _missing(d):
+            import importlib.metadata as md
+
+            try:
+                dist = md.distribution("hls4ml")
+                version = dist.version
+                files = sorted(str(f) for f in dist.files or [] if Path(str(f)).name.startswith("LICENSE"))
+                lic = Path(dist.locate_file(files[0])) if files else None
+            except md.PackageNotFoundError:
+                version, lic = "?", None
+            return d, f"hls4ml {version} (hls4ml/{HLS4ML_AP_TYPES.as_posix()})", lic
+    where = ", ".join(str(r / HLS4ML_AP_TYPES) for r in roots) or "(no package folder)"
+    raise CsimError(f"hls4ml is installed but has no AMD ap_types headers ({', '.join(_REQUIRED)}) in {where}; "
+                    f"reinstall it (`pip install --force-reinstall hls4ml`) or set {AP_TYPES_ENV}")
 
 
-def amd_include_dir(dest: str | Path, shims: str | Path) -> Path | None:
-    """An include folder at `dest` with AMD's ap_*.h and etc/ (links to
-    `amd_ap_types_dir()`) next to the project's hls_math.h / hls_stream.h from
-    `shims`: the hls4ml copy's own hls_math.h and hls_stream.h are minimal stand-ins,
-    not AMD's. None when AMD's headers are not installed."""
-    src = amd_ap_types_dir()
-    if src is None:
-        return None
+def csim_include_dir(dest: str | Path) -> Path:
+    """The one include folder of every C simulation (run_csim, tests, the project's
+    `make csim`), written at `dest`: AMD's ap_*.h and etc/ (plus any other header they
+    include from their folder) with its license, next to the project's hls_stream.h and
+    hls_math.h (hls4ml's copies of those two are minimal stand-ins, not AMD's, and lack
+    the depth checks). Copies, not links, so a generated project is self-contained;
+    byte-identical for the same installed headers (files already in `dest` are
+    overwritten, others left alone). Compile with `-isystem dest`, so -Wall -Werror
+    apply to the emitted code and not to the vendor's. Raises CsimError when AMD's
+    headers are not installed."""
+    src, origin, lic = _ap_types_source()
+    todo = [p.relative_to(src) for p in sorted(src.glob("ap_*.h")) + sorted((src / "etc").rglob("*.h"))]
+    vendor: list[Path] = []
+    while todo:
+        rel = todo.pop(0)
+        if rel in vendor or rel.as_posix() in PROJECT_HEADERS:
+            continue
+        vendor.append(rel)
+        for inc in _INCLUDE_RE.findall((src / rel).read_text(errors="replace")):
+            for cand in (Path(inc), rel.parent / inc):
+                if (src / cand).is_file():
+                    todo.append(Path(os.path.normpath(cand)))
+                    break
     d = Path(dest)
     d.mkdir(parents=True, exist_ok=True)
-    links = [(f, src / f.name) for f in [d / "etc"] + [d / h.name for h in sorted(src.glob("ap_*.h"))]]
-    links += [(d / h, Path(shims) / h) for h in ("hls_math.h", "hls_stream.h")]
-    for link, target in links:
-        if not link.exists():
-            link.symlink_to(target)
+    for rel in sorted(vendor):
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, d / rel)
+    for h in PROJECT_HEADERS:
+        shutil.copyfile(PROJECT_INCLUDE / h, d / h)
+    notice = [f"ap_*.h, etc/: AMD's arbitrary-precision types (Apache-2.0; each file keeps its notice), "
+              f"copied from {origin}.",
+              f"{', '.join(PROJECT_HEADERS)}: mambaflow's csim headers (targets/hls/include)."]
+    if lic is not None:
+        shutil.copyfile(lic, d / "LICENSE")
+        notice.append(f"LICENSE: the license file shipped with them ({lic.name} of {origin}).")
+    (d / "NOTICE").write_text("\n".join(notice) + "\n")
     return d
 
 

@@ -19,8 +19,8 @@ Layout (the contract shared by the emitter, testbenches and host code):
 of a beat holds its bits [64 j, 64 j + 64). `pack(...).tobytes()` on a little-endian
 host is the exact off-chip image of the port (beat b at byte offset b * B / 8), what the
 host writes into the buffer object. In C++ a testbench fills beat b of an `ap_uint<B>`
-array with `buf[b].range(64 * j + 63, 64 * j) = words[b][j]` (the shim and AMD's
-headers both accept it) and reads an output back with `.to_uint64()` of the same range.
+array with `buf[b].range(64 * j + 63, 64 * j) = words[b][j]` (AMD's headers
+accept it) and reads an output back with `.to_uint64()` of the same range.
 
 Default B = 512: the user width of the memory controllers' AXI ports (UG1393 "Memory
 Interface Width Considerations", "Using Full AXI Data Width": 512 bits, ap_int<512>),

@@ -17,11 +17,11 @@ C++ (Vitis HLS, UG1399):
     a stream argument of a kernel                      hls::stream<T> &x
     a stream argument of the top                       the same, `interface mode=axis`
 
-The pragma is invisible to g++. Outside dataflow regions, under the project's shims
-(which check FIFO depths in csim: a write beyond the depth aborts) the declaration also
-calls the shim-only `set_depth(D)`, guarded by the shim's include guard so real Vitis
-headers never see it. Inside dataflow regions the depth is checked at emission by the
-Kahn-process simulation of `dialects.stream.check_dataflow` (see `_in_dataflow`).
+The pragma is invisible to g++. Outside dataflow regions, under the project's own
+hls_stream.h (which checks FIFO depths in csim: a write beyond the depth aborts) the
+declaration also calls its `set_depth(D)`, guarded by that header's include guard so
+Vitis' own hls_stream.h never sees it. Inside dataflow regions the depth is checked at
+emission by the Kahn-process simulation of `dialects.stream.check_dataflow` (see `_in_dataflow`).
 """
 
 from __future__ import annotations

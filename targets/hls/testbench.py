@@ -1,7 +1,7 @@
 """C simulation testbench generator and the reference data it reads.
 
 The testbench is generated from the emitted top's ports (`HlsCode.ports`), so it is the
-same program for csim with the project's header shims, Vitis csim (`csim_design`) and
+same program for csim with g++ (AMD's ap_types headers), Vitis csim (`csim_design`) and
 RTL co-simulation (`cosim_design`). It reads every input from `<dir>/<port>.bin` (raw
 little-endian, C order), runs `steps` calls of the top (feeding each step's state
 outputs back as the next step's state inputs), compares every output with

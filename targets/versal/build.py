@@ -8,7 +8,7 @@ Steps (each printed with its time when `progress`):
  2. emit Vitis HLS C++ (targets.hls) and count DSPs / on-chip memory;
  3. check that count against the board, before any tool runs;
  4. write the testbench and the PyTorch reference data, run the C simulation with g++
-    and the project's header shims, and compare with PyTorch;
+    and AMD's ap_types headers, and compare with PyTorch;
  5. write the Vitis project (tcl, v++ configs, XRT host, Makefile, README);
  6. run the vendor steps the mode asks for (vitis_hls csim / csynth / cosim, v++ for
     hw), parse the csynth reports. When vitis_hls or v++ is missing, everything above

@@ -18,7 +18,6 @@ construction; `tests/test_versal_project.py` checks that they do.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -290,7 +289,7 @@ csim: hls/csim
 \t./hls/csim hls/data
 
 hls/csim: hls/kernels.cpp hls/tb.cpp hls/kernels.h hls/mf_data.h
-\t$(CXX) $(CSIM_FLAGS) -I hls/shims -I hls hls/kernels.cpp hls/tb.cpp -o $@
+\t$(CXX) $(CSIM_FLAGS) -isystem hls/include -I hls hls/kernels.cpp hls/tb.cpp -o $@
 
 vitis_csim:
 \tcd hls && vitis_hls -f run_hls.tcl -tclargs csim
@@ -401,10 +400,6 @@ def write_project(out_dir: str | Path, spec: ProjectSpec, readme_extra: str = ""
     }
     for path, text in files.values():
         path.write_text(text)
-    shims = out / "hls" / "shims"
-    shims.mkdir(exist_ok=True)
-    from ..hls.csim import SHIM_DIR
+    from ..hls.cxx import csim_include_dir
 
-    for h in sorted(SHIM_DIR.glob("*.h")):
-        shutil.copyfile(h, shims / h.name)
-    return {k: v[0] for k, v in files.items()} | {"shims": shims}
+    return {k: v[0] for k, v in files.items()} | {"include": csim_include_dir(out / "hls" / "include")}

@@ -1,5 +1,11 @@
-// hls_math.h — mambaflow C-simulation shim of the Vitis HLS math library (hls::).
+// hls_math.h — mambaflow's C-simulation subset of the Vitis HLS math library (hls::).
 // Header-only, C++17.
+//
+// Why the project keeps its own: no package ships hls_math for csim. The hls4ml wheel's
+// hls_math.h has seven templates over x.to_double() (ap_fixed only) and no float
+// overloads, and the emitter calls hls:: math on float only; Vitis' own needs a Vitis
+// install. csim copies this file next to AMD's ap_*.h (targets/hls/cxx.py,
+// csim_include_dir), whose ap_fixed.h this one includes.
 //
 // float and double overloads forward to <cmath> (expf and friends to the float
 // versions). Real Vitis hls_math implements them in hardware-oriented code whose

@@ -1,16 +1,22 @@
-// hls_stream.h — mambaflow C-simulation shim of Vitis HLS hls::stream<T> (UG1399).
+// hls_stream.h — mambaflow's C-simulation model of Vitis HLS hls::stream<T> (UG1399).
 // Header-only, C++17, single-threaded csim (dataflow processes run one after another).
+//
+// Why the project keeps its own: no package ships a csim hls::stream that checks FIFO
+// depths. The copy in the hls4ml wheel (next to AMD's ap_types, which csim does use)
+// has no depth at all (full() is always false) and returns a default value on a read
+// while empty; Vitis' own needs a Vitis install. csim copies this file next to AMD's
+// ap_*.h (targets/hls/cxx.py, csim_include_dir).
 //
 // Semantics that differ from Vitis csim on purpose, so that a test fails loudly:
 //   * reading an empty stream is a deadlock in hardware; Vitis csim prints a warning
 //     and returns garbage. Here it prints "hls::stream '<name>': read while empty" on
 //     stderr and calls std::abort().
-//   * a depth can be declared (shim-only set_depth(D), or hls::stream<T, D>); the
+//   * a depth can be declared (mambaflow-only set_depth(D), or hls::stream<T, D>); the
 //     emitter's `#pragma HLS stream variable=v depth=D` is invisible to g++, so the csim
 //     harness mirrors it with set_depth. Writing a (D+1)-th element then prints
 //     "hls::stream '<name>': write beyond depth D" and aborts: in hardware a sequential
 //     producer would stall on that FIFO forever. Without a depth the stream is unbounded.
-//   * max_occupancy() (shim-only) reports the largest size seen, to size FIFOs.
+//   * max_occupancy() (mambaflow-only) reports the largest size seen, to size FIFOs.
 // A stream still holding data when destroyed prints a warning (as Vitis does).
 #ifndef MAMBAFLOW_HLS_STREAM_SHIM_H
 #define MAMBAFLOW_HLS_STREAM_SHIM_H
@@ -86,7 +92,7 @@ template <typename T, int DEPTH = 0> class stream {
   std::size_t size() const { return q_.size(); }
 
 #ifndef __SYNTHESIS__
-  // Shim-only API (mirrors `#pragma HLS stream depth=D`, and reports usage).
+  // mambaflow-only API (mirrors `#pragma HLS stream depth=D`, and reports usage).
   void set_depth(std::size_t d) { depth_ = d; }
   std::size_t depth() const { return depth_; }
   std::size_t max_occupancy() const { return max_occ_; }
