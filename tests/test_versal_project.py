@@ -59,7 +59,7 @@ def test_boards():
 @pytest.fixture(scope="module")
 def tiny():
     d = capture(get_config("tiny-mamba1"), "decode", progress=False)
-    return d, emit_design(d, bundles=default_bundles(d, 2))
+    return d, emit_design(d, bundles=default_bundles(d))
 
 
 def _spec(code, board="vck190"):
