@@ -559,11 +559,8 @@ def write_project(out_dir: str | Path, spec: ProjectSpec, readme_extra: str = ""
     """
     spec.validate()
     out = Path(out_dir)
-    (out / "hls").mkdir(parents=True, exist_ok=True)
-    (out / "host").mkdir(parents=True, exist_ok=True)
-    files: dict[str, tuple[Path, str]] = {}
+    files: dict[str, tuple[Path, str]] = {}  # every text first: a refused spec writes nothing
     for k in spec.kernels:
-        (out / k.hls_dir).mkdir(parents=True, exist_ok=True)
         files[f"tcl:{k.name}"] = (out / k.hls_dir / "run_hls.tcl", hls_tcl(spec, k))
         files[f"hls_config:{k.name}"] = (out / k.hls_dir / "hls_config.cfg", hls_config(spec, k))
     files["tcl"] = files[f"tcl:{spec.top.name}"]
@@ -575,7 +572,10 @@ def write_project(out_dir: str | Path, spec: ProjectSpec, readme_extra: str = ""
         "makefile": (out / "Makefile", makefile(spec)),
         "readme": (out / "README.md", readme(spec, readme_extra)),
     }
+    (out / "hls").mkdir(parents=True, exist_ok=True)
+    (out / "host").mkdir(parents=True, exist_ok=True)
     for path, text in files.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     shims = out / "hls" / "shims"
     shims.mkdir(exist_ok=True)
