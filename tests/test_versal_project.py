@@ -185,7 +185,7 @@ def test_project_is_consistent(tiny, board, tmp_path):
     # a state and its output share a memory, so the host can ping-pong the buffers
     assert by_port["ssm_state"] == by_port["ssm_state_out"]
     assert re.findall(r"^freqHz=(\d+):(\w+)$", lcfg, re.M) == [(str(int(b.clock_mhz * 1e6)), "decode_1")]
-    assert "sc=" not in lcfg
+    assert "stream_connect=" not in lcfg
 
     host = files["host"].read_text()
     assert re.findall(r'xrt::kernel kernel\(device, uuid, "(\w+)"\)', host) == ["decode"]
@@ -402,7 +402,7 @@ def test_stream_connectivity_between_kernels():
     spec = ProjectSpec(get_board("vck190"), [prod, cons], streams=[StreamLink("producer", "out", "consumer", "in", 32)])
     cfg = link_cfg(spec)
     assert re.findall(r"^nk=(\w+):1:(\w+)$", cfg, re.M) == [("producer", "producer_1"), ("consumer", "consumer_1")]
-    assert re.findall(r"^sc=(\S+)$", cfg, re.M) == ["producer_1.out:consumer_1.in:32"]
+    assert re.findall(r"^stream_connect=(\S+)$", cfg, re.M) == ["producer_1.out:consumer_1.in:32"]
     assert re.findall(r"^sp=(\S+):", cfg, re.M) == ["producer_1.x", "consumer_1.y"]  # streams are not memory ports
     assert len(re.findall(r"^freqHz=", cfg, re.M)) == 2
     assert "set_top producer" in hls_tcl(spec) and "set_top consumer" in hls_tcl(spec, cons)
