@@ -7,7 +7,6 @@ detection)."""
 
 from __future__ import annotations
 
-import configparser
 import importlib
 import json
 import os
@@ -26,7 +25,7 @@ from mambaflow.targets.hls.emitter import Port
 from mambaflow.targets.hls.testbench import TestbenchSpec
 from mambaflow.targets.versal import (BOARDS, Board, KernelSpec, ProjectSpec, StreamLink, build, check_fit,
                                       get_board, parse_csynth, write_project)
-from mambaflow.targets.versal.project import hls_config, hls_tcl, link_cfg, makefile
+from mambaflow.targets.versal.project import hls_config, hls_tcl, link_cfg
 from mambaflow.targets.versal.reports import ReportError
 from mambaflow.targets.versal.vitis import (PlatformError, detect_vitis, has_sw_emu, hls_flow, parse_version,
                                             resolve_platform)
@@ -366,6 +365,8 @@ def test_two_kernel_project(tmp_path):
     assert "v++ -l -t $(TARGET) --platform $(PLATFORM) --config link.cfg -o $@ $(XOS)" in mk
     readme = files["readme"].read_text()
     assert "`verify` (hls/verify/kernels.cpp)" in readme and "| `decode` | `dw2` |" in readme
+    assert "`verify.xclbin` (all 2 kernels)" in readme and "`hls/verify/data`, `hls/draft/data`" in readme
+    assert "--package.sd_dir=hls " in mk  # both kernels' data on the SD card
     assert readme.rstrip().endswith("## Speculative")
     if shutil.which("make"):
         _sources(tmp_path / "p", spec)
@@ -506,6 +507,16 @@ def test_build_and_cli_refuse_vhk158_without_platform(tmp_path, capsys):
                "--out", str(tmp_path / "c")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and f"looked at {tmp_path / 'no.xpfm'}" in err[0]
+    if any(shutil.which(t) for t in ("vitis_hls", "v++", "vitis-run")):
+        return  # the rest needs Vitis to be missing
+    xpfm = _xpfm(tmp_path)
+    rc = main(["build", "--model", "tiny-mamba1", "--board", "vhk158", "--platform", str(xpfm), "--steps", "1",
+               "--out", str(tmp_path / "d")])
+    out = capsys.readouterr().out
+    assert rc == 3 and "C simulation matches PyTorch" in out and f"platform file {xpfm.resolve()}" in out
+    mk = (tmp_path / "d" / "Makefile").read_text()
+    assert re.findall(r"^PLATFORM \?= (.*)$", mk, re.M) == [str(xpfm.resolve())]
+    assert "sp=decode_1.tokens:HBM[1]" in (tmp_path / "d" / "link.cfg").read_text()
 
 
 # ------------------------------------------------------------------ XRT stub

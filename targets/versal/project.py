@@ -483,6 +483,17 @@ def _platform_note(spec: ProjectSpec) -> str:
     return choice.note
 
 
+def _on_board(spec: ProjectSpec) -> str:
+    k = spec.top
+    if len(spec.kernels) > 1:  # the caller's host; the SD card holds hls/ with every kernel's data/
+        return (f"On the board: `cd /run/media/mmcblk0p1` holds `host.exe`, `{k.name}.xclbin` (all "
+                f"{len(spec.kernels)} kernels) and `hls/` with each kernel's reference data "
+                f"({', '.join(f'`{kk.testbench_dir}/data`' for kk in spec.kernels)}).")
+    return (f"On the board: `cd /run/media/mmcblk0p1 && ./host.exe {k.name}.xclbin data` runs {spec.tb.steps} step(s) "
+            f"of the\nreference data and prints `MF_RESULT PASS` when every output is within rtol={spec.tb.rtol:g}, "
+            f"atol={spec.tb.atol:g};\nan XRT failure prints `MF_ERROR XRT: <step> failed: ...` and exits 3.")
+
+
 def readme(spec: ProjectSpec, extra: str = "") -> str:
     k = spec.top
     b = spec.board
@@ -536,9 +547,7 @@ memories (the `sp=` names in link.cfg).
 {chr(10).join(emu)}
 | bitstream + SD card | `make hw` | v++, platform, common image |
 
-On the board: `cd /run/media/mmcblk0p1 && ./host.exe {k.name}.xclbin data` runs {spec.tb.steps} step(s) of the
-reference data and prints `MF_RESULT PASS` when every output is within rtol={spec.tb.rtol:g}, atol={spec.tb.atol:g};
-an XRT failure prints `MF_ERROR XRT: <step> failed: ...` and exits 3.
+{_on_board(spec)}
 
 ## Kernel ports
 
