@@ -154,7 +154,7 @@ def cmd_build(args) -> int:
     name = args.model or _default_model_name()
     model, _ = _load_model(name, args.seed)
     return build_main(model, args.board, args.schedule, args.mode, args.out, steps=args.steps, force=args.force,
-                      quant=args.quant)
+                      quant=args.quant, platform=args.platform)
 
 
 def cmd_cache(args) -> int:
@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a recipe name (listed below), a FILE.py defining schedule(s), or a saved schedule .json "
                             "(as the build writes to OUT/schedule.json)")
     build.add_argument("--mode", choices=MODES, default="csim")
+    build.add_argument("--platform", metavar="NAME|PATH.xpfm",
+                       help="the Vitis platform your board runs: a name (looked up in $PLATFORM_REPO_PATHS and the "
+                            "Vitis install) or the path of its .xpfm; default: AMD's published base platform for the "
+                            "board and the Vitis found (vck190); the vhk158 has none, so it needs --platform")
     build.add_argument("--out", default="build", help="project directory: new, empty, or made by an earlier build")
     build.add_argument("--force", action="store_true", help="empty --out first even if mambaflow did not make it")
     build.add_argument("--steps", type=_int_at_least(1), default=2, help="decode steps the testbench checks")

@@ -6,7 +6,9 @@ from .build import MODES, BuildResult, build, build_main
 from .fit import FitReport, check_fit
 from .project import KernelSpec, ProjectSpec, StreamLink, write_project
 from .reports import SynthReport, parse_csynth
+from .vitis import PlatformChoice, PlatformError, VitisInstall, detect_vitis, resolve_platform
 
 __all__ = ["BOARDS", "Board", "Memory", "get_board", "MODES", "BuildResult", "build", "build_main",
            "FitReport", "check_fit", "KernelSpec", "ProjectSpec", "StreamLink", "write_project",
-           "SynthReport", "parse_csynth"]
+           "SynthReport", "parse_csynth", "PlatformChoice", "PlatformError", "VitisInstall", "detect_vitis",
+           "resolve_platform"]

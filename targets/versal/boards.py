@@ -16,14 +16,21 @@ search has the HBM series' AC/DC sheet DS960 and UG1611, not the product table),
 they are marked `resources_verified=False`: the fit check says so, and after a csynth
 run the report's AvailableResources (from Vitis' own part database) are printed next
 to them.
-Memory names (`DDR`, `LPDDR`, `HBM[k]`) and platform names follow AMD's base platforms
-of the 2023.2 release; `make platforminfo` in a generated project lists what the
-installed platform really offers, and `PLATFORM=...` overrides the platform.
+Memory names (`DDR`, `LPDDR`) are those of AMD's VCK190 base platform
+(Xilinx/Vitis_Accel_Examples 2023.1, common/platform/vck190/platform.json); `HBM[k]` is
+the usual name of HBM pseudo-channels and is only a guess for a VHK158 platform, which
+the user supplies. `make platforminfo` in a generated project lists what the platform
+really offers.
+
+Platforms: only names AMD publishes are defaults, one per Vitis release (sources in
+docs/VITIS_REFERENCE.md). AMD publishes no VHK158 platform (`xilinx_vhk158_base_*` is
+not one), so that board has no default and the user passes `--platform`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from ...errors import MambaflowError
 
@@ -38,11 +45,15 @@ class Memory:
     bandwidth_gbs: float   # peak, GB/s
 
 
+# bundles of ports used outside the dataflow processes (activations, outputs): io memory
+IO_BUNDLES = ("gmem_io", "gmem_out")
+
+
 @dataclass(frozen=True)
 class Board:
     name: str
     part: str
-    platform: str
+    platform: str | None   # the default platform when the Vitis release is unknown; None: none published
     dsp: int               # DSP58
     lut: int
     ff: int
@@ -53,6 +64,8 @@ class Board:
     weight_memories: tuple[str, ...]  # weight bundles go round-robin over these
     memories: tuple[Memory, ...] = field(default_factory=tuple)
     resources_verified: bool = True
+    # (Vitis release, platform name) AMD publishes for this board, oldest first
+    published_platforms: tuple[tuple[str, str], ...] = ()
     host_arch: str = "aarch64"         # the Versal APU (Cortex-A72) runs the XRT host
     notes: str = ""
 
@@ -68,16 +81,41 @@ class Board:
     def default_weight_bundles(self) -> int:
         return len(self.weight_memories)
 
-    def memory_of_bundle(self, bundle: str) -> str:
-        """The memory a top-level m_axi bundle is connected to."""
-        if bundle.startswith("gmem_w") and bundle[6:].isdigit():
-            return self.weight_memories[int(bundle[6:]) % len(self.weight_memories)]
-        return self.io_memory
+    def default_platform(self, release: str | None) -> str | None:
+        """The published platform for a Vitis release; `platform` when the release is
+        unknown; None when AMD publishes none for that release (or for this board)."""
+        if release is None:
+            return self.platform
+        return dict(self.published_platforms).get(release)
+
+    def bundle_memories(self, bundles: Iterable[str | None]) -> dict[str | None, str]:
+        """Bundle -> memory for one kernel, `bundles` in port order (repeats allowed).
+
+        `gmem_io` / `gmem_out` (and a port without a bundle) go to `io_memory`; every other
+        bundle, whatever its name (`gmem_in_proj`, `gmem_ssm`, `gmem_w`, `gmem_w0`, ...),
+        takes the next of `weight_memories`, round-robin in the order bundles first appear,
+        so the assignment is deterministic and parallel AXI masters reach different memories.
+        All ports of a bundle share one AXI master, hence one memory (v++ `sp=`)."""
+        out: dict[str | None, str] = {}
+        k = 0
+        for b in bundles:
+            if b in out:
+                continue
+            if b is None or b in IO_BUNDLES:
+                out[b] = self.io_memory
+            else:
+                out[b] = self.weight_memories[k % len(self.weight_memories)]
+                k += 1
+        return out
+
+    def memory_of_bundle(self, bundle: str | None, bundles: Iterable[str | None] = ()) -> str:
+        """The memory of `bundle` among the kernel's `bundles` (port order); see `bundle_memories`."""
+        return self.bundle_memories([*bundles, bundle])[bundle]
 
     def describe(self) -> str:
         mems = ", ".join(f"{m.name} ({m.kind}, {m.bandwidth_gbs:g} GB/s)" for m in self.memories)
         flag = "" if self.resources_verified else "  [PL resource figures unverified]"
-        return (f"{self.name}: {self.part}, platform {self.platform}, {self.dsp} DSP58, {self.lut:,} LUT, "
+        return (f"{self.name}: {self.part}, {self.dsp} DSP58, {self.lut:,} LUT, "
                 f"{self.ff:,} FF, {self.bram36} BRAM36, {self.uram} URAM, {self.clock_mhz:g} MHz; memories: {mems}{flag}")
 
 
@@ -87,7 +125,11 @@ BOARDS: dict[str, Board] = {
     "vck190": Board(
         name="vck190",
         part="xcvc1902-vsva2197-2MP-e-S",
-        platform="xilinx_vck190_base_202320_1",
+        platform="xilinx_vck190_base_202420_1",
+        # AMD's VCK190 base platforms by release (docs/VITIS_REFERENCE.md, "Platforms")
+        published_platforms=(("2023.1", "xilinx_vck190_base_202310_1"), ("2023.2", "xilinx_vck190_base_202320_1"),
+                             ("2024.1", "xilinx_vck190_base_202410_1"), ("2024.2", "xilinx_vck190_base_202420_1"),
+                             ("2025.1", "xilinx_vck190_base_202510_1"), ("2025.2", "xilinx_vck190_base_202520_1")),
         # AM004 Table 1 (DSP58); DS950 VC1902 (LUT, BRAM36, URAM); FF = 2 x LUT (UG1273)
         dsp=1968, lut=899_840, ff=1_799_680, bram36=967, uram=463,
         clock_mhz=300.0,
@@ -102,7 +144,7 @@ BOARDS: dict[str, Board] = {
     "vhk158": Board(
         name="vhk158",
         part="xcvh1582-vsva3697-2MP-e-S",
-        platform="xilinx_vhk158_base_202320_1",
+        platform=None,  # AMD publishes no VHK158 platform: the user passes --platform
         # DS957 (Versal HBM product table, VH1582): NOT verified here, see the module docstring
         dsp=7_392, lut=1_139_040, ff=2_278_080, bram36=2_541, uram=1_301,
         clock_mhz=300.0,

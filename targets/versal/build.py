@@ -43,15 +43,17 @@ from . import outdir
 from .fit import FitReport, check_fit
 from .project import KernelSpec, ProjectSpec, write_project
 from .reports import SynthReport, parse_csynth
+from .vitis import detect_vitis, hls_tools, resolve_platform
 
 MODES = ("csim", "csynth", "cosim", "hw")
 
-# mode -> (vendor tools needed, make targets that remain, in order)
+# mode -> (vendor tools needed, make targets that remain, in order); the HLS tools are
+# those of the flow of the Vitis found (vitis.hls_tools), or of the Tcl flow when none is
 _VENDOR = {
-    "csim": (("vitis_hls",), ("vitis_csim",)),
-    "csynth": (("vitis_hls",), ("csynth",)),
-    "cosim": (("vitis_hls",), ("csynth", "cosim")),
-    "hw": (("vitis_hls", "v++"), ("csynth", "hw")),
+    "csim": ((), ("vitis_csim",)),
+    "csynth": ((), ("csynth",)),
+    "cosim": ((), ("csynth", "cosim")),
+    "hw": (("v++",), ("csynth", "hw")),
 }
 _NEXT = {"csim": ("csynth", "hw"), "csynth": ("hw",), "cosim": ("hw",), "hw": ()}
 
@@ -80,6 +82,7 @@ class BuildResult:
     steps: list[StepRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the Vitis found, the platform and how it was checked
 
     @property
     def ok(self) -> bool:
@@ -103,6 +106,7 @@ class BuildResult:
         if self.synth is not None:
             L.append("csynth report:\n" + self.synth.table())
         L += [f"error: {e}" for e in self.errors]
+        L += self.notes
         L.append(f"project: {self.out_dir}")
         if self.missing_tools:
             L.append(f"not on PATH: {', '.join(self.missing_tools)} (install Vitis {_release()} or later and "
@@ -130,6 +134,7 @@ class BuildResult:
             "missing_tools": self.missing_tools, "commands_left": self.commands_left,
             "next_commands": self.next_commands,
             "steps": [s.__dict__ for s in self.steps], "warnings": self.warnings, "errors": self.errors,
+            "notes": self.notes,
         }
 
 
@@ -229,6 +234,9 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     steps: decode steps in the reference data (csim, cosim and the host program).
     rtol / atol: the float tolerance of every comparison (|got - want| <= atol + rtol |want|).
     force: empty `out_dir` even when it is not empty and an earlier build did not make it.
+    platform: the Vitis platform, a NAME (looked up in $PLATFORM_REPO_PATHS and the Vitis
+    install when Vitis is here) or a PATH.xpfm; default: the board's published platform for
+    the Vitis found (none for the VHK158: a PlatformError says to pass one).
     quant: 'w8a8' | 'w4a4' - build the integer (FastMamba / LightMamba) design of the
     model instead: post-training quantization (quant.ptq, calibrated on the corpus),
     the integer decode captured as the same layer engine, and csim bit for bit against
@@ -241,12 +249,16 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     if not (isinstance(steps, int) and steps >= 1):
         raise MambaflowError(f"steps must be a positive number of decode steps, got {steps!r}")
     b = get_board(board)
+    # the platform is an input: a missing one fails here, before anything is written
+    vitis = detect_vitis(which=_which)
+    plat = resolve_platform(b, platform, vitis)
     from ...schedules.user import check_user_schedule
 
     check_user_schedule(schedule)  # a bad schedule fails before the capture
     out = outdir.claim(Path(out_dir), force)
     pr = _Progress(progress, 6)
     result = BuildResult(out_dir=out, board=b.name, mode=mode, top="decode", quant=quant)
+    result.notes += [vitis.describe() if vitis else "Vitis: not found on PATH", plat.note]
 
     def step(name: str, t0: float, status: str = "ok", detail: str = "") -> None:
         dt = time.perf_counter() - t0
@@ -307,15 +319,21 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     # 5. project
     t0 = pr.start("write the Vitis project")
     pspec = ProjectSpec(board=b, kernels=[KernelSpec(code.top, code.ports)], tb=spec, clock_mhz=clock_mhz,
-                        platform=platform, title=f"{design.cfg.arch} {quant + ' ' if quant else ''}decode")
+                        platform=plat.value if plat.explicit else None,
+                        title=f"{design.cfg.arch} {quant + ' ' if quant else ''}decode",
+                        vitis_release=vitis.release if vitis else None, platform_note=plat.note)
     write_project(out, pspec)
     (out / "resources.json").write_text(json.dumps(code.resources.to_dict(), indent=1, sort_keys=True))
     step("project", t0)
 
     # 6. vendor tools
     t0 = pr.start(f"vendor flow for mode '{mode}'")
-    tools, targets = _VENDOR[mode]
+    extra_tools, targets = _VENDOR[mode]
+    flow = vitis.flow if vitis else "tcl"
+    tools = tuple(dict.fromkeys(hls_tools(flow) + extra_tools))
     missing = [t for t in tools if _which(t) is None]
+    # the Makefile would find the same; passing them keeps python and make on one flow
+    make_vars = [f"VITIS_VERSION={(vitis.release or '') if vitis else ''}", f"HLS_FLOW={flow}"]
     make_cmds = [f"cd {out} && make {t}" for t in targets]
     result.next_commands = [f"cd {out} && make {t}" for t in _NEXT[mode]]
     blocked = []
@@ -335,7 +353,7 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     else:
         for t in targets:
             log = out / f"make_{t}.log"
-            rc = _run_tool(["make", t], out, log)
+            rc = _run_tool(["make", t, *make_vars], out, log)
             if rc != 0:
                 result.errors.append(f"`make {t}` failed with status {rc}; see {log}")
                 result.commands_left = make_cmds[targets.index(t):]

@@ -135,10 +135,11 @@ def check_fit(resources, board: Board, max_util: float = 1.0, ports=None) -> Fit
                           f"{k.name} takes {k.get(i.resource):,} ({100 * share:.0f}% of it): {knob(i.resource, k)}")
     if ports:
         per_mem: dict[str, int] = {}
-        for p in ports:
-            if p.interface == "m_axi":
-                m = board.memory_of_bundle(p.bundle or "gmem0")
-                per_mem[m] = per_mem.get(m, 0) + _port_bytes(p)
+        maxi = [p for p in ports if p.interface == "m_axi"]
+        mem_of = board.bundle_memories(p.bundle for p in maxi)  # the project's sp= assignment
+        for p in maxi:
+            m = mem_of[p.bundle]
+            per_mem[m] = per_mem.get(m, 0) + _port_bytes(p)
         sizes = {m.name: m.size_gib for m in board.memories}
         for m, used in per_mem.items():
             if m in sizes:
