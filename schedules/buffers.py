@@ -104,8 +104,8 @@ def footprint(buf: ir.Value, loop: ir.Operation):
             for ub in ubs:
                 b1, lo = bound(lb, True)
                 b2, hi = bound(ub, False)
-                if b1 == b2:
-                    cands.append((b1, lo, hi - 1))
+                if b1 == b2:  # the last value a step > 1 reaches, not ub - 1
+                    cands.append((b1, lo, lo + (hi - 1 - lo) // step * step))
         if not cands:
             raise _Fail(f"the extent of inner loop '{_lname(L)}' is not constant")
         base = cands[0][0]

@@ -186,3 +186,14 @@ def test_recipes_keep_the_numbers_on_llvm(case):
     want = golden["logits"][0]
     assert np.allclose(outs["logits"], want, rtol=1e-4, atol=1e-4), np.abs(outs["logits"] - want).max()
     _ = torch
+
+
+def test_buffer_at_after_a_split_copies_the_exact_tile(case):
+    """the footprint of a stepped loop ends at its last value (not ub - 1 + the inner
+    extent): the on-chip copy of a weight row is the row, after the reduction was split."""
+    _, d0 = case
+    s = customize(copy_design(d0))
+    s.split("in_proj:S_i_j.j", 16)
+    row = s.buffer_at("in_proj:in_proj_w", "in_proj:S_i_j.i")
+    shape = s._buffer(row, "x")[1].type.shape
+    assert list(shape) == [1, 1, d0.cfg.d_model]
