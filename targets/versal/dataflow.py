@@ -22,7 +22,8 @@ other op at that level must be a declaration (a buffer, a stream, a constant, a 
 | `stream-order` | a stream read in an order other than the one it is written in (checked by `to`) | a FIFO has no random access |
 | `bypass` (warning) | a value passed from a process to a later one over processes in between | HLS 200-989 (warning) |
 
-The sources of each rule are in docs/VITIS_REFERENCE.md ("Dataflow rules").
+The sources of each rule, and the schedule each one rejects, are in docs/VITIS_REFERENCE.md
+("Dataflow rules").
 """
 
 from __future__ import annotations
