@@ -41,11 +41,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "conv and SSM update as serial pipelines at II=1, 16 state lanes per cycle (the split's outer "
            "loop pipelined), state and A partitioned to feed them"),
     Recipe("layer_pipeline", R.layer_pipeline_schedule,
-           "the layer kernels as dataflow stages over FIFO streams (depth 2, or the whole buffer where "
-           "the Kahn check needs it)"),
+           "each layer a dataflow region Vitis accepts: the layer body outlined into `layer_step`, a fork "
+           "for every buffer two processes read, FIFO streams between the processes (depth 2, or the whole "
+           "buffer where the Kahn check needs it), one m_axi bundle per process"),
     Recipe("accelerator", R.accelerator_schedule,
-           "linear_parallel + ssm_serial + layer_pipeline, buffers of 64 KiB or more in URAM: the "
-           "LightMamba / SpecMamba structure"),
+           "linear_parallel + ssm_serial + layer_pipeline, weight rows and state tiles copied on chip before "
+           "they are partitioned, buffers of 64 KiB or more in URAM: the LightMamba / SpecMamba structure"),
     Recipe("tree_buffer", tree_buffer,
            "verify designs captured with a FIFO: the state ring on-chip (BRAM/URAM), partitioned and "
            "pipelined; other designs unchanged"),
