@@ -17,21 +17,14 @@ from typing import Iterable
 
 from torch_mlir import ir
 
+from .mlir import walk as _walk
+
 ALIAS_OPS = ("memref.subview", "memref.cast")
 STREAM_READ, STREAM_WRITE = "mf.stream_read", "mf.stream_write"
 
 
-def _ops(block: ir.Block) -> Iterable[ir.Operation]:
-    for op in block.operations:
-        yield op.operation
-
-
-def _walk(op: ir.Operation) -> Iterable[ir.Operation]:
-    for region in op.regions:
-        for block in region.blocks:
-            for child in _ops(block):
-                yield child
-                yield from _walk(child)
+def _ops(block: ir.Block) -> list[ir.Operation]:
+    return [op.operation for op in block.operations]
 
 
 def callee(call: ir.Operation) -> str:
