@@ -151,10 +151,42 @@ def _default_model_name() -> str:
 def cmd_build(args) -> int:
     from .targets.versal import build_main
 
+    spec_only = (("--draft", args.draft), ("--tree", args.tree), ("--prompt", args.prompt), ("--tokens", args.tokens))
+    if not args.speculative:
+        given = [f for f, v in spec_only if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} {'only applies' if len(given) == 1 else 'only apply'} with "
+                             "--speculative: add --speculative or drop it")
+    elif args.quant:
+        raise UsageError("--quant with --speculative: the speculative build is a float design; drop one of them")
     name = args.model or _default_model_name()
-    model, _ = _load_model(name, args.seed)
+    model, codec = _load_model(name, args.seed)
+    platform = args.platform
+    if args.speculative:
+        return _build_speculative(args, name, model, codec, platform)
     return build_main(model, args.board, args.schedule, args.mode, args.out, steps=args.steps, force=args.force,
-                      quant=args.quant, platform=args.platform)
+                      quant=args.quant, platform=platform)
+
+
+def _build_speculative(args, name: str, model, codec, platform) -> int:
+    """`build --speculative`: the target's verify and the draft's decode in one project."""
+    from .models import zoo
+    from .targets.versal.speculative_build import build_speculative, check_pair
+
+    draft_name = args.draft
+    if draft_name is None:
+        if name not in zoo.PAIRS:
+            raise UsageError(f"'{name}' has no shipped draft: give one with --draft")
+        draft_name = zoo.draft_for(name)
+    draft, _ = _load_model(draft_name, args.seed + 1)
+    check_pair(model, draft, (name, draft_name))  # before any prompt is printed or directory touched
+    prompt = _prompt_ids(args, name, codec, model.config.vocab_size)
+    r = build_speculative(model, draft, args.tree or "chain:7", args.board, args.schedule, args.mode, args.out,
+                          prompt=prompt, tokens=args.tokens or 32, draft_steps=args.steps,
+                          vocab_limit=codec.vocab_limit if codec is not None else None, names=(name, draft_name),
+                          seed=args.seed, platform=platform, force=args.force)
+    print(r.report())
+    return r.exit_code
 
 
 def cmd_cache(args) -> int:
@@ -214,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="build the integer (FastMamba / LightMamba) accelerator: PTQ, the integer layer engine, "
                             "csim bit for bit against the integer reference")
     build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--speculative", action="store_true",
+                       help="SpecMamba's accelerator: the target's tree verify (FIFO tree buffer) and the draft's "
+                            "decode in one project, both checked by csim on real trees, and the XRT host loop")
+    build.add_argument("--draft", help="with --speculative: draft model (default: the shipped draft of the shipped target)")
+    build.add_argument("--tree", help="with --speculative: chain:K or static widths (4,2,1,1) (default chain:7)")
+    build.add_argument("--prompt", default=None,
+                       help=f"with --speculative: the host's prompt (default {DEFAULT_PROMPT!r}; token ids for a "
+                            "model without a tokenizer)")
+    build.add_argument("--tokens", type=_int_at_least(2), default=None,
+                       help="with --speculative: tokens the host generates and checks against PyTorch (default 32)")
     build.set_defaults(fn=cmd_build)
 
     cache = sub.add_parser("cache", help="show or clear the cache of captures and compiled code ($MAMBAFLOW_CACHE)")

@@ -33,12 +33,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import EXIT_CHECK, EXIT_OK, EXIT_TOOLS, MambaflowError
+from ...errors import EXIT_CHECK, EXIT_OK, EXIT_TOOLS, MambaflowError, ScheduleError
 from ..hls.csim import CsimError, CsimResult, run_csim
 from ..hls.design import default_bundles, emit_design
 from .dataflow import enforce
 from ..hls.reference import reference_data
 from .boards import Board, get_board
+from .bounds import out_of_bounds
 from . import outdir
 from .fit import FitReport, check_fit
 from .project import KernelSpec, ProjectSpec, write_project
@@ -90,19 +91,38 @@ class BuildResult:
 
     @property
     def exit_code(self) -> int:
-        if self.errors or (self.csim is not None and not self.csim.ok) or (self.fit is not None and not self.fit.fits):
+        if self.errors or self.failed_checks():
             return EXIT_CHECK
         if self.missing_tools:
             return EXIT_TOOLS
         return EXIT_OK
 
-    def report(self) -> str:
+    def failed_checks(self) -> list[str]:
+        """The checks that ran and failed, one phrase each."""
+        bad = []
+        if self.csim is not None and not self.csim.ok:
+            bad.append("the C simulation failed")
+        if self.fit is not None and not self.fit.fits:
+            bad.append("the design does not fit the board")
+        return bad
+
+    def vendor_blockers(self) -> list[str]:
+        """Why the vendor tools must not run: a failed check, or a C simulation that did
+        not run to the end."""
+        return self.failed_checks() + (["the C simulation did not run"] if self.csim is None else [])
+
+    def check_lines(self) -> list[str]:
+        """The report's lines on the checks (csim, fit)."""
         L = []
         if self.csim is not None:
             L.append(self.csim.summary())
             L.append("C simulation " + ("matches " if self.csim.ok else "DOES NOT match ") + self.oracle)
         if self.fit is not None and not self.fit.fits:
             L.append(f"the design does not fit {self.board}: see the resource table above; vendor tools were not run")
+        return L
+
+    def report(self) -> str:
+        L = self.check_lines()
         if self.synth is not None:
             L.append("csynth report:\n" + self.synth.table())
         L += [f"error: {e}" for e in self.errors]
@@ -144,9 +164,11 @@ def _release() -> str:
     return VITIS_RELEASE
 
 
-class _Progress:
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self.k = enabled, total, 0
+class BuildSteps:
+    """Progress lines ([k/N] what ...) and the StepRecords of one build."""
+
+    def __init__(self, result: BuildResult, enabled: bool, total: int):
+        self.result, self.enabled, self.total, self.k = result, enabled, total, 0
 
     def start(self, what: str) -> float:
         self.k += 1
@@ -154,9 +176,21 @@ class _Progress:
             print(f"[{self.k}/{self.total}] {what} ...", file=sys.stderr, flush=True)
         return time.perf_counter()
 
+    def done(self, name: str, t0: float, status: str = "ok", detail: str = "") -> float:
+        """Record step `name` started at `t0`; returns its seconds."""
+        dt = time.perf_counter() - t0
+        self.result.steps.append(StepRecord(name, dt, status, detail))
+        self.note(f"      {name}: {status} ({dt:.1f} s){' - ' + detail if detail else ''}")
+        return dt
+
     def note(self, text: str) -> None:
         if self.enabled:
             print(text, file=sys.stderr, flush=True)
+
+    def warn(self, warnings: list[str]) -> None:
+        self.result.warnings += warnings
+        for w in warnings:
+            self.note(f"      warning: {w}")
 
 
 # ---------------------------------------------------------------- resolution
@@ -222,6 +256,119 @@ def _run_tool(cmd: list[str], cwd: Path, log: Path) -> int:
 # --------------------------------------------------------------------- build
 
 
+# ------------------------------------------------------------- build steps
+# One function per step, shared by `build` and the speculative build
+# (targets.versal.speculative_build), which runs emit / fit / csim once per kernel.
+
+
+def check_bounds(design, label: str = "the scheduled design") -> None:
+    """Refuse a design that may index outside a buffer (targets.versal.bounds): undefined
+    behaviour in C that csim can pass by luck and that reads another buffer on the device."""
+    bad = out_of_bounds(design.module)
+    if bad:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise ScheduleError(f"build: {label} indexes outside a buffer: {'; '.join(bad[:3])}{more}. A schedule "
+                            "made a tile or a loop larger than the buffer it reads: schedule that kernel "
+                            "differently (another recipe, or a factor that divides the dimension)")
+
+
+def emit_kernel(design, hls_dir: Path, steps: BuildSteps, label: str = "the scheduled design"):
+    """Check the Vitis dataflow rules on the design's real m_axi bundles and the bounds of
+    every access (before any tool runs), emit its HLS C++ and write kernels.cpp /
+    kernels.h into `hls_dir`."""
+    bundles = default_bundles(design)
+    rule_warnings = [str(f) for f in enforce(design.module, bundles, where=f"build: {label}")]
+    check_bounds(design, label)
+    code = emit_design(design, bundles=bundles)
+    code.write(hls_dir)
+    steps.warn(rule_warnings + code.warnings)
+    return code
+
+
+def fit_kernel(resources, ports, board: Board, steps: BuildSteps) -> FitReport:
+    """The resource fit of an emitted design (or of several sharing the chip), printed."""
+    fit = check_fit(resources, board, ports=ports)
+    steps.note(fit.table())
+    return fit
+
+
+def csim_kernel(code, hls_dir: Path, inputs, golden, spec, steps: BuildSteps) -> CsimResult | None:
+    """The C simulation of `code` in `hls_dir` against the golden data; None (and the
+    reason in the build's errors) when it could not be built or run."""
+    try:
+        return run_csim(code, hls_dir, inputs, golden, spec, progress=lambda line: steps.note(f"      {line}"))
+    except CsimError as e:
+        steps.result.errors.append(str(e))
+        return None
+
+
+def vendor_flow(out: Path, mode: str, steps: BuildSteps, vitis=None, run_vendor_tools: bool = True) -> None:
+    """Step 6: the vendor tools the mode needs (those of the flow of the Vitis found,
+    `vitis.detect_vitis`), when they are on PATH and every check passed; otherwise the
+    commands left (and the missing tools) go into the result."""
+    result = steps.result
+    t0 = steps.start(f"vendor flow for mode '{mode}'")
+    extra_tools, targets = _VENDOR[mode]
+    flow = vitis.flow if vitis else "tcl"
+    tools = tuple(dict.fromkeys(hls_tools(flow) + extra_tools))
+    missing = [t for t in tools if _which(t) is None]
+    # the Makefile would find the same; passing them keeps python and make on one flow
+    make_vars = [f"VITIS_VERSION={(vitis.release or '') if vitis else ''}", f"HLS_FLOW={flow}"]
+    make_cmds = [f"cd {out} && make {t}" for t in targets]
+    result.next_commands = [f"cd {out} && make {t}" for t in _NEXT[mode]]
+    blocked = result.vendor_blockers()
+    if missing:
+        result.missing_tools = missing
+        result.commands_left = make_cmds
+        steps.done("vendor", t0, "missing tools", ", ".join(missing))
+    elif blocked or not run_vendor_tools:
+        result.commands_left = make_cmds
+        steps.done("vendor", t0, "skipped", "; ".join(blocked) or "run_vendor_tools=False")
+        if not blocked:
+            result.errors.append("vendor tools were not run (run_vendor_tools=False)")
+    else:
+        for t in targets:
+            log = out / f"make_{t}.log"
+            rc = _run_tool(["make", t, *make_vars], out, log)
+            if rc != 0:
+                result.errors.append(f"`make {t}` failed with status {rc}; see {log}")
+                result.commands_left = make_cmds[targets.index(t):]
+                break
+        try:
+            result.synth = parse_csynth(out / "hls")
+            if result.synth.available:
+                steps.note(f"      part resources from Vitis: {result.synth.available}")
+        except Exception as e:  # noqa: BLE001 - no report is an error only when csynth ran
+            if mode != "csim":
+                result.errors.append(f"no csynth report: {e}")
+        steps.done("vendor", t0, "failed" if result.errors else "ok")
+
+
+def finish_build(out: Path, result: BuildResult) -> None:
+    """build.json, then the directory stops looking unfinished (outdir.finish)."""
+    (out / "build.json").write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True, default=str))
+    outdir.finish(out)
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise MambaflowError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
+
+
+def vitis_and_platform(board: Board, platform: str | None):
+    """The Vitis found (or None) and the platform (an input: a missing one fails here,
+    before anything is written); see targets.versal.vitis."""
+    vitis = detect_vitis(which=_which)
+    return vitis, resolve_platform(board, platform, vitis)
+
+
+def platform_notes(vitis, plat) -> list[str]:
+    return [vitis.describe() if vitis else "Vitis: not found on PATH", plat.note]
+
+
+# --------------------------------------------------------------------- build
+
+
 def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim", out_dir: str | Path = "build",
           progress: bool = True, *, steps: int = 2, seed: int = 0, rtol: float = 1e-4, atol: float = 1e-4,
           clock_mhz: float | None = None, platform: str | None = None,
@@ -244,30 +391,22 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     """
     from ...flow.capture import capture
 
-    if mode not in MODES:
-        raise MambaflowError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
+    check_mode(mode)
     if not (isinstance(steps, int) and steps >= 1):
         raise MambaflowError(f"steps must be a positive number of decode steps, got {steps!r}")
     b = get_board(board)
-    # the platform is an input: a missing one fails here, before anything is written
-    vitis = detect_vitis(which=_which)
-    plat = resolve_platform(b, platform, vitis)
+    vitis, plat = vitis_and_platform(b, platform)
     from ...schedules.user import check_user_schedule
 
     check_user_schedule(schedule)  # a bad schedule fails before the capture
     out = outdir.claim(Path(out_dir), force)
-    pr = _Progress(progress, 6)
     result = BuildResult(out_dir=out, board=b.name, mode=mode, top="decode", quant=quant)
-    result.notes += [vitis.describe() if vitis else "Vitis: not found on PATH", plat.note]
-
-    def step(name: str, t0: float, status: str = "ok", detail: str = "") -> None:
-        dt = time.perf_counter() - t0
-        result.steps.append(StepRecord(name, dt, status, detail))
-        pr.note(f"      {name}: {status} ({dt:.1f} s){' - ' + detail if detail else ''}")
+    result.notes += platform_notes(vitis, plat)
+    st = BuildSteps(result, progress, 6)
 
     # 1. capture + schedule
     what = f"the {quant} integer decode" if quant else "decode of the model"
-    t0 = pr.start(f"capture {what} and apply the schedule ({schedule or 'none'})")
+    t0 = st.start(f"capture {what} and apply the schedule ({schedule or 'none'})")
     model = resolve_model(model, seed)
     qm = None
     if quant:
@@ -275,7 +414,7 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
         from ...quant.ptq import quantize
 
         calib, source = _calibration(model, seed)
-        pr.note(f"      calibration: {tuple(calib.shape)} {source}")
+        st.note(f"      calibration: {tuple(calib.shape)} {source}")
         qm = quantize(model, quant, calib)
         design = capture_quantized(qm, "model")
     else:
@@ -283,91 +422,43 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     sched = apply_schedule(design, schedule, out)
     if sched is not None and hasattr(sched, "save"):
         sched.save(out / "schedule.json")
-    step("capture", t0, detail=f"{len(design.kernels)} kernels")
+    st.done("capture", t0, detail=f"{len(design.kernels)} kernels")
     result.top = design.top
 
     # 2. emit
-    t0 = pr.start("emit Vitis HLS C++")
-    # the Vitis rules the CPU cannot see, on the real bundles, before any tool runs
-    bundles = default_bundles(design)
-    rule_warnings = [str(f) for f in enforce(design.module, bundles, where="build: the scheduled design")]
-    code = emit_design(design, bundles=bundles)
+    t0 = st.start("emit Vitis HLS C++")
     hls_dir = out / "hls"
-    code.write(hls_dir)
-    result.warnings += rule_warnings + code.warnings
-    for w in rule_warnings + code.warnings:
-        pr.note(f"      warning: {w}")
-    step("emit", t0, detail=f"{len(code.source.splitlines())} lines, {len(code.ports)} ports")
+    code = emit_kernel(design, hls_dir, st)
+    st.done("emit", t0, detail=f"{len(code.source.splitlines())} lines, {len(code.ports)} ports")
 
     # 3. fit, before any tool runs
-    t0 = pr.start(f"check resources against {b.name}")
-    result.fit = check_fit(code.resources, b, ports=code.ports)
-    pr.note(result.fit.table())
-    step("fit", t0, "ok" if result.fit.fits else "failed")
+    t0 = st.start(f"check resources against {b.name}")
+    result.fit = fit_kernel(code.resources, code.ports, b, st)
+    st.done("fit", t0, "ok" if result.fit.fits else "failed")
 
     # 4. reference data + csim
-    t0 = pr.start(f"C simulation of {steps} decode step(s) with g++ against {result.oracle}")
+    t0 = st.start(f"C simulation of {steps} decode step(s) with g++ against {result.oracle}")
     inputs, golden, spec = reference_data(qm or model, design, steps=steps, seed=seed, rtol=rtol, atol=atol)
-    try:
-        result.csim = run_csim(code, hls_dir, inputs, golden, spec, progress=lambda line: pr.note(f"      {line}"))
-        step("csim", t0, "ok" if result.csim.ok else "failed", f"max |err| {result.csim.max_abs_err:.3g}")
-    except CsimError as e:
-        result.errors.append(str(e))
-        step("csim", t0, "failed", "see errors")
+    result.csim = csim_kernel(code, hls_dir, inputs, golden, spec, st)
+    if result.csim is not None:
+        st.done("csim", t0, "ok" if result.csim.ok else "failed", f"max |err| {result.csim.max_abs_err:.3g}")
+    else:
+        st.done("csim", t0, "failed", "see errors")
     del inputs, golden
 
     # 5. project
-    t0 = pr.start("write the Vitis project")
+    t0 = st.start("write the Vitis project")
     pspec = ProjectSpec(board=b, kernels=[KernelSpec(code.top, code.ports)], tb=spec, clock_mhz=clock_mhz,
                         platform=plat.value if plat.explicit else None,
                         title=f"{design.cfg.arch} {quant + ' ' if quant else ''}decode",
                         vitis_release=vitis.release if vitis else None, platform_note=plat.note)
     write_project(out, pspec)
     (out / "resources.json").write_text(json.dumps(code.resources.to_dict(), indent=1, sort_keys=True))
-    step("project", t0)
+    st.done("project", t0)
 
     # 6. vendor tools
-    t0 = pr.start(f"vendor flow for mode '{mode}'")
-    extra_tools, targets = _VENDOR[mode]
-    flow = vitis.flow if vitis else "tcl"
-    tools = tuple(dict.fromkeys(hls_tools(flow) + extra_tools))
-    missing = [t for t in tools if _which(t) is None]
-    # the Makefile would find the same; passing them keeps python and make on one flow
-    make_vars = [f"VITIS_VERSION={(vitis.release or '') if vitis else ''}", f"HLS_FLOW={flow}"]
-    make_cmds = [f"cd {out} && make {t}" for t in targets]
-    result.next_commands = [f"cd {out} && make {t}" for t in _NEXT[mode]]
-    blocked = []
-    if result.fit is not None and not result.fit.fits:
-        blocked.append("the design does not fit the board")
-    if result.csim is None or not result.csim.ok:
-        blocked.append("the C simulation failed")
-    if missing:
-        result.missing_tools = missing
-        result.commands_left = make_cmds
-        step("vendor", t0, "missing tools", ", ".join(missing))
-    elif blocked or not run_vendor_tools:
-        result.commands_left = make_cmds
-        step("vendor", t0, "skipped", "; ".join(blocked) or "run_vendor_tools=False")
-        if not blocked:
-            result.errors.append("vendor tools were not run (run_vendor_tools=False)")
-    else:
-        for t in targets:
-            log = out / f"make_{t}.log"
-            rc = _run_tool(["make", t, *make_vars], out, log)
-            if rc != 0:
-                result.errors.append(f"`make {t}` failed with status {rc}; see {log}")
-                result.commands_left = make_cmds[targets.index(t):]
-                break
-        try:
-            result.synth = parse_csynth(out / "hls")
-            if result.synth.available:
-                pr.note(f"      part resources from Vitis: {result.synth.available}")
-        except Exception as e:  # noqa: BLE001 - no report is an error only when csynth ran
-            if mode != "csim":
-                result.errors.append(f"no csynth report: {e}")
-        step("vendor", t0, "failed" if result.errors else "ok")
-    (out / "build.json").write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True, default=str))
-    outdir.finish(out)
+    vendor_flow(out, mode, st, vitis, run_vendor_tools)
+    finish_build(out, result)
     return result
 
 
