@@ -117,31 +117,39 @@ def _prototype(header: str) -> tuple[str, list[tuple[str, int]]]:
     return m.group(1), args
 
 
-# The XRT native API's declarations the host uses (XRT's src/runtime_src/core/include/xrt/
-# xrt_device.h, xrt_bo.h, xrt_kernel.h), without bodies: the host must compile against them.
+# The XRT native API the host uses, with XRT's signatures (Xilinx/XRT src/runtime_src/core/
+# include/xrt/xrt_device.h, xrt_bo.h, xrt_kernel.h). Each call throws std::system_error, as
+# XRT does, when it is the one named by STUB_FAIL (0 device, 1 load_xclbin, 2 kernel), so the
+# host's handling of a failing step can run here.
 XRT_DEVICE = """#pragma once
 #include <string>
+#include <system_error>
 namespace xrt {
+inline void stub_fail(int at, const char* what) {
+  if (at == STUB_FAIL) throw std::system_error(std::make_error_code(std::errc::no_such_device), what);
+}
 struct uuid {};
 class device {
  public:
-  explicit device(unsigned int index);
-  uuid load_xclbin(const std::string& xclbin_fnm);
+  explicit device(unsigned int) { stub_fail(0, "stub: no device"); }
+  uuid load_xclbin(const std::string&) { stub_fail(1, "stub: bad xclbin"); return {}; }
 };
 }
 """
 XRT_BO = """#pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 #include "xrt/xrt_device.h"
 enum xclBOSyncDirection { XCL_BO_SYNC_BO_TO_DEVICE = 0, XCL_BO_SYNC_BO_FROM_DEVICE };
 namespace xrt {
 using memory_group = uint32_t;
 class bo {
+  std::vector<char> mem_;
  public:
-  bo(const device& device, size_t sz, memory_group grp);
-  template <typename MapType> MapType map();
-  void sync(xclBOSyncDirection dir);
+  bo(const device&, size_t sz, memory_group) : mem_(sz) {}
+  template <typename MapType> MapType map() { return reinterpret_cast<MapType>(mem_.data()); }
+  void sync(xclBOSyncDirection) {}
 };
 }
 """
@@ -151,13 +159,13 @@ XRT_KERNEL = """#pragma once
 namespace xrt {
 class run {
  public:
-  int wait();
+  int wait() { return 0; }
 };
 class kernel {
  public:
-  kernel(const device& device, const uuid& xclbin_id, const std::string& name);
-  int group_id(int argno) const;
-  template <typename... Args> run operator()(Args&&... args);
+  kernel(const device&, const uuid&, const std::string& name) { stub_fail(2, ("stub: no kernel " + name).c_str()); }
+  int group_id(int) const { return 0; }
+  template <typename... Args> run operator()(Args&&...) { return {}; }
 };
 }
 """
@@ -192,21 +200,27 @@ def test_host_drives_the_emitted_kernels_argument_by_argument(mamba1_build):
         names = [re.sub(r"reinterpret_cast<[^>]*>\((\w+)\)", r"\1", x.strip()) for x in called.split(",")]
         assert names == [a for a, _ in args]
     # every XRT step is guarded and says which step failed
-    assert "catch (const std::exception& e)" in host and '"host: %s failed: %s\\n"' in host
+    assert "catch (const std::exception& e)" in host and '"MF_ERROR XRT: %s failed: %s\\n"' in host
+    assert re.search(r'MF_ERROR XRT: %s failed: %s\\n", stage.c_str\(\), e.what\(\)\);\n    return 3;', host)
     for stage in ("open device 0", "open kernel 'decode'", "open kernel 'verify'", "the verify kernel 'verify'",
                   "the draft kernel 'decode'"):
         assert stage in host, stage
-    # the XRT side compiles against the XRT native API's signatures (xrt_device.h,
-    # xrt_kernel.h, xrt_bo.h: the declarations the host uses, without their bodies)
+    # the XRT side compiles against XRT's signatures, and a failing XRT call is reported
+    # with the step it failed in, exit 3
     stubs = out.parent / "xrt_stubs" / "xrt"
     stubs.mkdir(parents=True, exist_ok=True)
     (stubs / "xrt_device.h").write_text(XRT_DEVICE)
     (stubs / "xrt_bo.h").write_text(XRT_BO)
     (stubs / "xrt_kernel.h").write_text(XRT_KERNEL)
-    p = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Werror", "-I", str(stubs.parent), "-I",
-                        str(out / "hls"), "-I", str(out / "host"), str(out / "host" / "host.cpp")],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr[-3000:]
+    for fail, step in ((0, "open device 0"), (1, "load spec.xclbin"), (2, "open kernel 'decode'")):
+        exe = stubs.parent / f"host_fail{fail}"
+        p = subprocess.run(["g++", "-std=c++17", "-O0", "-Wall", "-Werror", f"-DSTUB_FAIL={fail}", "-I",
+                            str(stubs.parent), "-I", str(out / "hls"), "-I", str(out / "host"),
+                            str(out / "host" / "host.cpp"), "-o", str(exe)], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-3000:]
+        r = subprocess.run([str(exe), "spec.xclbin", str(out / "hls")], capture_output=True, text=True)
+        assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+        assert r.stderr.startswith(f"MF_ERROR XRT: {step}") and "failed: stub:" in r.stderr, r.stderr
     # the v++ link configuration instantiates both kernels
     link = (out / "link.cfg").read_text()
     assert "nk=verify:1:verify_1" in link and "nk=decode:1:decode_1" in link
@@ -423,32 +437,37 @@ def test_dynamic_trees_and_saved_logs_are_refused(tmp_path):
 
 
 def test_mamba2_static_tree_on_vhk158_with_a_platform(tmp_path):
-    """Library call with a user platform: both csims and the host pass, and the verify
-    schedules the flow could not use are named with the reason."""
-    from mambaflow.models.tokenizer import text_codec
-    from mambaflow.targets.versal.speculative_build import build_speculative
-
-    torch.set_num_threads(1)
-    t, d = zoo.load_shipped("mamba2-target"), zoo.load_shipped("mamba2-draft")
-    codec = text_codec(None, t.config.vocab_size, shipped=True)
-    xpfm = tmp_path / "my_vhk158" / "vhk158.xpfm"
-    r = build_speculative(t, d, "2,1", board="vhk158", out_dir=tmp_path / "m2", progress=False,
-                          prompt=codec.encode("import os"), tokens=16, csim_trees=2, vocab_limit=codec.vocab_limit,
-                          names=("mamba2-target", "mamba2-draft"), platform=str(xpfm))
-    assert not r.failed_checks() and not r.errors, r.report()
+    """`mambaflow build --speculative --board vhk158 --platform PATH` (the Mamba2 pair, a
+    static tree): both csims and the host pass and it exits 3, Vitis being missing; the
+    verify schedules the flow could not use are named with the reason."""
+    xpfm = tmp_path / "platforms" / "my_vhk158" / "my_vhk158.xpfm"
+    xpfm.parent.mkdir(parents=True)
+    xpfm.write_text("<xpfm/>")
+    out = tmp_path / "m2"
+    p = cli("build", "--speculative", "--model", "mamba2-target", "--tree", "2,1", "--board", "vhk158",
+            "--platform", xpfm, "--tokens", "16", "--prompt", "import os", "--out", out)
+    info = json.loads((out / "build.json").read_text())
+    assert not info["errors"], info["errors"]
     if not HAS_VITIS:
-        assert r.exit_code == TOOLS and r.missing_tools == ["vitis_hls"]
-    v = r.kernels["verify"]
-    assert (r.nodes, r.fifo_depth) == (5, 3)
-    assert v.csim.ok and r.kernels["draft"].csim.ok and r.host.ok and r.host.tokens == r.golden_tokens
-    assert [c["parents"] for c in v.cases if c["nodes"] == 5][:1] == [[-1, 0, 0, 1, 2]]
+        assert p.returncode == TOOLS and info["missing_tools"], p.stderr[-3000:]
+    v, d, h = info["kernels"]["verify"], info["kernels"]["draft"], info["host"]
+    assert info["draft"] == "mamba2-draft" and (info["nodes"], info["fifo_depth"]) == (5, 3)
+    assert v["csim"]["ok"] and d["csim"]["ok"] and h["ok"] and h["tokens"] == info["golden_tokens"]
+    assert h["accepted"] == info["golden_accepted"]
+    assert [c["parents"] for c in v["cases"] if c["nodes"] == 5][:1] == [[-1, 0, 0, 1, 2]]
     # the FIFO tree buffer is on chip, partitioned along the state lanes, whatever schedule won
-    entries = json.loads((tmp_path / "m2" / "schedule_verify.json").read_text())["log"]
+    entries = json.loads((out / "schedule_verify.json").read_text())["log"]
     assert {"op": "partition", "buffer": "ssm:state_fifo", "kind": "cyclic", "dim": 4, "factor": 16} in entries
-    assert "tree_buffer" in v.schedule
-    if v.schedule != "accelerator + tree_buffer":
-        assert v.schedule_notes and v.schedule_notes[0].startswith("accelerator + tree_buffer on the verify design: ")
-    assert f"PLATFORM ?= {xpfm}" in (tmp_path / "m2" / "Makefile").read_text()
+    assert "tree_buffer" in v["schedule"]
+    if v["schedule"] != "accelerator + tree_buffer":
+        assert v["schedule_notes"][0].startswith("accelerator + tree_buffer on the verify design: ")
+    assert f"PLATFORM ?= {xpfm.resolve()}" in (out / "Makefile").read_text()
+
+
+def test_vhk158_without_a_platform_is_refused_before_any_work(tmp_path):
+    p = cli("build", "--speculative", "--board", "vhk158", "--out", tmp_path / "x")
+    assert p.returncode == USAGE and "vhk158" in last_line(p) and "--platform" in last_line(p), p.stderr[-2000:]
+    assert not (tmp_path / "x").exists()
 
 
 # ------------------------------------------------------------------ bounds
@@ -487,3 +506,34 @@ func.func @k(%x: memref<16xf32>, %y: memref<16xf32>) {{
         design = type("D", (), {"module": m})()
         with pytest.raises(ScheduleError, match="indexes outside a buffer: k: reads dim 0"):
             check_bounds(design)
+
+
+# ------------------------------------------------------- verify reference data
+
+
+def test_verify_reference_data_needs_trees_that_fit_the_design():
+    from mambaflow.errors import MambaflowError
+    from mambaflow.flow.capture import capture
+    from mambaflow.models import build_model, get_config
+    from mambaflow.targets.hls.reference import VerifyCase, random_state, reference_data
+
+    torch.manual_seed(0)
+    m = build_model(get_config("tiny-mamba1")).eval()
+    d = capture(m, "verify", T=4, fifo_depth=2, progress=False)
+    st = random_state(m.config, 1)
+    with pytest.raises(MambaflowError, match="needs token trees"):
+        reference_data(m, d)
+    with pytest.raises(MambaflowError, match="verifies T=4 nodes"):
+        reference_data(m, d, trees=[VerifyCase([1, 2, 3], [-1, 0, 1], st)])
+    with pytest.raises(MambaflowError, match="FIFO tree buffer of 3 slots"):
+        reference_data(m, d, trees=[VerifyCase([1, 2, 3, 4], [-1, 0, 0, 1], st)])  # node 3's parent is 2 back
+    tree = VerifyCase([5, 6, 7, 0], [-1, 0, 1, -1], st)  # a chain of 3 and one padding node
+    inputs, golden, spec = reference_data(m, d, trees=[tree, tree])
+    L, V = m.config.n_layer, m.config.vocab_size
+    assert spec.steps == 2 and spec.per_step == {"tokens", "windows", "parents", "conv_state", "ssm_state"}
+    assert inputs["windows"].shape == (2, 4, m.config.d_conv) and golden["logits"].shape == (2, 4, V)
+    assert golden["conv_in"].shape == (2, L, 4, m.config.conv_dim)
+    with torch.no_grad():
+        logits, nodes = m.verify(torch.tensor([tree.tokens]), tree.parents, st, return_states=True)
+    assert np.array_equal(golden["logits"][1], logits[0].numpy())
+    assert np.array_equal(golden["ssm_states"][0], nodes.ssm[:, 0].numpy())

@@ -17,7 +17,9 @@ the inputs synced to the device, the kernel called with every buffer in argument
 the outputs synced back.
 
 Every XRT step (device, xclbin, kernels, buffers, each kernel run) is inside a try; a
-`std::exception` is reported as `host: <step> failed: <what>`.
+`std::exception` is reported as `MF_ERROR XRT: <step> failed: <what>` and exits 3, as the
+single-kernel host (targets.versal.host). Exit: 0 the tokens match, 1 they do not, 2 bad
+arguments or data files, 3 an XRT call failed.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 from ...errors import MambaflowError
 from ..hls.csim import CXXFLAGS, CsimError, compiler, run_program
 from ..hls.emitter import HlsCode, Port
+from .host import EXIT_XRT
 
 SPEC_LOOP = Path(__file__).resolve().parent / "host" / "spec_loop.h"
 
@@ -190,7 +193,8 @@ def host_source(spec: HostSpec) -> str:
 // <hls-dir> (the project's hls/) holds {spec.run_dir}/prompt.bin, {spec.run_dir}/tokens.golden.bin,
 // {spec.run_dir}/accepted.golden.bin (int64) and each kernel's weights in {spec.verify_folder}/data/ and
 // {spec.draft_folder}/data/. Prints MF_RESULT PASS when the {spec.tokens} generated tokens equal the golden
-// ones (PyTorch's greedy output).
+// ones (PyTorch's greedy output). Exit: 0 match, 1 mismatch, 2 bad arguments or data, {EXIT_XRT} an
+// XRT call failed (the step is printed).
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -338,10 +342,15 @@ int main(int argc, char** argv) {{
     if (!same_accepted) std::printf("note: the accepted counts differ from PyTorch's run (a near-tie in a draft)\\n");
     std::printf("MF_RESULT %s\\n", first_bad < 0 ? "PASS" : "FAIL");
     return first_bad < 0 ? 0 : 1;
-  }} catch (const std::exception& e) {{
-    std::fprintf(stderr, "host: %s failed: %s\\n", stage.c_str(), e.what());
+  }} catch (const std::exception& e) {{  // XRT reports failures as std::exception (std::system_error)
+#ifdef MF_HOST_CSIM
+    std::fprintf(stderr, "MF_ERROR host: %s failed: %s\\n", stage.c_str(), e.what());
     std::printf("MF_RESULT FAIL\\n");
     return 1;
+#else
+    std::fprintf(stderr, "MF_ERROR XRT: %s failed: %s\\n", stage.c_str(), e.what());
+    return {EXIT_XRT};
+#endif
   }}
 }}
 """
