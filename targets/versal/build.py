@@ -18,6 +18,11 @@ Exit codes (`BuildResult.exit_code`, mambaflow.errors): 0 everything the mode as
 ran and passed; 1 a check failed (csim mismatch, design does not fit, a tool failed);
 3 only the vendor tools were missing.
 
+The steps are functions (emit_kernel, fit_kernel, csim_kernel, vendor_flow, finish_build)
+that targets.versal.speculative_build runs for each of its two kernels. Before emission
+every design is checked against the Vitis dataflow rules (targets.versal.dataflow) and for
+accesses outside their buffers (targets.versal.bounds).
+
 The output directory is claimed first (targets.versal.outdir): new, empty or made by an
 earlier build (else refused unless `force`), emptied, and marked BUILD_INCOMPLETE until
 build.json is written.
