@@ -79,7 +79,7 @@ def run_one(pair: str, tree: str, board: str, tokens: int, csim_trees: int, out:
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'pair':7} {'tree':9} {'kernel':7} {'schedule':48} {'lines':>6} {'DSP':>6} {'LUT':>8} {'BRAM18K':>8} "
+    head = (f"{'pair':7} {'tree':9} {'kernel':7} {'schedule':60} {'lines':>6} {'DSP':>6} {'LUT':>8} {'BRAM18K':>8} "
             f"{'URAM':>5} {'csim c/r s':>11}  accepted per verify")
     L = [head, "-" * len(head)]
     for r in rows:
@@ -91,7 +91,7 @@ def table(rows: list[dict]) -> str:
             u = lambda n: res.get(n, {}).get("used", "")  # noqa: E731
             cs = f"{k['csim_compile_s']:.1f}/{k['csim_run_s']:.2f}" if k["csim_compile_s"] is not None else "-"
             acc = k["accepted_per_verify"] if role == "verify" else ""
-            L.append(f"{r['pair']:7} {r['tree']:9} {role:7} {k['schedule'][:48]:48} {k['lines']:>6} {u('DSP'):>6} "
+            L.append(f"{r['pair']:7} {r['tree']:9} {role:7} {k['schedule'][:60]:60} {k['lines']:>6} {u('DSP'):>6} "
                      f"{u('LUT'):>8} {u('BRAM18K'):>8} {u('URAM'):>5} {cs:>11}  {acc}")
         h = r["host"]
         if h:

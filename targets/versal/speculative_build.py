@@ -59,20 +59,23 @@ from .spec_host import SPEC_LOOP, HostRun, HostSpec, StateShape, host_source, ru
 
 #: the verify kernel's schedules, tried in order on a fresh capture until one applies and
 #: leaves the FIFO tree buffer partitioned along the state lanes (its last axis). The
-#: first is the structure asked for (accelerator, then the tree buffer); the others are
-#: there because tree_buffer, applied after layer_pipeline, looks the ring up as the
-#: first buffer with a name, which layer_pipeline's local copies now come before: on
-#: Mamba2 it then partitions the ring along the wrong axis and fails ("factor 16 exceeds
-#: the dimension size"), on Mamba1 it partitions d_inner instead of N without an error.
+#: first is the structure asked for (accelerator, then the tree buffer). The second is
+#: the accelerator's recipes with the tree buffer placed before layer_pipeline: applied
+#: after layer_pipeline, tree_buffer looks the ring up as the first buffer with a name,
+#: which layer_pipeline's local copies now come before, so on Mamba2 it partitions the
+#: ring along the wrong axis and fails ("factor 16 exceeds the dimension size 6"), and on
+#: Mamba1 it partitions d_inner instead of N without an error. The others drop the
+#: dataflow, then everything but the tree buffer.
 VERIFY_SCHEDULES: tuple[tuple[str, ...], ...] = (
     ("accelerator", "tree_buffer"),
+    ("linear_parallel", "ssm_serial", "tree_buffer", "layer_pipeline"),
     ("tree_buffer", "linear_parallel", "layer_pipeline"),
     ("linear_parallel", "ssm_serial", "tree_buffer"),
     ("tree_buffer",),
 )
-#: the draft's: accelerator first. ssm_serial's state tiles (buffer_at) index past the SSM
-#: state when d_state exceeds its 16 lanes on Mamba2 (a 32-wide state copied as 47), which
-#: targets.versal.bounds refuses; the fallback keeps the MAC arrays and the dataflow.
+#: the draft's: accelerator, else without the SSM pipelines, else the MAC arrays alone.
+#: (Before buffer_at's fix ddfa4e5, ssm_serial's state tiles indexed past the Mamba2 state
+#: when d_state exceeds its 16 lanes, which targets.versal.bounds refused.)
 DRAFT_SCHEDULES: tuple[tuple[str, ...], ...] = (("accelerator",), ("linear_parallel", "layer_pipeline"),
                                                ("linear_parallel",), ())
 FIFO = "state_fifo"
