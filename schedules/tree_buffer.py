@@ -26,7 +26,7 @@ from __future__ import annotations
 
 
 from ..errors import ScheduleError
-from ..flow.mlir import funcs, walk
+from ..flow.mlir import funcs, str_attr, walk
 from ..flow.naming import loops_of
 from .schedule import Schedule, customize
 
@@ -46,7 +46,8 @@ def tree_buffer_schedule(design, lanes: int = 16, ii: int = 1, impl: str = "auto
     s = customize(design)
     for k in [k for k in s.kernels() if s.kind(k) == "ssm"]:  # `ssm` and `ssm_replay`
         fn = funcs(s.module)[k]
-        ring = next((o for o in walk(fn) if o.name == "memref.alloc" and "buffer_name" in o.attributes), None)
+        ring = next((o for o in walk(fn) if o.name == "memref.alloc" and str_attr(o, "buffer_name") == FIFO_NAME),
+                    None)
         if ring is None:
             raise ScheduleError(f"tree_buffer: kernel {k} has no '{FIFO_NAME}' buffer")
         shape = list(ring.results[0].type.shape)
