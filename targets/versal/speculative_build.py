@@ -59,13 +59,9 @@ from .spec_host import SPEC_LOOP, HostRun, HostSpec, StateShape, host_source, ru
 
 #: the verify kernel's schedules, tried in order on a fresh capture until one applies and
 #: leaves the FIFO tree buffer partitioned along the state lanes (its last axis). The
-#: first is the structure asked for (accelerator, then the tree buffer). The second is
-#: the accelerator's recipes with the tree buffer placed before layer_pipeline: applied
-#: after layer_pipeline, tree_buffer looks the ring up as the first buffer with a name,
-#: which layer_pipeline's local copies now come before, so on Mamba2 it partitions the
-#: ring along the wrong axis and fails ("factor 16 exceeds the dimension size 6"), and on
-#: Mamba1 it partitions d_inner instead of N without an error. The others drop the
-#: dataflow, then everything but the tree buffer.
+#: first is the structure asked for (accelerator, then the tree buffer, which finds its
+#: ring by name); the others are fallbacks for designs a recipe refuses: the tree buffer
+#: before layer_pipeline, then without the dataflow, then the tree buffer alone.
 VERIFY_SCHEDULES: tuple[tuple[str, ...], ...] = (
     ("accelerator", "tree_buffer"),
     ("linear_parallel", "ssm_serial", "tree_buffer", "layer_pipeline"),
