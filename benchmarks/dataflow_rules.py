@@ -46,9 +46,9 @@ def row(model_name: str, recipe: str) -> dict:
     bundles = default_bundles(d)
     found = DF.check(d.module, bundles)
     t_check = time.perf_counter() - t0
+    from mambaflow.schedules.regions import processes
+
     regs = DF.regions(d.module)
-    for r in regs:
-        DF._region_form(r)  # fills the processes
     t0 = time.perf_counter()
     code = emit_design(d, bundles=bundles)
     t_emit = time.perf_counter() - t0
@@ -57,7 +57,7 @@ def row(model_name: str, recipe: str) -> dict:
         "errors": sum(f.severity == "error" for f in found),
         "warnings": sum(f.severity != "error" for f in found),
         "rules": sorted({f.rule for f in found}),
-        "regions": [r.name for r in regs], "processes": sum(len(r.processes) for r in regs),
+        "regions": [r.name for r in regs], "processes": sum(len(processes(r.owner.regions[0].blocks[0])) for r in regs),
         "streams": sum(1 for f in funcs(d.module).values() for o in walk(f) if o.name == "mf.stream_create"), "bundles": len(set(bundles.values())),
         "schedule_s": t_sched, "check_s": t_check, "emit_s": t_emit,
     }

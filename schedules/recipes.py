@@ -374,7 +374,7 @@ def layer_pipeline_schedule(design, depth: int = 2) -> Schedule:
     as a region (a conditional choosing a layer's SSM kernel) stays sequential."""
     from ..dialects.stream import DeadlockError
     from ..flow.effects import Effects
-    from .regions import processes, readers_writers
+    from .regions import readers_writers
 
     s = customize(design)
     top = s.top
@@ -426,7 +426,6 @@ def layer_pipeline_schedule(design, depth: int = 2) -> Schedule:
                 continue
             except ScheduleError:
                 break
-    _ = processes
     return s
 
 

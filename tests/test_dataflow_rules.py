@@ -171,8 +171,6 @@ def test_recipes_pass_the_checker_and_csim(case, recipe, tmp_path):
 
 def test_recipes_keep_the_numbers_on_llvm(case):
     """the outlined, forked, streamed design runs on the CPU with PyTorch's numbers."""
-    import torch
-
     from mambaflow.targets.llvm.jit import JitFunction
 
     m, d0 = case
@@ -185,7 +183,6 @@ def test_recipes_keep_the_numbers_on_llvm(case):
     JitFunction(d.module, d.top)(*args, *[outs[p.name] for p in d.outputs])
     want = golden["logits"][0]
     assert np.allclose(outs["logits"], want, rtol=1e-4, atol=1e-4), np.abs(outs["logits"] - want).max()
-    _ = torch
 
 
 def test_buffer_at_after_a_split_copies_the_exact_tile(case):

@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from torch_mlir import ir
 
 from ...dialects import directives as D
+from ...dialects.stream import is_stream_type
 from ...errors import ScheduleError
 from ...flow.effects import Effects, bindings, callee
-from ...flow.identity import TOP_ATTR, arg_names, arg_roles, buffer_label, kernel_kind
+from ...flow.identity import TOP_ATTR, arg_names, buffer_label
 from ...flow.mlir import funcs, str_attr, walk
-from ...flow.naming import BAND_ATTR, LOOP_ATTR
+from ...schedules.regions import process_name
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,6 @@ def _has_call(op: ir.Operation) -> bool:
     return any(o.name == "func.call" for o in walk(op))
 
 
-def process_name(op: ir.Operation) -> str:
-    if op.name == "func.call":
-        return callee(op)
-    return str_attr(op, BAND_ATTR) or str_attr(op, LOOP_ATTR) or op.name
-
-
 @dataclass
 class Region:
     name: str                 # "fn" or "fn:band.loop"
@@ -168,23 +163,19 @@ def _region_form(r: Region) -> list[Finding]:
 # ------------------------------------------------------------------ naming
 
 
-class _Names:
-    def __init__(self, module: ir.Module, eff: Effects):
-        self.eff = eff
-
-    def of(self, v: ir.Value, region: Region) -> str:
-        o = v.owner
-        if isinstance(o, ir.Block):
-            fn = _op(o.owner)
-            if fn.name == "func.func":
-                names = arg_names(fn) or []
-                i = list(fn.regions[0].blocks[0].arguments).index(v)
-                return names[i] if i < len(names) else f"arg{i}"
-            return "a loop variable"
-        op = _op(o)
-        if op.name == "mf.stream_create":
-            return f"stream {ir.StringAttr(op.attributes['name']).value}" if "name" in op.attributes else "a stream"
-        return str_attr(op, "buffer_name") or buffer_label(v, self.eff) or "a buffer"
+def _value_name(v: ir.Value, eff: Effects) -> str:
+    """The name a message gives a region's buffer or stream."""
+    o = v.owner
+    if isinstance(o, ir.Block):
+        fn = _op(o.owner)
+        if fn.name == "func.func":
+            i = list(fn.regions[0].blocks[0].arguments).index(v)
+            return _port_names(fn)[i]
+        return "a loop variable"
+    op = _op(o)
+    if op.name == "mf.stream_create":
+        return f"stream {str_attr(op, 'name') or '?'}"
+    return str_attr(op, "buffer_name") or buffer_label(v, eff) or "a buffer"
 
 
 def _elements(t: ir.Type) -> int:
@@ -194,10 +185,6 @@ def _elements(t: ir.Type) -> int:
     for d in ir.MemRefType(t).shape:
         n *= d
     return n
-
-
-def _is_stream(t: ir.Type) -> bool:
-    return str(t).startswith("!mf.stream")
 
 
 # ------------------------------------------------------------------ bundles
@@ -271,7 +258,6 @@ def check(module: ir.Module, bundles: dict[str, str] | None = None) -> list[Find
     fs = funcs(module)
     top = _top(module)
     eff = Effects(fs, streams=True)
-    nm = _Names(module, eff)
     found: list[Finding] = []
     bind = bindings(fs, top) if top else {}
     top_names = _port_names(fs[top]) if top else []
@@ -305,12 +291,12 @@ def check(module: ir.Module, bundles: dict[str, str] | None = None) -> list[Find
         bypass = []
         for v in values:
             t = v.type
-            if not (_is_stream(t) or (isinstance(t, ir.MemRefType) and _elements(t) > 1)):
+            if not (is_stream_type(t) or (isinstance(t, ir.MemRefType) and _elements(t) > 1)):
                 continue  # scalars are copied into each process (not channels)
             writers = [k for k, (_, wr) in enumerate(touched) if v in wr]
             # a producer that reads back what it wrote is one producer, not a reader
             readers = [k for k, (rd, _) in enumerate(touched) if v in rd and k not in writers]
-            name = nm.of(v, r)
+            name = _value_name(v, eff)
             pn = lambda ks: tuple(process_name(procs[k]) for k in ks)  # noqa: E731
             if len(writers) > 1:
                 found.append(Finding("single-reader-writer", r.name, f"'{name}' has {len(writers)} writers",
