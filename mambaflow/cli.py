@@ -2,11 +2,14 @@
 
     mambaflow run      capture, lower and JIT a model; generate on llvm and on torch; check
     mambaflow build    one shot to a Versal project: HLS C++, csim, Vitis project, reports
+    mambaflow dse      search schedules under a board's resources (Optuna; local pool or Ray)
     mambaflow train    train a byte-level Mamba on the CPython text corpus
     mambaflow cache    show (info) or empty (clear) the cache of captures and compiled code
 
-Exit codes: 0 ok; 1 a check failed; 2 a usage or input error; 3 vendor tools missing
-(everything else was done); 4 an internal error (a bug); 130 interrupted (Ctrl-C).
+Exit codes: 0 ok; 1 a check failed; 2 a usage or input error (for dse also: a --budget
+no design meets, a --ray address that cannot be reached); 3 vendor tools missing
+(everything else was done); 4 an internal error (a bug); 130 interrupted (Ctrl-C; a
+dse keeps every finished trial and resumes when rerun with the same --out).
 """
 
 from __future__ import annotations
@@ -189,6 +192,28 @@ def _build_speculative(args, name: str, model, codec, platform) -> int:
     return r.exit_code
 
 
+def cmd_dse(args) -> int:
+    from .dse import run_dse
+
+    r = run_dse(args.model, board=args.board, out=args.out, quant=args.quant, budget=args.budget,
+                trials=args.trials, workers=args.workers, ray=args.ray, sampler=args.sampler, seed=args.seed,
+                clock_mhz=args.clock_mhz)
+    print(r.summary())
+    return 0
+
+
+def _budget_arg(text: str) -> str:
+    """--budget, checked for its syntax here (the board's limits are applied later)."""
+    from .dse.budget import BudgetError, parse_budget
+    from .targets.versal.boards import BOARDS
+
+    try:
+        parse_budget(text, BOARDS["vck190"])
+    except BudgetError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--budget: ")) from None
+    return text
+
+
 def cmd_cache(args) -> int:
     from . import cache
 
@@ -257,6 +282,30 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--tokens", type=_int_at_least(2), default=None,
                        help="with --speculative: tokens the host generates and checks against PyTorch (default 32)")
     build.set_defaults(fn=cmd_build)
+
+    dse = sub.add_parser("dse", help="design-space exploration: schedules searched for tokens/s against DSP/LUT/BRAM "
+                                     "under a board's resources (Optuna), on a local process pool or Ray",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog="writes OUT/results.json, OUT/pareto.png, OUT/best_schedule.json (for build --schedule), "
+                                "OUT/study.journal and OUT/logs/; rerun with the same options and --out to resume")
+    dse.add_argument("--model", required=True, help="preset name, shipped model or checkpoint directory")
+    dse.add_argument("--quant", metavar="SCHEME[,SCHEME]",
+                     help="the integer design (w8a8 or w4a4); several, comma-separated, are searched over")
+    dse.add_argument("--board", choices=sorted(BOARDS), default="vck190")
+    dse.add_argument("--budget", type=_budget_arg, metavar="dsp=N,lut=N,bram=N",
+                     help="resources the designs may use (also ff, bram18k, uram; bram counts BRAM36; 200k = 200,000); "
+                          "default: the board's")
+    dse.add_argument("--trials", type=_int_at_least(1), default=32, help="finished trials the study should hold")
+    dse.add_argument("--workers", type=_int_at_least(1), default=None,
+                     help="trials at once (default: the CPUs here, at most 4)")
+    dse.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="run the trials on Ray: alone, a Ray started here; with HOST:PORT or ray://HOST:PORT, "
+                          "that cluster")
+    dse.add_argument("--sampler", choices=["nsga2", "tpe"], default="nsga2", help="Optuna's multi-objective sampler")
+    dse.add_argument("--clock-mhz", type=_finite_float(1.0), default=None, help="kernel clock (default: the board's)")
+    dse.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    dse.add_argument("--out", required=True, help="results directory: new, empty, or an earlier DSE's (resumed)")
+    dse.set_defaults(fn=cmd_dse)
 
     cache = sub.add_parser("cache", help="show or clear the cache of captures and compiled code ($MAMBAFLOW_CACHE)")
     cache.add_argument("action", choices=["info", "clear"])

@@ -30,6 +30,8 @@ the plain names return the Design, scheduled (LLVMBackend's `schedule=` contract
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch_mlir import ir
 
 from ..errors import ScheduleError
@@ -275,18 +277,25 @@ def _matvec_bands(s: Schedule, kernel: str):
     return out
 
 
-def linear_parallel_schedule(design, tile: int = 16, ii: int = 1) -> Schedule:
+def _per_kind(value, kind: str, default: int) -> int:
+    """A recipe factor given for every kernel (an int) or per kernel kind (a mapping
+    kind -> int; a kind it does not name takes `default`)."""
+    return int(value.get(kind, default)) if isinstance(value, Mapping) else int(value)
+
+
+def linear_parallel_schedule(design, tile: int | Mapping[str, int] = 16, ii: int = 1) -> Schedule:
     """Linear layers as MAC arrays: reduction split by `tile` (the largest divisor of the
     reduction length not above it), the tile unrolled (`tile` parallel MACs), the weight
     partitioned cyclically along the reduction by the same factor, the accumulator a
-    register (buffer_at), the tile loop pipelined at `ii`."""
+    register (buffer_at), the tile loop pipelined at `ii`. `tile` may be a mapping
+    kernel kind -> tile (`{"in_proj": 32, "lm_head": 8}`; kinds it omits take 16)."""
     s = customize(design)
     for k in s.kernels():
         if s.kind(k) not in LINEAR_KINDS:
             continue
         for band, i, j, buf, weight in _matvec_bands(s, k):
             n = dp.trip_count(s.loop(f"{k}:{band}.{j}").op)
-            t = _divisor_at_most(n or 1, tile)
+            t = _divisor_at_most(n or 1, _per_kind(tile, s.kind(k), 16))
             s.buffer_at(f"{k}:{buf}", f"{k}:{band}.{i}")
             if t > 1:
                 if weight is not None:
@@ -302,16 +311,19 @@ def linear_parallel_schedule(design, tile: int = 16, ii: int = 1) -> Schedule:
     return s
 
 
-def ssm_serial_schedule(design, ii: int = 1, lanes: int = 16) -> Schedule:
+def ssm_serial_schedule(design, ii: int = 1, lanes: int | Mapping[str, int] = 16) -> Schedule:
     """The conv and the SSM update as serial pipelines: in every band of the conv and
     SSM kernels the innermost loop runs `lanes` elements per cycle (split by `lanes`,
     the split's inner loop unrolled and its outer loop pipelined at `ii`; an innermost
     loop of at most `lanes` iterations, the conv taps, is unrolled and the loop above
-    it pipelined), the state tiles copied on chip and partitioned to feed the lanes."""
+    it pipelined), the state tiles copied on chip and partitioned to feed the lanes.
+    `lanes` may be a mapping kernel kind -> lanes (`{"conv": 4, "ssm": 16}`)."""
     s = customize(design)
+    per_kind = lanes
     for k in s.kernels():
         if s.kind(k) not in ("conv", "ssm"):
             continue
+        lanes = _per_kind(per_kind, s.kind(k), 16)
         for band, loops in s.get_loops(k).items():
             names = list(loops)
             chain = [loops[n].op for n in names]

@@ -1,0 +1,100 @@
+"""What the DSE searches: the factors of the registry's accelerator recipes, per kernel kind.
+
+A point is a dict of knob -> value. `schedule_of(point)` is a function of a Schedule that
+applies the recipe functions of `schedules.recipes` (those the registry's `accelerator`
+composes) with the point's factors, so every trial's schedule is a replayable log:
+
+- `tile.<kind>` for each linear kernel (in_proj, x_proj, out_proj, lm_head): the MAC
+  array width of `linear_parallel_schedule` (reduction split, unrolled, the weight row
+  partitioned cyclically by the same factor);
+- `ii.linear`: the II the linear tile loops are pipelined at;
+- `lanes.<kind>` for conv and ssm: the state lanes of `ssm_serial_schedule` (split,
+  unrolled, the state tile partitioned by the lanes); `ii.ssm` their II;
+- `dataflow`: the layers as a dataflow pipeline (`layer_pipeline_schedule`) or not, and
+  `depth` its FIFO depth;
+- `uram_kib`: buffers of at least this many KiB go to URAM (`large_buffers_to_uram`);
+- `quant`: the integer scheme, when the DSE is given several (`--quant w8a8,w4a4`).
+
+The kinds come from the model's config (flow.kernels), so the space is known before any
+capture; Optuna suggests every knob as a categorical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..schedules import recipes as R
+
+TILES = (1, 2, 4, 8, 16, 32, 64)
+LANES = (1, 2, 4, 8, 16, 32)
+II_LINEAR = (1, 2, 4)
+II_SSM = (1, 2)
+DEPTHS = (2, 4, 8, 16)
+URAM_KIB = (16, 64, 256)
+SSM_KINDS = ("conv", "ssm")
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    choices: tuple
+    smallest: Any   # the value of the least parallel, least buffered design
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    knobs: tuple[Knob, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [k.name for k in self.knobs]
+
+    def suggest(self, trial) -> dict:
+        """The point an Optuna trial asks for (every knob categorical)."""
+        return {k.name: trial.suggest_categorical(k.name, list(k.choices)) for k in self.knobs}
+
+    def smallest(self) -> dict:
+        return {k.name: k.smallest for k in self.knobs}
+
+    def to_dict(self) -> dict:
+        return {k.name: list(k.choices) for k in self.knobs}
+
+
+def kernel_kinds(cfg) -> list[str]:
+    """The kernel kinds of a model's design, from its config alone (flow.kernels)."""
+    from ..flow import kernels as K
+
+    return [k.kind for k in K.layer_kernels(cfg, 1)] + [k.kind for k in K.model_kernels(cfg, 1)]
+
+
+def space_for(cfg, quants: tuple[str, ...] = ()) -> SearchSpace:
+    kinds = kernel_kinds(cfg)
+    knobs = [Knob(f"tile.{k}", TILES, TILES[0]) for k in R.LINEAR_KINDS if k in kinds]
+    knobs.append(Knob("ii.linear", II_LINEAR, II_LINEAR[-1]))
+    knobs += [Knob(f"lanes.{k}", LANES, LANES[0]) for k in SSM_KINDS if k in kinds]
+    knobs += [Knob("ii.ssm", II_SSM, II_SSM[-1]), Knob("dataflow", (True, False), False),
+              Knob("depth", DEPTHS, DEPTHS[0]), Knob("uram_kib", URAM_KIB, URAM_KIB[0])]
+    if len(quants) > 1:
+        knobs.append(Knob("quant", tuple(quants), quants[-1]))
+    return SearchSpace(tuple(knobs))
+
+
+def schedule_of(point: dict) -> Callable:
+    """The function of a Schedule that applies `point`'s factors (see the module doc)."""
+    tiles = {k.split(".", 1)[1]: v for k, v in point.items() if k.startswith("tile.")}
+    lanes = {k.split(".", 1)[1]: v for k, v in point.items() if k.startswith("lanes.")}
+
+    def schedule(s):
+        R.linear_parallel_schedule(s, tile=tiles, ii=point["ii.linear"])
+        R.ssm_serial_schedule(s, ii=point["ii.ssm"], lanes=lanes)
+        if point["dataflow"]:
+            R.layer_pipeline_schedule(s, depth=point["depth"])
+        R.large_buffers_to_uram(s, min_bytes=point["uram_kib"] * 1024)
+        return s
+
+    return schedule
+
+
+def describe(point: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items())
