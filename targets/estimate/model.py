@@ -1,0 +1,87 @@
+"""`estimate_model`: capture a model's phase, schedule it and estimate it, in one call.
+
+The layer engine's IR does not depend on the model's depth (one function per kernel
+kind, a `layer` loop in the top), so a quantized model is calibrated and captured with
+ONE layer of its real width and estimated with the layer loop running `n_layer` times:
+PTQ of a 64-layer Mamba2-2.7B would need its 2.7 B weights in memory, the estimate
+needs only the shapes. Float designs are captured at full depth (capture needs no
+weights). Captures are kept per process, and each call schedules a fresh copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch_mlir import ir
+
+from ...errors import MambaflowError
+from ..hls import packing as PK
+
+_CAPTURED: dict = {}
+
+
+def _fresh(design):
+    """A copy of `design` with its own module (schedules rewrite the module in place)."""
+    ctx = design.module.context
+    return dataclasses.replace(design, module=ir.Module.parse(str(design.module), context=ctx))
+
+
+def captured_design(model, phase: str = "decode", quant: str | None = None, T: int | None = None, seed: int = 0,
+                    progress: bool = False):
+    """A fresh captured (unscheduled) design of `model` (a preset name, MambaConfig or
+    nn.Module), and the number of layers it stands for."""
+    from ...flow.capture import capture
+    from ...models.config import MambaConfig
+    from ..versal.build import resolve_model
+
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        if isinstance(model, str):
+            from ...models.config import PRESETS
+
+            if model not in PRESETS:
+                raise MambaflowError(f"unknown model '{model}'; give a model, a MambaConfig or a preset "
+                                     f"({', '.join(PRESETS)})")
+            cfg = PRESETS[model]
+        elif isinstance(model, MambaConfig):
+            cfg = model
+        else:
+            raise MambaflowError(f"estimate: cannot make a model from {type(model).__name__}")
+    if quant is not None and phase != "decode":
+        raise MambaflowError(f"estimate: quantized designs are decode only (got --phase {phase}); drop --quant "
+                             "or use --phase decode")
+    key = (repr(cfg), phase, quant, T, seed, id(model) if not isinstance(model, (str, MambaConfig)) else None)
+    if key not in _CAPTURED:
+        if quant is None:
+            design = capture(cfg if not hasattr(model, "config") else model, phase, T=T, progress=progress)
+        else:
+            from ...quant.flow import capture_quantized
+            from ...quant.ptq import quantize
+            from ..versal.build import _calibration
+
+            one = dataclasses.replace(cfg, n_layer=1) if not hasattr(model, "config") else cfg
+            m = resolve_model(model if hasattr(model, "config") else one, seed)
+            calib, _ = _calibration(m, seed)
+            design = capture_quantized(quantize(m, quant, calib), "model")
+        _CAPTURED[key] = design
+    return _fresh(_CAPTURED[key]), cfg.n_layer
+
+
+def estimate_model(model, *, board="vck190", quant: str | None = None, schedule=None, phase: str = "decode",
+                   layers: int | None = None, clock_mhz: float | None = None, T: int | None = None,
+                   beat_bits: int = PK.BEAT_BITS, tokens_per_pass: float | None = None, seed: int = 0,
+                   progress: bool = False):
+    """Capture `phase` of `model`, apply `schedule` (anything `build --schedule` takes:
+    a recipe name, a callable of a Schedule, a .py file, a .json log) and estimate it.
+    Returns the `Estimate`; `est.schedule` is the Schedule (its log replays the design)."""
+    from ...schedules.user import apply_user_schedule, check_user_schedule
+    from .estimate import estimate
+
+    check_user_schedule(schedule)
+    design, n_layer = captured_design(model, phase, quant, T, seed, progress)
+    sched = apply_user_schedule(design, schedule)
+    est = estimate(design, board, clock_mhz=clock_mhz, layers=layers or n_layer, beat_bits=beat_bits,
+                   tokens_per_pass=tokens_per_pass)
+    est.schedule = sched
+    est.design = design
+    return est
