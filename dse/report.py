@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from .budget import RESOURCES, Budget
+from .budget import Budget
 from .store import ResultsStore, write_atomic
 
 RESULTS, PLOT, BEST = "results.json", "pareto.png", "best_schedule.json"
@@ -78,7 +78,7 @@ def write(store: ResultsStore, study, space, bud: Budget, setup: dict, evaluated
 
 def plot(path, trials: list[dict], pareto: list[dict], best: dict | None, bud: Budget) -> None:
     """tokens/s against DSP, LUT and BRAM18K: every estimated design, the Pareto front
-    joined, designs over the budget crossed, the budget a dashed line."""
+    joined, designs over the budget crossed, a budget the user gave a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,7 +100,8 @@ def plot(path, trials: list[dict], pareto: list[dict], best: dict | None, bud: B
         if best is not None:
             ax.scatter([best["resources"][r]], [best["tokens_per_s"]], marker="*", s=160, c="tab:orange",
                        zorder=5, label="best")
-        ax.axvline(bud.limit(r), ls="--", c="k", lw=0.8)
+        if r in bud.given:
+            ax.axvline(bud.limit(r), ls="--", c="k", lw=0.8, label="budget")
         ax.set_xlabel({"dsp": "DSP58", "lut": "LUT", "bram18k": "BRAM18K"}[r])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("tokens/s (estimate)")

@@ -24,7 +24,6 @@ attribute of the trial) and the search goes on.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -32,8 +31,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import MambaflowError
-from .budget import RESOURCES, Budget, BudgetError, parse_budget
-from .space import SearchSpace, describe, space_for
+from .budget import Budget, BudgetError, parse_budget
+from .space import describe, space_for
 from .store import ResultsStore
 
 FORMAT = "mambaflow-dse/1"
@@ -122,7 +121,6 @@ def run_dse(model: str, *, board: str = "vck190", out: str | Path, quant=None, b
     on_trial: called in this process with each finished trial's record.
     """
     import optuna
-    from optuna.trial import TrialState
 
     from ..targets.versal.boards import get_board
     from . import report
@@ -136,28 +134,41 @@ def run_dse(model: str, *, board: str = "vck190", out: str | Path, quant=None, b
     space = space_for(model_config(model, seed), qs)
     setup = {"format": FORMAT, "model": model, "quant": list(qs), "board": b.name, "budget": bud.to_dict(),
              "space": space.to_dict(), "clock_mhz": clock_mhz, "sampler": sampler, "seed": seed, "phase": "decode"}
-    store = ResultsStore(out, setup)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = store.study(DIRECTIONS, _sampler(sampler, seed))
-    run = int(study.user_attrs.get("runs", 0)) + 1
-    study.set_user_attr("runs", run)
-    _requeue_interrupted(study)
-    workers = workers or max(1, min(os.cpu_count() or 1, 4))
-    job0 = {"model": model, "quant": qs[0] if len(qs) == 1 else None, "board": b.name, "clock_mhz": clock_mhz,
-            "seed": seed}
+    workers = workers or _default_workers()
+    ex = _executor(ray, workers)  # first: an unreachable Ray fails before --out is touched
+    try:
+        store = ResultsStore(out, setup)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = store.study(DIRECTIONS, _sampler(sampler, seed))
+        run = int(study.user_attrs.get("runs", 0)) + 1
+        study.set_user_attr("runs", run)
+        _requeue_interrupted(study)
+        if not study.get_trials(deepcopy=False):
+            study.enqueue_trial(space.smallest(), user_attrs={"smallest": True})
+        job = {"model": model, "quant": qs[0] if len(qs) == 1 else None, "board": b.name, "clock_mhz": clock_mhz,
+               "seed": seed}
+        evaluated = [0]
+        try:
+            _loop(study, space, ex, job, store, bud, b.name, run, trials, workers, progress, on_trial, evaluated)
+        finally:
+            result = report.write(store, study, space, bud, setup, evaluated[0])
+    finally:
+        ex.close()
+    _check_any_feasible(result, bud)
+    return result
+
+
+def _loop(study, space, ex, job0, store, bud, board, run, trials, workers, progress, on_trial, evaluated) -> None:
+    """Ask, evaluate `workers` trials at once, tell, until the study holds `trials` finished ones."""
+    from optuna.trial import TrialState
+    from tqdm import tqdm
 
     def finished():
         return [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.FAIL)
                 and t.user_attrs.get("run") is not None]
 
-    if not study.get_trials(deepcopy=False):
-        study.enqueue_trial(space.smallest(), user_attrs={"smallest": True})
-    from tqdm import tqdm
-
     bar = tqdm(total=trials, initial=min(len(finished()), trials), desc="dse", unit="trial", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
-    evaluated = 0
-    ex = None
     try:
         pending: dict[int, object] = {}
         while len(finished()) + len(pending) < trials or pending:
@@ -168,16 +179,12 @@ def run_dse(model: str, *, board: str = "vck190", out: str | Path, quant=None, b
                 trial = study.ask()
                 point = space.suggest(trial)
                 same = _same_point(study, point, trial.number)
-                if same is not None:
-                    rec = _reuse(study, trial, same, bud, run)
-                else:
-                    if ex is None:
-                        ex = _executor(ray, workers)
+                if same is None:
                     ex.submit(trial.number, dict(job0, point=point))
                     pending[trial.number] = trial
-                    if trial.user_attrs.get("smallest"):
-                        smallest_open = True
+                    smallest_open = smallest_open or bool(trial.user_attrs.get("smallest"))
                     continue
+                rec = _reuse(study, trial, same, bud, run)
                 bar.update(1)
                 if on_trial:
                     on_trial(rec)
@@ -186,21 +193,20 @@ def run_dse(model: str, *, board: str = "vck190", out: str | Path, quant=None, b
             number, result = ex.next_done()
             trial = pending.pop(number)
             rec = _record_result(study, trial, result, store, bud, run)
-            evaluated += 1
+            evaluated[0] += 1
             bar.update(1)
             if rec["state"] == "complete":
                 bar.set_postfix_str(f"last {rec['tokens_per_s']:.3g} tok/s")
             if trial.user_attrs.get("smallest"):
-                _check_smallest(rec, bud, b.name)
+                _check_smallest(rec, bud, board)
             if on_trial:
                 on_trial(rec)
     finally:
         bar.close()
-        if ex is not None:
-            ex.close()
-        result = report.write(store, study, space, bud, setup, evaluated)
-    _check_any_feasible(result, bud)
-    return result
+
+
+def _default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 def _requeue_interrupted(study) -> None:

@@ -199,6 +199,9 @@ def cmd_dse(args) -> int:
                 trials=args.trials, workers=args.workers, ray=args.ray, sampler=args.sampler, seed=args.seed,
                 clock_mhz=args.clock_mhz)
     print(r.summary())
+    if r.trials and not any(t["state"] == "complete" for t in r.trials):
+        print(f"mambaflow dse: every trial failed; the first: {r.failed[0].get('error')}", file=sys.stderr)
+        return EXIT_CHECK
     return 0
 
 
