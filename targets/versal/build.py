@@ -49,6 +49,7 @@ from . import outdir
 from .fit import FitReport, check_fit
 from .project import KernelSpec, ProjectSpec, write_project
 from .reports import SynthReport, parse_csynth
+from .vs_csynth import SideBySide, side_by_side
 from .vitis import detect_vitis, hls_tools, resolve_platform
 
 MODES = ("csim", "csynth", "cosim", "hw")
@@ -82,6 +83,8 @@ class BuildResult:
     fit: FitReport | None = None
     csim: CsimResult | None = None
     synth: SynthReport | None = None
+    estimate: object | None = None       # targets.estimate.Estimate of the scheduled design
+    vs_csynth: SideBySide | None = None  # the estimate beside the csynth report, per kernel
     missing_tools: list[str] = field(default_factory=list)
     commands_left: list[str] = field(default_factory=list)
     next_commands: list[str] = field(default_factory=list)
@@ -130,6 +133,8 @@ class BuildResult:
         L = self.check_lines()
         if self.synth is not None:
             L.append("csynth report:\n" + self.synth.table())
+        if self.vs_csynth is not None:
+            L.append(self.vs_csynth.table())
         L += [f"error: {e}" for e in self.errors]
         L += self.notes
         L.append(f"project: {self.out_dir}")
@@ -156,6 +161,7 @@ class BuildResult:
             "fit": self.fit.to_dict() if self.fit else None,
             "csim": self.csim.to_dict() if self.csim else None,
             "synth": self.synth.to_dict() if self.synth else None,
+            "vs_csynth": self.vs_csynth.to_dict() if self.vs_csynth else None,
             "missing_tools": self.missing_tools, "commands_left": self.commands_left,
             "next_commands": self.next_commands,
             "steps": [s.__dict__ for s in self.steps], "warnings": self.warnings, "errors": self.errors,
@@ -340,13 +346,22 @@ def vendor_flow(out: Path, mode: str, steps: BuildSteps, vitis=None, run_vendor_
                 result.commands_left = make_cmds[targets.index(t):]
                 break
         try:
-            result.synth = parse_csynth(out / "hls")
+            read_csynth(result, out / "hls")
             if result.synth.available:
                 steps.note(f"      part resources from Vitis: {result.synth.available}")
         except Exception as e:  # noqa: BLE001 - no report is an error only when csynth ran
             if mode != "csim":
                 result.errors.append(f"no csynth report: {e}")
         steps.done("vendor", t0, "failed" if result.errors else "ok")
+
+
+def read_csynth(result: BuildResult, report_dir: Path) -> None:
+    """The csynth reports under `report_dir` into `result.synth` and, when the build has
+    the design's estimate, the two side by side (targets.versal.vs_csynth) into
+    `result.vs_csynth`; raises ReportError when there is no report."""
+    result.synth = parse_csynth(report_dir)
+    if result.estimate is not None:
+        result.vs_csynth = side_by_side(result.estimate, result.synth)
 
 
 def finish_build(out: Path, result: BuildResult) -> None:
@@ -439,6 +454,12 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     # 3. fit, before any tool runs
     t0 = st.start(f"check resources against {b.name}")
     result.fit = fit_kernel(code.resources, code.ports, b, st)
+    from ..estimate import estimate
+
+    try:  # set beside csynth's report when it runs
+        result.estimate = estimate(design, b, clock_mhz=clock_mhz)
+    except MambaflowError as e:
+        st.warn([f"no estimate of the design ({e}): csynth's report will be shown alone"])
     st.done("fit", t0, "ok" if result.fit.fits else "failed")
 
     # 4. reference data + csim
