@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from mambaflow.models.config import PRESETS
 from mambaflow.schedules.recipes import accelerator_schedule
 from mambaflow.targets.estimate import estimate_model
 from mambaflow.targets.versal.build import BuildResult, read_csynth
 from mambaflow.targets.versal.reports import ReportError, parse_csynth
-from mambaflow.targets.versal.vs_csynth import Row, side_by_side
+from mambaflow.targets.versal.vs_csynth import Row, call_graph, side_by_side
 
 FIXTURE = Path(__file__).parent / "fixtures" / "csynth_tiny_mamba1"
 
@@ -56,10 +55,19 @@ def test_kernels_side_by_side(est):
     assert sbs.only_csynth == ["in_proj_Pipeline_S_i_j_j_outer"]
     assert "x_proj" in sbs.only_estimate and "in_proj" not in sbs.only_estimate
     assert {r.kernel for r in sbs.rows} == {"decode", "in_proj", "conv", "ssm", "lm_head", "layer_step"}
+    # Vitis counts a module with the instances it holds: with the call graph, the dataflow
+    # region's estimate is its own plus its processes'
+    calls = call_graph(est.design.module)
+    assert {"in_proj", "conv", "ssm", "out_proj"} <= calls["layer_step"] and not calls["in_proj"]
+    held = side_by_side(est, synth, calls)
+    want = est.kernel("layer_step").dsp + sum(est.kernel(c).dsp for c in calls["layer_step"])
+    assert held.row("layer_step", "DSP").estimate == want > sbs.row("layer_step", "DSP").estimate
+    assert held.row("in_proj", "DSP").estimate == k.dsp
 
 
 def test_build_prints_the_estimate_next_to_the_report(est, tmp_path):
-    r = BuildResult(out_dir=tmp_path, board="vck190", mode="csynth", top="decode", estimate=est)
+    r = BuildResult(out_dir=tmp_path, board="vck190", mode="csynth", top="decode", estimate=est,
+                    calls=call_graph(est.design.module))
     read_csynth(r, FIXTURE)
     text = r.report()
     assert "csynth report:" in text and "estimate vs csynth" in text

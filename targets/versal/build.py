@@ -49,7 +49,7 @@ from . import outdir
 from .fit import FitReport, check_fit
 from .project import KernelSpec, ProjectSpec, write_project
 from .reports import SynthReport, parse_csynth
-from .vs_csynth import SideBySide, side_by_side
+from .vs_csynth import SideBySide, call_graph, side_by_side
 from .vitis import detect_vitis, hls_tools, resolve_platform
 
 MODES = ("csim", "csynth", "cosim", "hw")
@@ -85,6 +85,7 @@ class BuildResult:
     synth: SynthReport | None = None
     estimate: object | None = None       # targets.estimate.Estimate of the scheduled design
     vs_csynth: SideBySide | None = None  # the estimate beside the csynth report, per kernel
+    calls: dict | None = None            # the design's call graph (vs_csynth.call_graph)
     missing_tools: list[str] = field(default_factory=list)
     commands_left: list[str] = field(default_factory=list)
     next_commands: list[str] = field(default_factory=list)
@@ -361,7 +362,7 @@ def read_csynth(result: BuildResult, report_dir: Path) -> None:
     `result.vs_csynth`; raises ReportError when there is no report."""
     result.synth = parse_csynth(report_dir)
     if result.estimate is not None:
-        result.vs_csynth = side_by_side(result.estimate, result.synth)
+        result.vs_csynth = side_by_side(result.estimate, result.synth, result.calls)
 
 
 def finish_build(out: Path, result: BuildResult) -> None:
@@ -458,6 +459,7 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
 
     try:  # set beside csynth's report when it runs
         result.estimate = estimate(design, b, clock_mhz=clock_mhz)
+        result.calls = call_graph(design.module)
     except MambaflowError as e:
         st.warn([f"no estimate of the design ({e}): csynth's report will be shown alone"])
     st.done("fit", t0, "ok" if result.fit.fits else "failed")

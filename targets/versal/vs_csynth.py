@@ -10,7 +10,10 @@ for each kernel that both have, the estimator's figure beside Vitis' and the err
 - II: the largest achieved II of the kernel's pipelined loops (csynth: the largest
   `PipelineII` among the function's loops, nested ones included; the estimate: the
   largest `LoopEstimate.ii` among loops with a requested II);
-- DSP, LUT, BRAM18K: the function's resources (the top's: the whole design's).
+- DSP, LUT, BRAM18K: the function's resources. Vitis reports a module with the
+  instances it holds, so a kernel that calls others (a dataflow region such as
+  `layer_step`) is given the estimate of itself plus every function it calls, each once
+  (the resource model's "one hardware instance per function"); the top is the whole design.
 
 A figure one side lacks (Vitis writes `undef` for a data-dependent latency, a kernel with
 no pipelined loop has no II) is shown as `?` with no error. Functions only Vitis has
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ...flow.effects import callee
+from ...flow.mlir import funcs, walk
 from .reports import KernelReport, LoopReport, SynthReport
 
 METRICS = ("latency", "II", "DSP", "LUT", "BRAM18K")
@@ -96,9 +101,31 @@ def estimate_ii(k) -> int | None:
     return max(iis) if iis else None
 
 
-def side_by_side(est, synth: SynthReport) -> SideBySide:
-    """Match the estimate's kernels (`Estimate.kernels`) with the report's functions by name."""
+def call_graph(module) -> dict[str, set[str]]:
+    """function -> the functions it calls, directly or through others."""
+    fs = funcs(module)
+    direct = {n: {callee(o) for o in walk(f) if o.name == "func.call" and callee(o) in fs} for n, f in fs.items()}
+    out = {}
+    for n in fs:
+        seen, todo = set(), list(direct[n])
+        while todo:
+            c = todo.pop()
+            if c not in seen:
+                seen.add(c)
+                todo += direct[c]
+        out[n] = seen
+    return out
+
+
+def side_by_side(est, synth: SynthReport, calls: dict[str, set[str]] | None = None) -> SideBySide:
+    """Match the estimate's kernels (`Estimate.kernels`) with the report's functions by
+    name; `calls` (`call_graph` of the design) adds callees to a kernel's resources."""
     by_name = {k.name: k for k in synth.kernels}
+    mine_by = {k.name: k for k in est.kernels}
+
+    def total(k, attr: str) -> int:
+        return getattr(k, attr) + sum(getattr(mine_by[c], attr) for c in (calls or {}).get(k.name, ()) if c in mine_by)
+
     rows: list[Row] = []
     top = by_name.get(synth.top)
     if top is not None:
@@ -113,8 +140,9 @@ def side_by_side(est, synth: SynthReport) -> SideBySide:
             continue
         mine.append(k.name)
         rows += [Row(k.name, "latency", k.cycles, s.latency_worst), Row(k.name, "II", estimate_ii(k), synth_ii(s)),
-                 Row(k.name, "DSP", k.dsp, s.resources.get("DSP")), Row(k.name, "LUT", k.lut, s.resources.get("LUT")),
-                 Row(k.name, "BRAM18K", k.bram18k, s.resources.get("BRAM_18K"))]
+                 Row(k.name, "DSP", total(k, "dsp"), s.resources.get("DSP")),
+                 Row(k.name, "LUT", total(k, "lut"), s.resources.get("LUT")),
+                 Row(k.name, "BRAM18K", total(k, "bram18k"), s.resources.get("BRAM_18K"))]
     names = {k.name for k in est.kernels} | {synth.top}
     return SideBySide(rows, only_csynth=sorted(set(by_name) - names),
                       only_estimate=sorted({k.name for k in est.kernels} - set(by_name) - {synth.top}))
