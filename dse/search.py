@@ -274,13 +274,15 @@ def _need(rec: dict, bud: Budget) -> str:
     return "; ".join(f"{r} {rec['resources'][r]:,} > {bud.limit(r):,}" for r in rec["over"])
 
 
+_BRAM_UNITS = " (bram= counts BRAM36 blocks, two BRAM18K each; bram18k= counts BRAM18K)"
+
+
 def _check_smallest(rec: dict, bud: Budget, board: str) -> None:
     if rec["state"] == "complete" and rec["over"]:
         raise BudgetError(
             f"no design in the search space meets the budget on {board}: the smallest one (trial {rec['number']}: "
-            f"{describe(rec['point'])}) needs {_need(rec, bud)}; raise --budget "
-            f"{', '.join(rec['over'])} at least to that (bram counts BRAM36, bram18k BRAM18K), or drop --budget "
-            "to use the board's resources")
+            f"{describe(rec['point'])}) needs {_need(rec, bud)}; raise --budget {' and '.join(rec['over'])} at least "
+            f"to that{_BRAM_UNITS if 'bram18k' in rec['over'] else ''}, or drop --budget to use the board's resources")
 
 
 def _check_any_feasible(result: DseResult, bud: Budget) -> None:
@@ -289,4 +291,5 @@ def _check_any_feasible(result: DseResult, bud: Budget) -> None:
         over = sorted({r for t in done for r in t["over"]})
         need = ", ".join(f"{r} {min(t['resources'][r] for t in done):,} > {bud.limit(r):,}" for r in over)
         raise BudgetError(f"none of the {len(done)} designs estimated meets the budget on {result.board}: the smallest "
-                          f"needs {need}; raise --budget for {', '.join(over)}, or drop --budget")
+                          f"needs {need}; raise --budget for {' and '.join(over)}"
+                          f"{_BRAM_UNITS if 'bram18k' in over else ''}, or drop --budget")

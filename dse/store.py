@@ -50,7 +50,7 @@ def log_hash(text: str) -> str:
 class ResultsStore:
     def __init__(self, out: str | Path, setup: dict):
         self.out = Path(out).expanduser().resolve()
-        self.setup = setup
+        self.setup = json.loads(json.dumps(setup))  # as it reads back (tuples are lists)
         self._claim()
 
     def _claim(self) -> None:
