@@ -16,10 +16,13 @@ finished are never evaluated again, and trials an interrupt left running are rec
 failed ("interrupted") and their points asked again. A point equal to one already
 evaluated takes that trial's result instead of running again.
 
-Bad input: the search first evaluates the smallest point of the space alone; when it is
-over the budget, no design is within it, and a BudgetError names the resources and that
-design's need. A trial that raises is recorded as failed with its error (a user
-attribute of the trial) and the search goes on.
+The first trial of a new study is the least parallel point of the space (every factor 1,
+the largest II, no dataflow), a baseline. Resources are not monotone in the factors (a
+row buffer can let narrow multipliers go to LUTs, say), so that point is not assumed to
+be the smallest design: when no trial meets the budget, the BudgetError is raised after
+the search (its results written) and names, per resource, the smallest need any design
+had. A trial that raises is recorded as failed with its error (a user attribute of the
+trial) and the search goes on.
 """
 
 from __future__ import annotations
@@ -58,8 +61,10 @@ class DseResult:
 
     def summary(self) -> str:
         done = [t for t in self.trials if t["state"] == "complete"]
-        L = [f"dse on {self.board}: {len(self.trials)} trials ({len(done)} estimated, {len(self.failed)} failed, "
-             f"{self.evaluated} evaluated in this run); budget: {self.budget.describe()}"]
+        cut = sum(t["state"] == "interrupted" for t in self.trials)
+        L = [f"dse on {self.board}: {len(self.trials)} trials ({len(done)} estimated, {len(self.failed)} failed"
+             + (f", {cut} interrupted and asked again" if cut else "")
+             + f"; {self.evaluated} evaluated in this run); budget: {self.budget.describe()}"]
         if self.pareto:
             L.append(f"pareto front ({len(self.pareto)} designs within the budget):")
             L.append(f"  {'trial':>5} {'tokens/s':>10} {'bound':>7} {'DSP':>7} {'LUT':>9} {'BRAM18K':>8}")
@@ -144,7 +149,7 @@ def run_dse(model: str, *, board: str = "vck190", out: str | Path, quant=None, b
         study.set_user_attr("runs", run)
         _requeue_interrupted(study)
         if not study.get_trials(deepcopy=False):
-            study.enqueue_trial(space.smallest(), user_attrs={"smallest": True})
+            study.enqueue_trial(space.smallest(), user_attrs={"baseline": True})
         job = {"model": model, "quant": qs[0] if len(qs) == 1 else None, "board": b.name, "clock_mhz": clock_mhz,
                "seed": seed}
         evaluated = [0]
@@ -172,17 +177,13 @@ def _loop(study, space, ex, job0, store, bud, board, run, trials, workers, progr
     try:
         pending: dict[int, object] = {}
         while len(finished()) + len(pending) < trials or pending:
-            smallest_open = any(t.user_attrs.get("smallest") and t.state == TrialState.RUNNING
-                                for t in study.get_trials(deepcopy=False))
-            while len(finished()) + len(pending) < trials and len(pending) < workers and not (
-                    pending and smallest_open):
+            while len(finished()) + len(pending) < trials and len(pending) < workers:
                 trial = study.ask()
                 point = space.suggest(trial)
                 same = _same_point(study, point, trial.number)
                 if same is None:
                     ex.submit(trial.number, dict(job0, point=point))
                     pending[trial.number] = trial
-                    smallest_open = smallest_open or bool(trial.user_attrs.get("smallest"))
                     continue
                 rec = _reuse(study, trial, same, bud, run)
                 bar.update(1)
@@ -197,8 +198,6 @@ def _loop(study, space, ex, job0, store, bud, board, run, trials, workers, progr
             bar.update(1)
             if rec["state"] == "complete":
                 bar.set_postfix_str(f"last {rec['tokens_per_s']:.3g} tok/s")
-            if trial.user_attrs.get("smallest"):
-                _check_smallest(rec, bud, board)
             if on_trial:
                 on_trial(rec)
     finally:
@@ -216,7 +215,7 @@ def _requeue_interrupted(study) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)
         if t.params:
-            study.enqueue_trial(t.params, user_attrs={k: v for k, v in t.user_attrs.items() if k == "smallest"})
+            study.enqueue_trial(t.params, user_attrs={k: v for k, v in t.user_attrs.items() if k == "baseline"})
 
 
 def _same_point(study, point: dict, number: int):
@@ -237,7 +236,7 @@ def _reuse(study, trial, same, bud: Budget, run: int) -> dict:
     from . import report
 
     for k, v in same.user_attrs.items():
-        if k not in ("smallest", "run"):
+        if k not in ("baseline", "run"):
             trial.set_user_attr(k, v)
     trial.set_user_attr("reused_from", same.number)
     trial.set_user_attr("run", run)
@@ -270,26 +269,27 @@ def _record_result(study, trial, result: dict, store: ResultsStore, bud: Budget,
     return report.record(study.get_trials(deepcopy=False)[trial.number], bud)
 
 
-def _need(rec: dict, bud: Budget) -> str:
-    return "; ".join(f"{r} {rec['resources'][r]:,} > {bud.limit(r):,}" for r in rec["over"])
-
-
 _BRAM_UNITS = " (bram= counts BRAM36 blocks, two BRAM18K each; bram18k= counts BRAM18K)"
 
 
-def _check_smallest(rec: dict, bud: Budget, board: str) -> None:
-    if rec["state"] == "complete" and rec["over"]:
-        raise BudgetError(
-            f"no design in the search space meets the budget on {board}: the smallest one (trial {rec['number']}: "
-            f"{describe(rec['point'])}) needs {_need(rec, bud)}; raise --budget {' and '.join(rec['over'])} at least "
-            f"to that{_BRAM_UNITS if 'bram18k' in rec['over'] else ''}, or drop --budget to use the board's resources")
-
-
 def _check_any_feasible(result: DseResult, bud: Budget) -> None:
+    """No estimated design within the budget: which resources, and the smallest need of each."""
     done = [t for t in result.trials if t["state"] == "complete"]
-    if done and not any(t["feasible"] for t in done):
-        over = sorted({r for t in done for r in t["over"]})
-        need = ", ".join(f"{r} {min(t['resources'][r] for t in done):,} > {bud.limit(r):,}" for r in over)
-        raise BudgetError(f"none of the {len(done)} designs estimated meets the budget on {result.board}: the smallest "
-                          f"needs {need}; raise --budget for {' and '.join(over)}"
-                          f"{_BRAM_UNITS if 'bram18k' in over else ''}, or drop --budget")
+    if not done or any(t["feasible"] for t in done):
+        return
+    over = sorted({r for t in done for r in t["over"]}, key=list(bud.excess({})).index)
+    need = {r: min(done, key=lambda t: t["resources"][r]) for r in over}
+    short = [r for r in over if need[r]["resources"][r] > bud.limit(r)]  # over in every design
+    if short:
+        what = "; ".join(f"{r}: the smallest need is {need[r]['resources'][r]:,} (trial {need[r]['number']}) > "
+                         f"{bud.limit(r):,}" for r in short)
+        fix = f"raise --budget {' and '.join(short)} at least to that"
+    else:  # each design is over in one resource or another
+        close = min(done, key=lambda t: max(t["resources"][r] / max(bud.limit(r), 1) for r in over))
+        what = (f"every design is over in one of {', '.join(over)}; the closest, trial {close['number']}, needs "
+                + ", ".join(f"{r} {close['resources'][r]:,} (budget {bud.limit(r):,})" for r in over))
+        fix = f"raise --budget for {' or '.join(over)}"
+        short = over
+    units = _BRAM_UNITS if "bram18k" in short else ""
+    raise BudgetError(f"none of the {len(done)} designs estimated meets the budget on {result.board}: {what}; "
+                      f"{fix}{units}, or drop --budget to use the board's resources")

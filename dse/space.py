@@ -39,7 +39,7 @@ SSM_KINDS = ("conv", "ssm")
 class Knob:
     name: str
     choices: tuple
-    smallest: Any   # the value of the least parallel, least buffered design
+    smallest: Any   # the value of the least parallel design (the baseline trial)
 
 
 @dataclass(frozen=True)

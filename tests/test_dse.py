@@ -147,15 +147,16 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path):
 
 def test_budget_no_design_meets(tmp_path):
     with pytest.raises(BudgetError) as e:
-        run_dse(MODEL, board="vck190", out=tmp_path / "b", budget="dsp=10,lut=1k", trials=8, workers=2,
+        run_dse(MODEL, board="vck190", out=tmp_path / "b", budget="dsp=10,lut=1k", trials=3, workers=2,
                 progress=False)
-    doc = json.loads((tmp_path / "b" / "results.json").read_text())
+    doc = json.loads((tmp_path / "b" / "results.json").read_text())  # written before the error
     done = [t for t in doc["trials"] if t["state"] == "complete"]
-    assert len(done) == 1  # the smallest design alone was evaluated, then the search stopped
-    need = done[0]["resources"]
+    assert len(done) == 3 and not any(t["feasible"] for t in done)
     msg = str(e.value)
-    assert "smallest" in msg and f"dsp {need['dsp']:,} > 10" in msg and f"lut {need['lut']:,} > 1,000" in msg
-    assert "bram18k" not in msg.split("needs", 1)[1].split("; raise")[0]  # only the resources that are over
+    for r, limit in (("dsp", "10"), ("lut", "1,000")):
+        least = min(done, key=lambda t: t["resources"][r])
+        assert f"{r}: the smallest need is {least['resources'][r]:,} (trial {least['number']}) > {limit}" in msg
+    assert "bram18k" not in msg and "raise --budget dsp and lut" in msg
 
 
 def test_budget_syntax():
