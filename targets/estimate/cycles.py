@@ -336,9 +336,13 @@ class Timer:
         if n.startswith("affine."):
             amap = ir.AffineMapAttr(op.attributes["map"]).value
             idx = list(op.operands)[2:] if write else list(op.operands)[1:]
-            names = {_iv(L): f"u{i}" for i, (L, _) in enumerate(unrolled)}
+            names = {_iv(L): f"o{i}" for i, L in enumerate(_enclosing(op))}
+            names.update({a: f"a{i}" for i, a in enumerate(self.funcs[self._fn].regions[0].blocks[0].arguments)
+                          if isinstance(a.type, ir.IndexType)})
+            names.update({_iv(L): f"u{i}" for i, (L, _) in enumerate(unrolled)})
             lins = Space("est", names).lin_map(amap, idx)
         trips = {f"u{i}": t for i, (_, t) in enumerate(unrolled)}
+        mult = min(mult, _distinct(lins, trips, mult))  # copies at one address are one access
         if mem.kind == "maxi":
             key = (mem.bundle or mem.name, "w" if write else "r")
             b.beats[key] = b.beats.get(key, 0) + _beats(mem, lins, trips, mult)
@@ -463,6 +467,15 @@ def _ops_in(block):
                 yield from _ops_in(b)
 
 
+def _enclosing(op) -> list:
+    out, p = [], op.parent
+    while p is not None and p.name != "func.func":
+        if p.name == "affine.for":
+            out.append(p)
+        p = p.parent
+    return out
+
+
 def _has_loops(block) -> bool:
     return any(o.name in ("affine.for", "scf.for") for o in _ops_in(block))
 
@@ -481,6 +494,16 @@ def _path(loop) -> str:
     for n in reversed(names):
         out += n if n.endswith(":") or not out or out.endswith(":") else "." + n
     return out
+
+
+def _distinct(lins, trips: dict, copies: int) -> int:
+    """How many different addresses the unrolled copies of one access touch."""
+    if lins is None or any(l is None for l in lins):
+        return copies
+    n = 1
+    for var in {v for l in lins for v, c in l.items() if v is not None and c}:
+        n *= trips.get(var, 1)
+    return n
 
 
 def _banks_hit(mem: Mem, lins, trips: dict) -> int:
