@@ -536,10 +536,11 @@ def _beats(mem: Mem, lins, trips: dict, copies: int) -> float:
     along the last dimension at unit stride are contiguous and share beats."""
     run = 1
     if lins is not None and lins and lins[-1] is not None:
-        for var, coeff in lins[-1].items():
-            if var is not None and abs(coeff) == 1 and all(
-                    var not in (l or {}) for l in lins[:-1]):
-                run = max(run, trips.get(var, 1))
+        # unrolled loops nest into one run when each steps by the run below it
+        steps = {abs(c): trips[v] for v, c in lins[-1].items()
+                 if v in trips and c and all(v not in (l or {}) for l in lins[:-1])}
+        while run in steps:
+            run *= steps.pop(run)
     run = min(run, copies)
     per_beat = max(1, mem.port_bits // mem.bits)
     return (copies / run) * math.ceil(run / per_beat)
