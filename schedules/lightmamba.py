@@ -24,11 +24,9 @@ packed ports with `beat_bits=256` and the estimate runs at 400 MHz (`LIGHTMAMBA`
 
 from __future__ import annotations
 
-from torch_mlir import ir
-
-from ..flow.mlir import funcs, walk
+from ..flow.mlir import funcs
 from . import deps as dp
-from .recipes import (LINEAR_KINDS, _divisor_at_most, accumulators, large_buffers_to_uram,
+from .recipes import (LINEAR_KINDS, _divisor_at_most, accumulators, feed_pipelines, large_buffers_to_uram,
                       layer_pipeline_schedule, linear_parallel_schedule, ssm_serial_schedule)
 from .schedule import Schedule, customize
 
@@ -47,43 +45,6 @@ def _gemm_bands(s: Schedule, kernel: str):
         if len(names) == 3 and names[1] == ln:
             out.append((band, names[0], names[1], names[2], buf))
     return out
-
-
-def _feed(s: Schedule, kernel: str, loop: str, factor: int) -> None:
-    """Partition every on-chip buffer a pipelined iteration of `loop` reads at several
-    addresses along its last dimension (activations, group scales), cyclically by the
-    number it reads, so each access has a bank of its own."""
-    from ..dialects import directives as D
-
-    L = s.loop(loop).op
-    inner = {dp.loop_iv(o): dp.trip_count(o) or 1 for o in walk(L) if o.name == "affine.for"}
-    fn = funcs(s.module)[kernel]
-    names = {ref.value: name for name, ref in s._buffers(fn, kernel).items()}
-    done = set()
-    for o in walk(L):
-        if o.name != "affine.load" or o.operands[0] in done:
-            continue
-        v = o.operands[0]
-        name = names.get(v)
-        if name is None or v.owner is None or not hasattr(v.owner, "name") or \
-                v.owner.name not in ("memref.alloc", "memref.alloca"):
-            continue  # ports stay unpartitioned (HLS 214-126)
-        shape = v.type.shape
-        if len(shape) == 0 or D.partitions_of(D.BufferRef(fn, alloc_op=v.owner.operation)):
-            continue
-        amap = ir.AffineMapAttr(o.attributes["map"]).value
-        lins = dp.Space("f", {iv: f"v{i}" for i, iv in enumerate(inner)}).lin_map(amap, list(o.operands)[1:])
-        last = lins[-1] if lins else None
-        if last is None:
-            continue
-        n = 1
-        for i, iv in enumerate(inner):
-            if last.get(f"v{i}"):
-                n *= inner[iv]
-        f = _divisor_at_most(shape[-1], min(n, factor))
-        if f > 1:
-            s.partition(f"{kernel}:{name}", "cyclic", dim=len(shape), factor=f)
-            done.add(v)
 
 
 def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int = 2) -> Schedule:
@@ -105,13 +66,13 @@ def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int =
             if per > 1:
                 jo, _ = s.split(f"{k}:{band}.{j}", per)
                 s.pipeline(jo, ii=1)
-                _feed(s, k, f"{k}:{band}.{j}.outer", per * group)
             else:
                 s.pipeline(f"{k}:{band}.{j}", ii=1)
     if float_linear:  # a float design: the MAC arrays of linear_parallel, `macs` wide
         linear_parallel_schedule(s, tile=macs)
     ssm_serial_schedule(s, lanes=ssm_lanes)
     layer_pipeline_schedule(s, depth=depth)
+    feed_pipelines(s, cap=macs)
     large_buffers_to_uram(s)
     return s
 

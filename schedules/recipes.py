@@ -471,6 +471,61 @@ def large_buffers_to_uram(design, min_bytes: int = URAM_MIN_BYTES) -> Schedule:
     return s
 
 
+def feed_pipelines(design, cap: int = 64) -> Schedule:
+    """Partition every local buffer that one iteration of a pipelined loop reads or
+    writes at several addresses (the copies of the loops it unrolls), cyclically along
+    the dimension those copies spread over, by their number (at most `cap`): each access
+    gets a bank of its own, so the loop reaches its II instead of waiting for the two
+    ports of one BRAM (the 'ports' reason of the estimate). Ports stay unpartitioned
+    (HLS 214-126) and a buffer already partitioned keeps its partitioning."""
+    from ..dialects import directives as D
+
+    s = customize(design)
+    for k in s.kernels():
+        fn = funcs(s.module)[k]
+        locals_ = {ref.value: name for name, ref in s._buffers(fn, k).items() if ref.alloc_op is not None}
+        done = set()
+        for L in [o for o in walk(fn) if o.name == "affine.for" and D.get_pipeline(o) is not None]:
+            inner = {dp.loop_iv(o): dp.trip_count(o, bound=True) or 1 for o in walk(L) if o.name == "affine.for"}
+            if not inner:
+                continue
+            names = {iv: f"v{i}" for i, iv in enumerate(inner)}
+            for o in walk(L):
+                if o.name not in ("affine.load", "affine.store"):
+                    continue
+                v = o.operands[0] if o.name == "affine.load" else o.operands[1]
+                if v not in locals_ or v in done:
+                    continue
+                ref = s._buffers(fn, k)[locals_[v]]
+                if D.partitions_of(ref):
+                    continue
+                amap = ir.AffineMapAttr(o.attributes["map"]).value
+                idx = list(o.operands)[1:] if o.name == "affine.load" else list(o.operands)[2:]
+                lins = dp.Space("feed", names).lin_map(amap, idx)
+                shape = ref.type.shape
+                best = (1, None)
+                for d, lin in enumerate(lins):
+                    if lin is None or d >= len(shape):
+                        continue
+                    n = 1
+                    for iv, var in names.items():
+                        if lin.get(var):
+                            n *= inner[iv]
+                    if n > best[0]:
+                        best = (n, d)
+                n, d = best
+                if d is None:
+                    continue
+                f = _divisor_at_most(shape[d], min(n, cap))
+                if f > 1:
+                    s.partition(f"{k}:{locals_[v]}", "cyclic", dim=d + 1, factor=f)
+                    done.add(v)
+                    fn = funcs(s.module)[k]
+                    locals_ = {ref.value: name for name, ref in s._buffers(fn, k).items()
+                               if ref.alloc_op is not None}
+    return s
+
+
 def linear_parallel(design, **kw):
     linear_parallel_schedule(design, **kw)
     return design
