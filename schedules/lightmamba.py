@@ -24,10 +24,10 @@ packed ports with `beat_bits=256` and the estimate runs at 400 MHz (`LIGHTMAMBA`
 
 from __future__ import annotations
 
-from ..flow.mlir import funcs
+from ..flow.mlir import funcs, walk
 from . import deps as dp
-from .recipes import (LINEAR_KINDS, _divisor_at_most, accumulators, feed_pipelines, large_buffers_to_uram,
-                      layer_pipeline_schedule, linear_parallel_schedule, ssm_serial_schedule)
+from .recipes import (LINEAR_KINDS, _divisor_at_most, _matvec_bands, accumulators, feed_pipelines, large_buffers_to_uram,
+                      layer_pipeline_schedule, linear_parallel_schedule, ssm_serial_schedule, widen_copies)
 from .schedule import Schedule, customize
 
 #: the published design point the recipe mirrors (the calibration of the estimate)
@@ -47,6 +47,12 @@ def _gemm_bands(s: Schedule, kernel: str):
     return out
 
 
+def _integer(s: Schedule, kernel: str) -> bool:
+    """Whether the kernel's arithmetic is integer (a quantized design)."""
+    fn = funcs(s.module)[kernel]
+    return not any(o.name in ("arith.mulf", "arith.addf") for o in walk(fn))
+
+
 def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int = 2) -> Schedule:
     """See the module docstring."""
     s = customize(design)
@@ -56,7 +62,22 @@ def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int =
             continue
         bands = _gemm_bands(s, k)
         if not bands:
-            float_linear = True
+            if not _matvec_bands(s, k):
+                continue
+            if not _integer(s, k):
+                float_linear = True
+                continue
+            # a 2-deep integer matvec (lm_head): `macs` weights a cycle, straight from m_axi
+            for band, i, j, acc, _ in _matvec_bands(s, k):
+                n = dp.trip_count(s.loop(f"{k}:{band}.{j}").op) or 1
+                t = _divisor_at_most(n, macs)
+                s.buffer_at(f"{k}:{acc}", f"{k}:{band}.{i}")
+                if t > 1:
+                    jo, ji = s.split(f"{k}:{band}.{j}", t)
+                    s.unroll(ji, 0)
+                    s.pipeline(jo, ii=1)
+                else:
+                    s.pipeline(f"{k}:{band}.{j}", ii=1)
             continue
         for band, i, j, e, acc in bands:
             group = dp.trip_count(s.loop(f"{k}:{band}.{e}").op) or 1
@@ -71,6 +92,7 @@ def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int =
     if float_linear:  # a float design: the MAC arrays of linear_parallel, `macs` wide
         linear_parallel_schedule(s, tile=macs)
     ssm_serial_schedule(s, lanes=ssm_lanes)
+    widen_copies(s)
     layer_pipeline_schedule(s, depth=depth)
     feed_pipelines(s, cap=macs)
     large_buffers_to_uram(s)

@@ -38,7 +38,7 @@ from torch_mlir import ir
 from ...dialects import directives as D
 from ...flow.effects import STREAM_READ, STREAM_WRITE, callee
 from ...flow.mlir import str_attr
-from ...schedules.deps import Space, carried_dependences, trip_count
+from ...schedules.deps import Space, carried_dependences, spread_lin, trip_count
 from ..hls.cxx import element_bits, int_width
 from ..hls.resources import NARROW_MUL_BITS, significant_bits
 from . import latency as LT
@@ -332,15 +332,16 @@ class Timer:
         mem = self.mems.of(self._fn, memv)
         if mem is None:
             return
-        lins = None
+        idx = list(op.operands)[2:] if write else list(op.operands)[1:]
+        names = {_iv(L): f"o{i}" for i, L in enumerate(_enclosing(op))}
+        names.update({a: f"a{i}" for i, a in enumerate(self.funcs[self._fn].regions[0].blocks[0].arguments)
+                      if isinstance(a.type, ir.IndexType)})
+        names.update({_iv(L): f"u{i}" for i, (L, _) in enumerate(unrolled)})
+        space = Space("est", names)
         if n.startswith("affine."):
-            amap = ir.AffineMapAttr(op.attributes["map"]).value
-            idx = list(op.operands)[2:] if write else list(op.operands)[1:]
-            names = {_iv(L): f"o{i}" for i, L in enumerate(_enclosing(op))}
-            names.update({a: f"a{i}" for i, a in enumerate(self.funcs[self._fn].regions[0].blocks[0].arguments)
-                          if isinstance(a.type, ir.IndexType)})
-            names.update({_iv(L): f"u{i}" for i, (L, _) in enumerate(unrolled)})
-            lins = Space("est", names).lin_map(amap, idx)
+            lins = space.lin_map(ir.AffineMapAttr(op.attributes["map"]).value, idx)
+        else:
+            lins = [spread_lin(v, space) for v in idx]
         trips = {f"u{i}": t for i, (_, t) in enumerate(unrolled)}
         mult = min(mult, _distinct(lins, trips, mult))  # copies at one address are one access
         if mem.kind == "maxi":
