@@ -2,6 +2,7 @@
 
     mambaflow run      capture, lower and JIT a model; generate on llvm and on torch; check
     mambaflow build    one shot to a Versal project: HLS C++, csim, Vitis project, reports
+    mambaflow estimate how fast a schedule runs on the board: cycles, II, off-chip bytes, tokens/s
     mambaflow dse      search schedules under a board's resources (Optuna; local pool or Ray)
     mambaflow train    train a byte-level Mamba on the CPython text corpus
     mambaflow cache    show (info) or empty (clear) the cache of captures and compiled code
@@ -286,6 +287,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --speculative: tokens the host generates and checks against PyTorch (default 32)")
     build.set_defaults(fn=cmd_build)
 
+    est = sub.add_parser("estimate", help="analytic QoR estimate of a scheduled design on a board: cycles per kernel, "
+                         "achieved II and why, dataflow stalls, off-chip bytes per token, tokens/s",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog="schedule recipes (--schedule NAME):\n" + describe())
+    est.add_argument("--model", default="mamba2-130m",
+                     help="preset name, shipped model or checkpoint directory (default mamba2-130m)")
+    est.add_argument("--quant", choices=["w8a8", "w4a4"], help="estimate the integer design (captured with one layer, "
+                     "estimated with the model's layer count)")
+    est.add_argument("--board", choices=sorted(BOARDS), default="vck190")
+    est.add_argument("--schedule", metavar="RECIPE|FILE.py|LOG.json", default="accelerator",
+                     help="as for build (default accelerator)")
+    est.add_argument("--phase", choices=["decode", "verify", "prefill"], default="decode")
+    est.add_argument("--nodes", type=_int_at_least(1), default=None,
+                     help="verify: tree nodes T (default 8); prefill: the chunk length (default 16)")
+    est.add_argument("--accepted", type=_finite_float(0.0, low_open=True), default=None,
+                     help="verify: tokens accepted per pass (default 1; benchmarks/speculative.py measures it)")
+    est.add_argument("--clock", type=_finite_float(0.0, low_open=True), default=None, help="kernel clock in MHz")
+    est.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    est.set_defaults(fn=cmd_estimate)
+
     dse = sub.add_parser("dse", help="design-space exploration: schedules searched for tokens/s against DSP/LUT/BRAM "
                                      "under a board's resources (Optuna), on a local process pool or Ray",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -317,6 +338,22 @@ def build_parser() -> argparse.ArgumentParser:
     # `train` has its own parser (mambaflow.train); listed here for --help
     sub.add_parser("train", add_help=False, help="train a byte-level model (mambaflow train --help)")
     return parser
+
+
+def cmd_estimate(args) -> int:
+    from .models import zoo
+    from .targets.estimate import estimate_model
+
+    model = args.model
+    if model in zoo.SHIPPED or os.path.isdir(model):
+        model, _ = _load_model(model, 0)
+    if args.accepted is not None and args.phase != "verify":
+        raise UsageError("--accepted is the accepted length of a verify pass: add --phase verify or drop it")
+    e = estimate_model(model, board=args.board, quant=args.quant, schedule=args.schedule, phase=args.phase,
+                       T=args.nodes if args.phase != "decode" else None, clock_mhz=args.clock,
+                       tokens_per_pass=args.accepted, progress=not args.json)
+    print(e.to_json() if args.json else e.table())
+    return 0
 
 
 def _one_line(msg: str) -> str:

@@ -94,25 +94,31 @@ def gemm(q: Tensor, s: Tensor | None, w: Tensor, wsh1: Tensor, wsh2: Tensor | No
     T, K = q.shape
     N, nb = wsh1.shape
     g0 = K // nb
-    # (Σ_g q·w) << (a + s) + [b >= 0] (Σ_g q·w) << (b + s) = Σ_g q·w·m exactly (int64), with
-    # the multiplier m = 2^(a+s) + [b >= 0] 2^(b+s) (a, b >= 0 by construction, quant.ptq;
-    # b = -1: no second power): one reduction over (block, channel), every intermediate
-    # used once, so the flow fuses it into one nest and keeps neither the (T, N, blocks)
-    # partial sums (an N x K / g0 buffer on chip) nor the (T, N, K) products
-    # every operand is shaped (.., N, nb, 1) up front: no reshape between the elementwise
-    # ops and the reduction, which would stop their fusion
-    one = torch.ones((), dtype=i64)
-    scale = shl(one, wsh1.to(i64).reshape(1, N, nb, 1))
-    if wsh2 is not None:  # (1 << (b + 1)) >> 1 is 2^b for b >= 0 and 0 for b = -1
-        scale = scale + shr(shl(one, torch.clamp(wsh2.to(i64).reshape(1, N, nb, 1) + 1, min=0)), 1)
+    # (Σ_g q·w) << (a + s) + [b >= 0] (Σ_g q·w) << (b + s) = Σ_g (q·w << (a + s) + [b >= 0]
+    # q·w << (b + s)) exactly (int64; a, b >= 0 by construction, quant.ptq; b = -1: no
+    # second power): one reduction over (block, channel), every intermediate used once,
+    # so the flow fuses it into one nest and keeps neither the (T, N, blocks) partial
+    # sums (an N x K / g0 buffer on chip) nor the (T, N, K) products. The power-of-two
+    # scale is applied as shifts, not as a multiply by 2^a + 2^b: in hardware a shift-add
+    # (LUTs), as LightMamba builds it, where a variable 64-bit multiplier takes DSP58s.
+    # Every operand is shaped (.., N, nb, 1) up front: no reshape between the
+    # elementwise ops and the reduction, which would stop their fusion.
+    e1 = wsh1.to(i64).reshape(1, N, nb, 1)
+    e2 = wsh2.to(i64).reshape(1, N, nb, 1) if wsh2 is not None else None
     if s is not None:
         sa = s.to(i64)
         if a_group > g0:  # one activation group spans several blocks
             r = a_group // g0
             sa = sa[:, :, None].expand(T, sa.shape[1], r).reshape(T, nb)
-        scale = shl(scale, sa.reshape(T, 1, nb, 1))                      # (T, N, nb, 1)
+        sa = sa.reshape(T, 1, nb, 1)
+        e1 = e1 + sa                                                     # (T, N, nb, 1)
+        e2 = e2 + sa if e2 is not None else None
     qw = q.to(i64).reshape(T, 1, nb, g0) * w.to(i64).reshape(1, N, nb, g0)
-    return (qw * scale).sum((-2, -1))
+    out = shl(qw, e1)
+    if e2 is not None:  # b = -1 (e2 < sa): the second power is absent
+        present = wsh2.to(i64).reshape(1, N, nb, 1) >= 0
+        out = out + torch.where(present, shl(qw, torch.clamp(e2, min=0)), torch.zeros((), dtype=i64))
+    return out.sum((-2, -1))
 
 
 def _expanded_weight(w, wsh1, wsh2, g0):

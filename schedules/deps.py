@@ -189,6 +189,44 @@ class Space:
         return [_lin_expr(r, lins, m.n_dims) for r in m.results]
 
 
+def spread_lin(v: ir.Value, space: Space, depth: int = 12) -> Lin | None:
+    """How an index varies with the space's variables, for bank and beat analysis:
+    `space.lin_value`, also through integer casts, additions and multiplications by
+    constants, `x rem C` (taken as x: copies spanning fewer than C consecutive values
+    stay distinct, and C's divisors see the same residues) and `x div C` (taken as
+    constant: such copies share one quotient). None: unknown."""
+    got = space.lin_value(v)
+    if got is not None or depth == 0:
+        return got
+    o = v.owner
+    if isinstance(o, ir.Block):
+        return None
+    op = o.operation if hasattr(o, "operation") else o
+    n = op.name
+    if n in ("arith.index_cast", "arith.index_castui", "arith.extsi", "arith.extui", "arith.trunci"):
+        return spread_lin(op.operands[0], space, depth - 1)
+    if n in ("arith.remsi", "arith.remui") and _const_index(op.operands[1]) is not None:
+        return spread_lin(op.operands[0], space, depth - 1)
+    if n in ("arith.divsi", "arith.divui", "arith.floordivsi") and _const_index(op.operands[1]) is not None:
+        return {None: 0}
+    if n in ("arith.addi", "arith.subi", "arith.muli"):
+        a, b = (spread_lin(x, space, depth - 1) for x in op.operands)
+        if a is None or b is None:
+            return None
+        if n == "arith.muli":
+            for x, y in ((a, b), (b, a)):
+                if set(y) <= {None}:
+                    c = y.get(None, 0)
+                    return {k: c * w for k, w in x.items()}
+            return None
+        sign = -1 if n == "arith.subi" else 1
+        out = dict(a)
+        for k, w in b.items():
+            out[k] = out.get(k, 0) + sign * w
+        return out
+    return None
+
+
 # --------------------------------------------------------------------- accesses
 
 

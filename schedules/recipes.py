@@ -483,6 +483,111 @@ def large_buffers_to_uram(design, min_bytes: int = URAM_MIN_BYTES) -> Schedule:
     return s
 
 
+def feed_pipelines(design, cap: int = 64) -> Schedule:
+    """Partition every local buffer that one iteration of a pipelined loop reads or
+    writes at several addresses (the copies of the loops it unrolls), cyclically along
+    the dimension those copies spread over, by their number (at most `cap`): each access
+    gets a bank of its own, so the loop reaches its II instead of waiting for the two
+    ports of one BRAM (the 'ports' reason of the estimate). Ports stay unpartitioned
+    (HLS 214-126) and a buffer already partitioned keeps its partitioning."""
+    from ..dialects import directives as D
+
+    s = customize(design)
+    for k in s.kernels():
+        fn = funcs(s.module)[k]
+        locals_ = {ref.value: name for name, ref in s._buffers(fn, k).items() if ref.alloc_op is not None}
+        done = set()
+        for L in [o for o in walk(fn) if o.name == "affine.for" and D.get_pipeline(o) is not None]:
+            inner = {dp.loop_iv(o): dp.trip_count(o, bound=True) or 1 for o in walk(L) if o.name == "affine.for"}
+            if not inner:
+                continue
+            names = {iv: f"v{i}" for i, iv in enumerate(inner)}
+            for o in walk(L):
+                if o.name not in ("affine.load", "affine.store", "memref.load", "memref.store"):
+                    continue
+                v = o.operands[0] if o.name.endswith("load") else o.operands[1]
+                if v not in locals_ or v in done:
+                    continue
+                ref = s._buffers(fn, k)[locals_[v]]
+                if D.partitions_of(ref):
+                    continue
+                idx = list(o.operands)[1:] if o.name.endswith("load") else list(o.operands)[2:]
+                space = dp.Space("feed", names)
+                if o.name.startswith("affine."):
+                    lins = space.lin_map(ir.AffineMapAttr(o.attributes["map"]).value, idx)
+                else:
+                    lins = [dp.spread_lin(x, space) for x in idx]
+                shape = ref.type.shape
+                best = (1, None)
+                for d, lin in enumerate(lins):
+                    if lin is None or d >= len(shape):
+                        continue
+                    n = 1
+                    for iv, var in names.items():
+                        if lin.get(var):
+                            n *= inner[iv]
+                    if n > best[0]:
+                        best = (n, d)
+                n, d = best
+                if d is None:
+                    continue
+                f = _divisor_at_most(shape[d], min(n, cap))
+                if f > 1:
+                    s.partition(f"{k}:{locals_[v]}", "cyclic", dim=d + 1, factor=f)
+                    done.add(v)
+                    fn = funcs(s.module)[k]
+                    locals_ = {ref.value: name for name, ref in s._buffers(fn, k).items()
+                               if ref.alloc_op is not None}
+    return s
+
+
+def widen_copies(design, beat_bits: int = 512) -> Schedule:
+    """Copy loops between an m_axi port and a local buffer (buffer_at's tiles) move as
+    many elements a cycle as the local buffer's banks take (two ports each), up to one
+    AXI beat: the innermost copy loop split by that width, the inner part unrolled and
+    the outer pipelined. Unwidened, a copy moves one element a cycle: the 'm_axi one
+    element per cycle' the estimate reports for on-chip tiles."""
+    from ..dialects import directives as D
+    from ..flow.effects import bindings
+    from ..targets.hls.cxx import element_bits
+
+    s = customize(design)
+    top = s.top
+    for k in s.kernels():
+        fn = funcs(s.module)[k]
+        bound = bindings(funcs(s.module), top).get(k, {}) if top else {}
+        args = list(fn.regions[0].blocks[0].arguments)
+        ports = {a for i, a in enumerate(args) if bound.get(i)}
+        todo = []
+        for L in [o for o in walk(fn) if o.name == "affine.for"]:
+            body = [o.operation for o in L.regions[0].blocks[0].operations]
+            if D.get_pipeline(L) is not None or D.get_unroll(L) is not None or len(body) != 3:
+                continue
+            ld, st = body[0], body[1]
+            if ld.name != "affine.load" or st.name != "affine.store" or st.operands[0] != ld.results[0]:
+                continue
+            src, dst = ld.operands[0], st.operands[1]
+            local = dst if src in ports else src if dst in ports else None
+            owner = getattr(local, "owner", None) if local is not None else None
+            if owner is None or not hasattr(owner, "name") or owner.name not in ("memref.alloc", "memref.alloca"):
+                continue
+            ref = D.BufferRef(fn, alloc_op=owner.operation)
+            rank = len(ref.type.shape)
+            banks = max([p.factor for p in D.partitions_of(ref) if p.dim in (0, rank) and p.kind == "cyclic"],
+                        default=1)
+            per_beat = max(1, beat_bits // element_bits(ref.type.element_type))
+            n = dp.trip_count(L) or 1
+            w = _divisor_at_most(n, min(2 * banks, per_beat))
+            if w > 1:
+                todo.append(_path(s, k, L))
+                todo.append(w)
+        for path, w in zip(todo[::2], todo[1::2]):
+            lo, li = s.split(path, w)
+            s.unroll(li, 0)
+            s.pipeline(lo, ii=1)
+    return s
+
+
 def linear_parallel(design, **kw):
     linear_parallel_schedule(design, **kw)
     return design

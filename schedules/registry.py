@@ -19,6 +19,7 @@ from typing import Callable
 from ..errors import ScheduleError
 from . import recipes as R
 from .schedule import Schedule, customize
+from .lightmamba import lightmamba_schedule
 from .tree_buffer import tree_buffer
 from .verify_cpu import verify_cpu_schedule
 
@@ -47,6 +48,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("accelerator", R.accelerator_schedule,
            "linear_parallel + ssm_serial + layer_pipeline, weight rows and state tiles copied on chip before "
            "they are partitioned, buffers of 64 KiB or more in URAM: the LightMamba / SpecMamba structure"),
+    Recipe("lightmamba", lightmamba_schedule,
+           "LightMamba's published architecture (the estimate's calibration point): 64 4-bit MACs per cycle "
+           "on weights read straight from m_axi (one 256-bit beat), SSM 8 lanes, layer_pipeline, URAM"),
     Recipe("tree_buffer", tree_buffer,
            "verify designs captured with a FIFO: the state ring on-chip (BRAM/URAM), partitioned and "
            "pipelined; other designs unchanged"),

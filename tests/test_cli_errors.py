@@ -306,7 +306,11 @@ def test_build_directory_lifecycle_and_sigint(env, tmp_path):
     assert (r.stdout + r.stderr).count("csim PASS") == 1  # the csim report once
     assert (out / "build.json").exists() and not (out / "BUILD_INCOMPLETE").exists()
     assert not (out / "stale.dat").exists()
-    assert json.loads((out / "build.json").read_text())["exit_code"] == TOOLS
+    info = json.loads((out / "build.json").read_text())
+    assert info["exit_code"] == TOOLS
+    # the QoR estimate of the built design, in the report and in build.json
+    assert info["estimate"]["tokens_per_s"] > 0 and info["estimate"]["bound"] in ("compute", "memory")
+    assert "estimate: decode on vck190" in r.stdout
 
     forced = tmp_path / "theirs"
     forced.mkdir()

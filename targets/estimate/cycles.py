@@ -38,7 +38,7 @@ from torch_mlir import ir
 from ...dialects import directives as D
 from ...flow.effects import STREAM_READ, STREAM_WRITE, callee
 from ...flow.mlir import str_attr
-from ...schedules.deps import Space, carried_dependences, trip_count
+from ...schedules.deps import Space, carried_dependences, spread_lin, trip_count
 from ..hls.cxx import element_bits, int_width
 from ..hls.resources import NARROW_MUL_BITS, significant_bits
 from . import latency as LT
@@ -332,13 +332,18 @@ class Timer:
         mem = self.mems.of(self._fn, memv)
         if mem is None:
             return
-        lins = None
+        idx = list(op.operands)[2:] if write else list(op.operands)[1:]
+        names = {_iv(L): f"o{i}" for i, L in enumerate(_enclosing(op))}
+        names.update({a: f"a{i}" for i, a in enumerate(self.funcs[self._fn].regions[0].blocks[0].arguments)
+                      if isinstance(a.type, ir.IndexType)})
+        names.update({_iv(L): f"u{i}" for i, (L, _) in enumerate(unrolled)})
+        space = Space("est", names)
         if n.startswith("affine."):
-            amap = ir.AffineMapAttr(op.attributes["map"]).value
-            idx = list(op.operands)[2:] if write else list(op.operands)[1:]
-            names = {_iv(L): f"u{i}" for i, (L, _) in enumerate(unrolled)}
-            lins = Space("est", names).lin_map(amap, idx)
+            lins = space.lin_map(ir.AffineMapAttr(op.attributes["map"]).value, idx)
+        else:
+            lins = [spread_lin(v, space) for v in idx]
         trips = {f"u{i}": t for i, (_, t) in enumerate(unrolled)}
+        mult = min(mult, _distinct(lins, trips, mult))  # copies at one address are one access
         if mem.kind == "maxi":
             key = (mem.bundle or mem.name, "w" if write else "r")
             b.beats[key] = b.beats.get(key, 0) + _beats(mem, lins, trips, mult)
@@ -463,6 +468,15 @@ def _ops_in(block):
                 yield from _ops_in(b)
 
 
+def _enclosing(op) -> list:
+    out, p = [], op.parent
+    while p is not None and p.name != "func.func":
+        if p.name == "affine.for":
+            out.append(p)
+        p = p.parent
+    return out
+
+
 def _has_loops(block) -> bool:
     return any(o.name in ("affine.for", "scf.for") for o in _ops_in(block))
 
@@ -481,6 +495,16 @@ def _path(loop) -> str:
     for n in reversed(names):
         out += n if n.endswith(":") or not out or out.endswith(":") else "." + n
     return out
+
+
+def _distinct(lins, trips: dict, copies: int) -> int:
+    """How many different addresses the unrolled copies of one access touch."""
+    if lins is None or any(l is None for l in lins):
+        return copies
+    n = 1
+    for var in {v for l in lins for v, c in l.items() if v is not None and c}:
+        n *= trips.get(var, 1)
+    return n
 
 
 def _banks_hit(mem: Mem, lins, trips: dict) -> int:
@@ -513,10 +537,11 @@ def _beats(mem: Mem, lins, trips: dict, copies: int) -> float:
     along the last dimension at unit stride are contiguous and share beats."""
     run = 1
     if lins is not None and lins and lins[-1] is not None:
-        for var, coeff in lins[-1].items():
-            if var is not None and abs(coeff) == 1 and all(
-                    var not in (l or {}) for l in lins[:-1]):
-                run = max(run, trips.get(var, 1))
+        # unrolled loops nest into one run when each steps by the run below it
+        steps = {abs(c): trips[v] for v, c in lins[-1].items()
+                 if v in trips and c and all(v not in (l or {}) for l in lins[:-1])}
+        while run in steps:
+            run *= steps.pop(run)
     run = min(run, copies)
     per_beat = max(1, mem.port_bits // mem.bits)
     return (copies / run) * math.ceil(run / per_beat)

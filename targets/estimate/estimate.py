@@ -147,6 +147,17 @@ def _top_ports(top_fn, bundles: dict[str, str]) -> dict[int, tuple[str, int, str
     return out
 
 
+def _design_parts(design):
+    """(module, top, phase, T) of a Design, or of an ir.Module of kernels whose top
+    function carries `mf.top` (a decode step)."""
+    if isinstance(design, ir.Module):
+        tops = [n for n, f in module_funcs(design).items() if "mf.top" in f.attributes]
+        if len(tops) != 1:
+            raise MambaflowError(f"estimate: the module needs exactly one function marked mf.top, found {tops}")
+        return design, tops[0], "decode", 1
+    return design.module, design.top, design.phase, design.T
+
+
 def _layer_loop(top_fn):
     for op in walk(top_fn):
         if op.name == "affine.for" and str_attr(op, "op_name") == "layer":
@@ -168,16 +179,17 @@ def estimate(design, board: str | Board = "vck190", *, clock_mhz: float | None =
     the chunk, the default for prefill; decode: 1)."""
     from ..hls.design import default_bundles
 
+    from ..versal.dataflow import default_bundles
+
     b = get_board(board)
     clock = float(clock_mhz or b.clock_mhz)
     if clock <= 0:
         raise MambaflowError(f"estimate: the clock must be positive, got {clock_mhz} MHz")
-    module = design.module
+    module, top, phase, T = _design_parts(design)
     fs = module_funcs(module)
-    top = design.top
     if top not in fs:
         raise MambaflowError(f"estimate: the design has no top function '{top}'")
-    bundles = bundles if bundles is not None else default_bundles(design)
+    bundles = bundles if bundles is not None else default_bundles(module)
     with module.context:
         top_ports = _top_ports(fs[top], bundles)
         mems = MemoryMap(fs, bindings(fs, top), top_ports, beat_bits)
@@ -217,7 +229,7 @@ def estimate(design, board: str | Board = "vck190", *, clock_mhz: float | None =
     order = [bundles.get(p[0], "gmem_io") for p in top_ports.values()]
     mem_of = b.bundle_memories(order)
     bw = {m.name: m.bandwidth_gbs for m in b.memories}
-    per_token = design.T if (tokens_per_pass is None and design.phase == "prefill") else (tokens_per_pass or 1.0)
+    per_token = T if (tokens_per_pass is None and phase == "prefill") else (tokens_per_pass or 1.0)
     bytes_tok, mems_used = {}, {}
     for bundle, d in sorted(traffic.items()):
         m = mem_of.get(bundle, b.io_memory)
@@ -241,7 +253,7 @@ def estimate(design, board: str | Board = "vck190", *, clock_mhz: float | None =
     if not b.resources_verified:
         notes.append(f"{b.name}'s resource figures are unverified (targets/versal/boards.py)")
     return Estimate(
-        board=b.name, clock_mhz=clock, phase=design.phase, cycles_per_token=cycles / per_token,
+        board=b.name, clock_mhz=clock, phase=phase, cycles_per_token=cycles / per_token,
         compute_tokens_per_s=clock * 1e6 / max(cycles, 1) * per_token,
         memory_tokens_per_s=(per_token / slowest) if slowest else float("inf"),
         roofline_tokens_per_s=(peak / total_bytes * per_token) if total_bytes else float("inf"),

@@ -16,6 +16,7 @@ from torch_mlir import ir
 from ...dialects import directives as D
 from ...dialects.stream import is_stream_type
 from ...flow.effects import ALIAS_OPS
+from ...flow.identity import arg_names
 from ..hls import packing as PK
 from ..hls.cxx import element_bits
 from .latency import PORTS
@@ -139,14 +140,8 @@ class MemoryMap:
 
 
 def _arg_name(fn, k: int) -> str:
-    try:
-        attrs = ir.ArrayAttr(fn.attributes["arg_attrs"])
-        d = ir.DictAttr(attrs[k])
-        if "mf.name" in d:
-            return ir.StringAttr(d["mf.name"]).value
-    except (KeyError, IndexError):
-        pass
-    return f"arg{k}"
+    names = arg_names(fn)
+    return names[k] if names and k < len(names) else f"arg{k}"
 
 
 def _name(v: ir.Value) -> str:

@@ -62,7 +62,9 @@ def captured_design(model, phase: str = "decode", quant: str | None = None, T: i
             one = dataclasses.replace(cfg, n_layer=1) if not hasattr(model, "config") else cfg
             m = resolve_model(model if hasattr(model, "config") else one, seed)
             calib, _ = _calibration(m, seed)
-            design = capture_quantized(quantize(m, quant, calib), "model")
+            # the design's structure and widths do not depend on the calibrated values:
+            # one short window keeps PTQ of a wide layer quick
+            design = capture_quantized(quantize(m, quant, calib[:1, :64]), "model")
         _CAPTURED[key] = design
     return _fresh(_CAPTURED[key]), cfg.n_layer
 
@@ -70,9 +72,11 @@ def captured_design(model, phase: str = "decode", quant: str | None = None, T: i
 def estimate_model(model, *, board="vck190", quant: str | None = None, schedule=None, phase: str = "decode",
                    layers: int | None = None, clock_mhz: float | None = None, T: int | None = None,
                    beat_bits: int = PK.BEAT_BITS, tokens_per_pass: float | None = None, seed: int = 0,
-                   progress: bool = False):
+                   bundles=None, progress: bool = False):
     """Capture `phase` of `model`, apply `schedule` (anything `build --schedule` takes:
     a recipe name, a callable of a Schedule, a .py file, a .json log) and estimate it.
+    bundles: port -> m_axi bundle, or a function of the scheduled design giving it
+    (default: one bundle per process, `targets.versal.dataflow.default_bundles`).
     Returns the `Estimate`; `est.schedule` is the Schedule (its log replays the design)."""
     from ...schedules.user import apply_user_schedule, check_user_schedule
     from .estimate import estimate
@@ -80,8 +84,10 @@ def estimate_model(model, *, board="vck190", quant: str | None = None, schedule=
     check_user_schedule(schedule)
     design, n_layer = captured_design(model, phase, quant, T, seed, progress)
     sched = apply_user_schedule(design, schedule)
+    if callable(bundles):
+        bundles = bundles(design)
     est = estimate(design, board, clock_mhz=clock_mhz, layers=layers or n_layer, beat_bits=beat_bits,
-                   tokens_per_pass=tokens_per_pass)
+                   tokens_per_pass=tokens_per_pass, bundles=bundles)
     est.schedule = sched
     est.design = design
     return est

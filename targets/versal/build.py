@@ -83,7 +83,7 @@ class BuildResult:
     fit: FitReport | None = None
     csim: CsimResult | None = None
     synth: SynthReport | None = None
-    estimate: object | None = None       # targets.estimate.Estimate of the scheduled design
+    estimate: object | None = None  # targets.estimate.Estimate of the scheduled design
     vs_csynth: SideBySide | None = None  # the estimate beside the csynth report, per kernel
     calls: dict | None = None            # the design's call graph (vs_csynth.call_graph)
     missing_tools: list[str] = field(default_factory=list)
@@ -132,6 +132,8 @@ class BuildResult:
 
     def report(self) -> str:
         L = self.check_lines()
+        if self.estimate is not None:
+            L.append(self.estimate.table())
         if self.synth is not None:
             L.append("csynth report:\n" + self.synth.table())
         if self.vs_csynth is not None:
@@ -162,6 +164,7 @@ class BuildResult:
             "fit": self.fit.to_dict() if self.fit else None,
             "csim": self.csim.to_dict() if self.csim else None,
             "synth": self.synth.to_dict() if self.synth else None,
+            "estimate": self.estimate.to_dict() if self.estimate is not None else None,
             "vs_csynth": self.vs_csynth.to_dict() if self.vs_csynth else None,
             "missing_tools": self.missing_tools, "commands_left": self.commands_left,
             "next_commands": self.next_commands,
@@ -304,6 +307,16 @@ def fit_kernel(resources, ports, board: Board, steps: BuildSteps) -> FitReport:
     return fit
 
 
+def estimate_kernel(design, board: Board, clock_mhz: float | None, steps: BuildSteps, **kw):
+    """The QoR estimate of the scheduled design (targets.estimate), before any tool runs."""
+    from ..estimate import estimate
+
+    t0 = steps.start(f"estimate cycles, II and tokens/s on {board.name}")
+    est = estimate(design, board, clock_mhz=clock_mhz, **kw)
+    steps.done("estimate", t0, detail=f"{est.tokens_per_s:,.3g} tokens/s ({est.bound} bound)")
+    return est
+
+
 def csim_kernel(code, hls_dir: Path, inputs, golden, spec, steps: BuildSteps) -> CsimResult | None:
     """The C simulation of `code` in `hls_dir` against the golden data; None (and the
     reason in the build's errors) when it could not be built or run."""
@@ -423,7 +436,7 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     out = outdir.claim(Path(out_dir), force)
     result = BuildResult(out_dir=out, board=b.name, mode=mode, top="decode", quant=quant)
     result.notes += platform_notes(vitis, plat)
-    st = BuildSteps(result, progress, 6)
+    st = BuildSteps(result, progress, 7)
 
     # 1. capture + schedule
     what = f"the {quant} integer decode" if quant else "decode of the model"
@@ -455,14 +468,9 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
     # 3. fit, before any tool runs
     t0 = st.start(f"check resources against {b.name}")
     result.fit = fit_kernel(code.resources, code.ports, b, st)
-    from ..estimate import estimate
-
-    try:  # set beside csynth's report when it runs
-        result.estimate = estimate(design, b, clock_mhz=clock_mhz)
-        result.calls = call_graph(design.module)
-    except MambaflowError as e:
-        st.warn([f"no estimate of the design ({e}): csynth's report will be shown alone"])
     st.done("fit", t0, "ok" if result.fit.fits else "failed")
+    result.estimate = estimate_kernel(design, b, clock_mhz, st)
+    result.calls = call_graph(design.module)  # to set the estimate beside csynth's report
 
     # 4. reference data + csim
     t0 = st.start(f"C simulation of {steps} decode step(s) with g++ against {result.oracle}")

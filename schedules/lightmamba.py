@@ -1,0 +1,115 @@
+"""LightMamba's accelerator as a mambaflow schedule: the calibration point of the estimate.
+
+LightMamba (Mamba2-2.7B W4A4 on the VCK190 at 400 MHz, 7.21 tokens/s measured; 228 DSP,
+107k LUT, 456 BRAM) streams its 4-bit weights through a 256-bit m_axi port into an
+array of 8 x 8 4-bit MACs per cycle at II=1, built in LUTs, and updates the SSM state
+with 8 DSP multipliers per cycle (REFERENCE.md, "Quantization in the seeds"; DESIGN.md
+"Hardware facts"). The recipe builds that structure from the schedule primitives:
+
+* every integer matvec band (rows i, groups j, group elements k) runs `macs` MACs per
+  cycle: the group loop is split so that `macs` consecutive weights of one row, one
+  256-bit beat of 4-bit weights, are multiplied in one pipelined iteration at II=1
+  (the same MAC count and weight bandwidth as LightMamba's 8 x 8 array, which takes
+  its beat as an 8 x 8 weight tile); the weights are read straight from the m_axi
+  port (no on-chip copy), the accumulator is a register, and the activations and
+  group scales read in that iteration are partitioned to feed the MACs;
+* the conv and the SSM update are serial pipelines of `ssm_lanes` lanes;
+* each layer is a dataflow region (layer_pipeline); large buffers in URAM;
+* `bundles(design)`: one m_axi bundle per weight port, so the weights and their
+  group scales stream in parallel (each bundle still serves one process).
+
+Its parameters are the architecture's: `macs=64`, `ssm_lanes=8`; the build emits
+packed ports with `beat_bits=256` and the estimate runs at 400 MHz (`LIGHTMAMBA`).
+"""
+
+from __future__ import annotations
+
+from ..flow.mlir import funcs, walk
+from . import deps as dp
+from .recipes import (LINEAR_KINDS, _divisor_at_most, _matvec_bands, accumulators, feed_pipelines, large_buffers_to_uram,
+                      layer_pipeline_schedule, linear_parallel_schedule, ssm_serial_schedule, widen_copies)
+from .schedule import Schedule, customize
+
+#: the published design point the recipe mirrors (the calibration of the estimate)
+LIGHTMAMBA = {"model": "mamba2-2.7b", "quant": "w4a4", "board": "vck190", "clock_mhz": 400.0, "beat_bits": 256,
+              "tokens_per_s": 7.21, "dsp": 228, "lut": 107_000, "bram": 456}
+
+
+def _gemm_bands(s: Schedule, kernel: str):
+    """(band, row loop, group loop, element loop, accumulator) of each 3-deep integer
+    matvec band: rows i, weight groups j, elements k of a group, reducing into acc[i]."""
+    out = []
+    for buf, loop in accumulators(s, kernel):
+        band, ln = loop.split(":", 1)[1].split(".", 1)
+        names = list(s.get_loops(kernel)[band])
+        if len(names) == 3 and names[1] == ln:
+            out.append((band, names[0], names[1], names[2], buf))
+    return out
+
+
+def _integer(s: Schedule, kernel: str) -> bool:
+    """Whether the kernel's arithmetic is integer (a quantized design)."""
+    fn = funcs(s.module)[kernel]
+    return not any(o.name in ("arith.mulf", "arith.addf") for o in walk(fn))
+
+
+def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int = 2) -> Schedule:
+    """See the module docstring."""
+    s = customize(design)
+    float_linear = False
+    for k in s.kernels():
+        if s.kind(k) not in LINEAR_KINDS:
+            continue
+        bands = _gemm_bands(s, k)
+        if not bands:
+            if not _matvec_bands(s, k):
+                continue
+            if not _integer(s, k):
+                float_linear = True
+                continue
+            # a 2-deep integer matvec (lm_head): `macs` weights a cycle, straight from m_axi
+            for band, i, j, acc, _ in _matvec_bands(s, k):
+                n = dp.trip_count(s.loop(f"{k}:{band}.{j}").op) or 1
+                t = _divisor_at_most(n, macs)
+                s.buffer_at(f"{k}:{acc}", f"{k}:{band}.{i}")
+                if t > 1:
+                    jo, ji = s.split(f"{k}:{band}.{j}", t)
+                    s.unroll(ji, 0)
+                    s.pipeline(jo, ii=1)
+                else:
+                    s.pipeline(f"{k}:{band}.{j}", ii=1)
+            continue
+        for band, i, j, e, acc in bands:
+            group = dp.trip_count(s.loop(f"{k}:{band}.{e}").op) or 1
+            groups = dp.trip_count(s.loop(f"{k}:{band}.{j}").op) or 1
+            per = _divisor_at_most(groups, max(1, macs // group))
+            s.buffer_at(f"{k}:{acc}", f"{k}:{band}.{i}")
+            if per > 1:
+                jo, _ = s.split(f"{k}:{band}.{j}", per)
+                s.pipeline(jo, ii=1)
+            else:
+                s.pipeline(f"{k}:{band}.{j}", ii=1)
+    if float_linear:  # a float design: the MAC arrays of linear_parallel, `macs` wide
+        linear_parallel_schedule(s, tile=macs)
+    ssm_serial_schedule(s, lanes=ssm_lanes)
+    widen_copies(s)
+    layer_pipeline_schedule(s, depth=depth)
+    feed_pipelines(s, cap=macs)
+    large_buffers_to_uram(s)
+    return s
+
+
+def bundles(design) -> dict[str, str]:
+    """One m_axi bundle per weight port (`gmem_<process>_<port>`), the others as
+    `default_bundles`: parallel AXI masters for a weight and its scales; a bundle
+    still serves one process (HLS 200-1013)."""
+    from ..flow.identity import arg_names, arg_roles
+    from ..targets.versal.dataflow import default_bundles
+
+    module = getattr(design, "module", design)
+    out = default_bundles(module)
+    top = next(f for f in funcs(module).values() if "mf.top" in f.attributes)
+    for name, role in zip(arg_names(top) or [], arg_roles(top)):
+        if role == "weight" and out.get(name, "gmem_io") != "gmem_io":
+            out[name] = f"{out[name]}_{name.replace('.', '_')}"
+    return out
