@@ -13,6 +13,12 @@ composes) with the point's factors, so every trial's schedule is a replayable lo
 - `dataflow`: the layers as a dataflow pipeline (`layer_pipeline_schedule`) or not, and
   `depth` its FIFO depth;
 - `uram_kib`: buffers of at least this many KiB go to URAM (`large_buffers_to_uram`);
+- `widen`: copy loops between m_axi and local tiles move one AXI beat a cycle
+  (`widen_copies`); `feed`: buffers a pipelined iteration reads at several addresses
+  partitioned to feed it (`feed_pipelines`, capped by the largest tile);
+- `structure`: `accelerator` (the knobs above) or `lightmamba` (the registry's
+  `lightmamba_schedule`, with `macs` = `tile.in_proj`, `ssm_lanes` = `lanes.ssm` and
+  `depth`; the other knobs do not apply, and its points share their schedule log);
 - `quant`: the integer scheme, when the DSE is given several (`--quant w8a8,w4a4`).
 
 The kinds come from the model's config (flow.kernels), so the space is known before any
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..schedules import recipes as R
+from ..schedules.lightmamba import lightmamba_schedule
 
 TILES = (1, 2, 4, 8, 16, 32, 64)
 LANES = (1, 2, 4, 8, 16, 32)
@@ -33,6 +40,7 @@ II_SSM = (1, 2)
 DEPTHS = (2, 4, 8, 16)
 URAM_KIB = (16, 64, 256)
 SSM_KINDS = ("conv", "ssm")
+STRUCTURES = ("accelerator", "lightmamba")
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,9 @@ def space_for(cfg, quants: tuple[str, ...] = ()) -> SearchSpace:
     knobs.append(Knob("ii.linear", II_LINEAR, II_LINEAR[-1]))
     knobs += [Knob(f"lanes.{k}", LANES, LANES[0]) for k in SSM_KINDS if k in kinds]
     knobs += [Knob("ii.ssm", II_SSM, II_SSM[-1]), Knob("dataflow", (True, False), False),
-              Knob("depth", DEPTHS, DEPTHS[0]), Knob("uram_kib", URAM_KIB, URAM_KIB[0])]
+              Knob("depth", DEPTHS, DEPTHS[0]), Knob("uram_kib", URAM_KIB, URAM_KIB[0]),
+              Knob("widen", (True, False), False), Knob("feed", (True, False), False),
+              Knob("structure", STRUCTURES, STRUCTURES[0])]
     if len(quants) > 1:
         knobs.append(Knob("quant", tuple(quants), quants[-1]))
     return SearchSpace(tuple(knobs))
@@ -86,10 +96,17 @@ def schedule_of(point: dict) -> Callable:
     lanes = {k.split(".", 1)[1]: v for k, v in point.items() if k.startswith("lanes.")}
 
     def schedule(s):
+        if point.get("structure") == "lightmamba":
+            return lightmamba_schedule(s, macs=tiles.get("in_proj", 64), ssm_lanes=lanes.get("ssm", 8),
+                                       depth=point["depth"])
         R.linear_parallel_schedule(s, tile=tiles, ii=point["ii.linear"])
         R.ssm_serial_schedule(s, ii=point["ii.ssm"], lanes=lanes)
+        if point.get("widen"):
+            R.widen_copies(s)
         if point["dataflow"]:
             R.layer_pipeline_schedule(s, depth=point["depth"])
+        if point.get("feed"):
+            R.feed_pipelines(s, cap=max(tiles.values(), default=64))
         R.large_buffers_to_uram(s, min_bytes=point["uram_kib"] * 1024)
         return s
 
