@@ -147,6 +147,9 @@ def run_dse(model: str, *, board: str = "vck190", out: str | Path, quant=None, b
         study = store.study(DIRECTIONS, _sampler(sampler, seed))
         run = int(study.user_attrs.get("runs", 0)) + 1
         study.set_user_attr("runs", run)
+        # a resumed run draws on from a seed of its own: with the first run's seed, the sampler would
+        # propose that run's first points again (taken from the store, but they would fill the trials)
+        study.sampler = _sampler(sampler, seed + run - 1)
         _requeue_interrupted(study)
         if not study.get_trials(deepcopy=False):
             study.enqueue_trial(space.smallest(), user_attrs={"baseline": True})
