@@ -198,7 +198,7 @@ def cmd_dse(args) -> int:
 
     r = run_dse(args.model, board=args.board, out=args.out, quant=args.quant, budget=args.budget,
                 trials=args.trials, workers=args.workers, ray=args.ray, sampler=args.sampler, seed=args.seed,
-                clock_mhz=args.clock_mhz)
+                clock_mhz=args.clock)
     print(r.summary())
     if r.trials and not any(t["state"] == "complete" for t in r.trials):
         print(f"mambaflow dse: every trial failed; the first: {r.failed[0].get('error')}", file=sys.stderr)
@@ -326,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the trials on Ray: alone, a Ray started here; with HOST:PORT or ray://HOST:PORT, "
                           "that cluster")
     dse.add_argument("--sampler", choices=["nsga2", "tpe"], default="nsga2", help="Optuna's multi-objective sampler")
-    dse.add_argument("--clock-mhz", type=_finite_float(1.0), default=None, help="kernel clock (default: the board's)")
+    dse.add_argument("--clock", type=_finite_float(0.0, low_open=True), default=None,
+                     help="kernel clock in MHz (default: the board's)")
     dse.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     dse.add_argument("--out", required=True, help="results directory: new, empty, or an earlier DSE's (resumed)")
     dse.set_defaults(fn=cmd_dse)

@@ -147,7 +147,7 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path):
 
 def test_budget_no_design_meets(tmp_path):
     with pytest.raises(BudgetError) as e:
-        run_dse(MODEL, board="vck190", out=tmp_path / "b", budget="dsp=10,lut=1k", trials=2, workers=2,
+        run_dse(MODEL, board="vck190", out=tmp_path / "b", budget="dsp=10,lut=1k", trials=2, workers=1,
                 progress=False)
     doc = json.loads((tmp_path / "b" / "results.json").read_text())  # written before the error
     done = [t for t in doc["trials"] if t["state"] == "complete"]
