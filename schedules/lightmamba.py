@@ -24,6 +24,7 @@ packed ports with `beat_bits=256` and the estimate runs at 400 MHz (`LIGHTMAMBA`
 
 from __future__ import annotations
 
+from ..errors import ScheduleError
 from ..flow.mlir import funcs, walk
 from . import deps as dp
 from .recipes import (LINEAR_KINDS, _divisor_at_most, _matvec_bands, accumulators, feed_pipelines, large_buffers_to_uram,
@@ -91,6 +92,13 @@ def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int =
                 s.pipeline(f"{k}:{band}.{j}", ii=1)
     if float_linear:  # a float design: the MAC arrays of linear_parallel, `macs` wide
         linear_parallel_schedule(s, tile=macs)
+    for k in s.kernels():  # the SSM's reductions (y = h . C) accumulate in registers
+        if s.kind(k) in ("ssm", "conv"):
+            for acc, loop in accumulators(s, k):
+                try:
+                    s.buffer_at(f"{k}:{acc}", loop)
+                except ScheduleError:
+                    continue  # not an affine tile: left in its buffer
     ssm_serial_schedule(s, lanes=ssm_lanes)
     widen_copies(s)
     layer_pipeline_schedule(s, depth=depth)
