@@ -28,7 +28,8 @@ from ..errors import ScheduleError
 from ..flow.mlir import funcs, walk
 from . import deps as dp
 from .recipes import (LINEAR_KINDS, _divisor_at_most, _matvec_bands, accumulators, feed_pipelines, large_buffers_to_uram,
-                      layer_pipeline_schedule, linear_parallel_schedule, ssm_serial_schedule, widen_copies)
+                      layer_pipeline_schedule, linear_parallel_schedule, pipeline_rest, ssm_serial_schedule,
+                      widen_copies)
 from .schedule import Schedule, customize
 
 #: the published design point the recipe mirrors (the calibration of the estimate)
@@ -101,6 +102,7 @@ def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int =
                     continue  # not an affine tile: left in its buffer
     ssm_serial_schedule(s, lanes=ssm_lanes)
     widen_copies(s)
+    pipeline_rest(s, lanes=ssm_lanes)
     layer_pipeline_schedule(s, depth=depth)
     feed_pipelines(s, cap=macs)
     large_buffers_to_uram(s)
