@@ -293,11 +293,49 @@ def test_lightmamba_mirror_has_the_published_structure(lightmamba):
     assert weights < mb < 1.2 * weights + 200
 
 
+@pytest.mark.xfail(strict=True, reason="issue 14 open: the mirror estimates ~4.1 tokens/s (-43%) and ~314k LUT "
+                   "(+194%): per-row pipeline fills of the imperfect matvec nests (the register accumulator's "
+                   "copy-in/out keeps Vitis from flattening them) and the per-MAC activation requantization the "
+                   "fused W4A4 gemm carries (64 requantizers and two 64-bit barrel shifters per MAC, where "
+                   "LightMamba requantizes once per activation); see the issue's note")
 def test_lightmamba_calibration(lightmamba):
     """The estimate of the mirror against LightMamba's measured 7.21 tokens/s (25%) and
-    its 228 DSP / 107k LUT / 456 BRAM (30%); see the closing note of issue 14 for the gap."""
+    its 228 DSP / 107k LUT / 456 BRAM (30%)."""
     L, e = lightmamba
     assert abs(e.tokens_per_s / L["tokens_per_s"] - 1) <= 0.25, e.table()
     assert abs(e.resources["dsp"] / L["dsp"] - 1) <= 0.30
     assert abs(e.resources["lut"] / L["lut"] - 1) <= 0.30
     assert abs(e.resources["bram18k"] / 2 / L["bram"] - 1) <= 0.30
+
+
+def test_lightmamba_schedule_keeps_the_numbers_bit_for_bit(tmp_path):
+    """The calibration recipe is a real schedule: on a W4A4 Mamba2 its llvm build and its
+    C simulation equal the integer reference bit for bit, and it passes the dataflow rules."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from mambaflow.models import build_model, get_config
+    from mambaflow.quant.flow import capture_quantized, example_env, layer_values, run_csim, run_llvm
+    from mambaflow.quant.ptq import quantize
+    from mambaflow.quant.schemes import W4A4
+    from mambaflow.schedules.lightmamba import lightmamba_schedule
+    from mambaflow.targets.versal import dataflow as DF
+
+    torch.manual_seed(0)
+    qm = quantize(build_model(get_config("tiny-mamba2")), W4A4,
+                  torch.randint(0, 64, (4, 48), generator=torch.Generator().manual_seed(1)))
+    d = capture_quantized(qm, "model")
+    s = lightmamba_schedule(d)
+    assert {e["op"] for e in s.log} >= {"split", "pipeline", "partition", "buffer_at", "dataflow"}
+    assert not [f for f in DF.check(d.module) if f.severity == "error"]
+    tok, st = example_env(qm)
+    vals, ref = layer_values(qm, d, tok, st)
+    out = run_llvm(d, vals)
+    for k, v in ref.items():
+        assert np.array_equal(out[k].astype(np.int64), v.numpy().astype(np.int64)), k
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not on PATH: HLS csim not run")
+    r = run_csim(d, vals, ref, tmp_path / "csim")
+    assert r.ok, r.summary()
