@@ -38,12 +38,13 @@ def _row(label: str, e, extra: dict | None = None) -> dict:
 
 def _print(title: str, rows: list[dict], cols: list[str]) -> None:
     print(f"\n{title}")
-    print("  " + "  ".join(f"{c:>12}" for c in cols))
+    print("  " + "  ".join(f"{c:>{34 if c == 'design' else 12}}" for c in cols))
     for r in rows:
         cells = []
         for c in cols:
             v = r.get(c, "")
-            cells.append(f"{v:>12,.3g}" if isinstance(v, float) else f"{str(v):>12}")
+            w = 34 if c == "design" else 12
+            cells.append(f"{v:>{w},.3g}" if isinstance(v, float) else f"{str(v):>{w}}")
         print("  " + "  ".join(cells))
 
 
@@ -82,6 +83,15 @@ def recipe_rows(models, quants, recipes, boards) -> list[dict]:
     return out
 
 
+def _verify_schedule(s):
+    """The speculative build's first choice for the verify kernel (VERIFY_SCHEDULES)."""
+    from mambaflow.schedules.registry import get_recipe
+    from mambaflow.targets.versal.speculative_build import VERIFY_SCHEDULES
+
+    for r in VERIFY_SCHEDULES[0]:
+        get_recipe(r).fn(s)
+
+
 def speculative_rows(boards) -> list[dict]:
     """Target verify (T = chain + 1 nodes) + draft decodes, at the measured acceptance."""
     from mambaflow.targets.estimate import estimate_model, speculative_tokens_per_s
@@ -99,7 +109,7 @@ def speculative_rows(boards) -> list[dict]:
         for b in boards:
             tm = zoo.load_shipped(target) if target in zoo.SHIPPED else target
             dm = zoo.load_shipped(draft) if draft in zoo.SHIPPED else draft
-            v = estimate_model(tm, board=b, phase="verify", T=chain + 1, schedule="tree_buffer",
+            v = estimate_model(tm, board=b, phase="verify", T=chain + 1, schedule=_verify_schedule,
                                tokens_per_pass=tpp)
             d = estimate_model(dm, board=b, schedule="accelerator")
             plain = estimate_model(tm, board=b, schedule="accelerator")

@@ -40,12 +40,9 @@ def _model(spec: str, seed: int):
 
 def model_config(spec: str, seed: int = 0):
     """The MambaConfig of a model spec (for the search space), without a capture."""
-    m = _model(spec, seed)
-    if isinstance(m, str):
-        from ..models.config import PRESETS
+    from ..targets.versal.build import resolve_config
 
-        return PRESETS[m]
-    return m.config
+    return resolve_config(_model(spec, seed))
 
 
 def evaluate(job: dict) -> dict:

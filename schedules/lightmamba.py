@@ -24,10 +24,12 @@ packed ports with `beat_bits=256` and the estimate runs at 400 MHz (`LIGHTMAMBA`
 
 from __future__ import annotations
 
+from ..errors import ScheduleError
 from ..flow.mlir import funcs, walk
 from . import deps as dp
 from .recipes import (LINEAR_KINDS, _divisor_at_most, _matvec_bands, accumulators, feed_pipelines, large_buffers_to_uram,
-                      layer_pipeline_schedule, linear_parallel_schedule, ssm_serial_schedule, widen_copies)
+                      layer_pipeline_schedule, linear_parallel_schedule, pipeline_rest, ssm_serial_schedule,
+                      widen_copies)
 from .schedule import Schedule, customize
 
 #: the published design point the recipe mirrors (the calibration of the estimate)
@@ -91,8 +93,16 @@ def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int =
                 s.pipeline(f"{k}:{band}.{j}", ii=1)
     if float_linear:  # a float design: the MAC arrays of linear_parallel, `macs` wide
         linear_parallel_schedule(s, tile=macs)
+    for k in s.kernels():  # the SSM's reductions (y = h . C) accumulate in registers
+        if s.kind(k) in ("ssm", "conv"):
+            for acc, loop in accumulators(s, k):
+                try:
+                    s.buffer_at(f"{k}:{acc}", loop)
+                except ScheduleError:
+                    continue  # not an affine tile: left in its buffer
     ssm_serial_schedule(s, lanes=ssm_lanes)
     widen_copies(s)
+    pipeline_rest(s, lanes=ssm_lanes)
     layer_pipeline_schedule(s, depth=depth)
     feed_pipelines(s, cap=macs)
     large_buffers_to_uram(s)

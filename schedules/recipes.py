@@ -325,28 +325,57 @@ def ssm_serial_schedule(design, ii: int = 1, lanes: int | Mapping[str, int] = 16
             continue
         lanes = _per_kind(per_kind, s.kind(k), 16)
         for band, loops in s.get_loops(k).items():
-            names = list(loops)
-            chain = [loops[n].op for n in names]
-            depth = len(chain)
-            inner = chain[-1]
-            if inner.parent not in chain and depth > 1:
-                continue  # not a simple nest (e.g. the prefill token loop's body)
-            tc = dp.trip_count(inner)
-            if depth == 1:
-                s.pipeline(loops[names[0]], ii=ii)
-                continue
-            lanes_here = _divisor_at_most(tc or 1, lanes)
-            if 1 < lanes_here < (tc or 0):
-                # `lanes` elements per cycle: pipeline the outer half of the split, not
-                # the loop above it (a pipelined loop unrolls everything inside it)
-                jo, ji = s.split(loops[names[-1]], lanes_here)
-                s.unroll(ji, 0)
-                s.pipeline(jo, ii=ii)
-                continue
-            if lanes_here == tc:
-                s.unroll(loops[names[-1]], 0)
-            s.pipeline(s.loop(f"{k}:{band}.{names[-2]}"), ii=ii)
+            _serial_band(s, k, band, loops, ii, lanes)
         _feed_lanes(s, k, lanes)
+    return s
+
+
+def _serial_band(s: Schedule, k: str, band: str, loops, ii: int, lanes: int) -> None:
+    """One band as a serial pipeline of `lanes` elements a cycle (see ssm_serial_schedule)."""
+    names = list(loops)
+    chain = [loops[n].op for n in names]
+    depth = len(chain)
+    inner = chain[-1]
+    if inner.parent not in chain and depth > 1:
+        return  # not a simple nest (e.g. the prefill token loop's body)
+    tc = dp.trip_count(inner)
+    if depth == 1:
+        s.pipeline(loops[names[0]], ii=ii)
+        return
+    lanes_here = _divisor_at_most(tc or 1, lanes)
+    if 1 < lanes_here < (tc or 0):
+        # `lanes` elements per cycle: pipeline the outer half of the split, not
+        # the loop above it (a pipelined loop unrolls everything inside it)
+        jo, ji = s.split(loops[names[-1]], lanes_here)
+        s.unroll(ji, 0)
+        s.pipeline(jo, ii=ii)
+        return
+    if lanes_here == tc:
+        s.unroll(loops[names[-1]], 0)
+    s.pipeline(s.loop(f"{k}:{band}.{names[-2]}"), ii=ii)
+
+
+def pipeline_rest(design, ii: int = 1, lanes: int = 8) -> Schedule:
+    """Every band no primitive has scheduled yet (no loop of it pipelined or unrolled)
+    as a serial pipeline of `lanes` elements a cycle, like the SSM's: the rotations,
+    requantization and norms between the MAC arrays, which Vitis would otherwise run
+    loop iteration by loop iteration (it pipelines only innermost loops of more than 64
+    iterations by itself)."""
+    from ..dialects import directives as D
+
+    s = customize(design)
+    for k in s.kernels():
+        for band, loops in list(s.get_loops(k).items()):
+            ops = [h.op for h in loops.values()]
+            if any(D.get_pipeline(o) is not None or D.get_unroll(o) is not None
+                   for L in ops for o in [L, *walk(L)] if o.name == "affine.for"):
+                continue
+            if any(o.name == "func.call" for L in ops[:1] for o in walk(L)):
+                continue
+            try:
+                _serial_band(s, k, band, loops, ii, lanes)
+            except ScheduleError:
+                continue  # a band the primitives refuse stays as it is
     return s
 
 
@@ -486,58 +515,49 @@ def large_buffers_to_uram(design, min_bytes: int = URAM_MIN_BYTES) -> Schedule:
 def feed_pipelines(design, cap: int = 64) -> Schedule:
     """Partition every local buffer that one iteration of a pipelined loop reads or
     writes at several addresses (the copies of the loops it unrolls), cyclically along
-    the dimension those copies spread over, by their number (at most `cap`): each access
-    gets a bank of its own, so the loop reaches its II instead of waiting for the two
-    ports of one BRAM (the 'ports' reason of the estimate). Ports stay unpartitioned
-    (HLS 214-126) and a buffer already partitioned keeps its partitioning."""
+    the dimension those copies spread over, by their number (the largest any pipeline
+    needs, at most `cap`): each access gets a bank of its own, so the loops reach their
+    II instead of waiting for the two ports of one BRAM (the 'ports' reason of the
+    estimate). Ports stay unpartitioned (HLS 214-126) and a buffer already partitioned
+    keeps its partitioning."""
     from ..dialects import directives as D
 
     s = customize(design)
     for k in s.kernels():
         fn = funcs(s.module)[k]
-        locals_ = {ref.value: name for name, ref in s._buffers(fn, k).items() if ref.alloc_op is not None}
-        done = set()
+        bufs = {ref.value: (name, ref) for name, ref in s._buffers(fn, k).items() if ref.alloc_op is not None}
+        need: dict = {}  # buffer name -> (copies, dim)
         for L in [o for o in walk(fn) if o.name == "affine.for" and D.get_pipeline(o) is not None]:
             inner = {dp.loop_iv(o): dp.trip_count(o, bound=True) or 1 for o in walk(L) if o.name == "affine.for"}
-            if not inner:
-                continue
             names = {iv: f"v{i}" for i, iv in enumerate(inner)}
+            space = dp.Space("feed", names)
             for o in walk(L):
                 if o.name not in ("affine.load", "affine.store", "memref.load", "memref.store"):
                     continue
-                v = o.operands[0] if o.name.endswith("load") else o.operands[1]
-                if v not in locals_ or v in done:
+                load = o.name.endswith("load")
+                v = o.operands[0] if load else o.operands[1]
+                if v not in bufs or D.partitions_of(bufs[v][1]):
                     continue
-                ref = s._buffers(fn, k)[locals_[v]]
-                if D.partitions_of(ref):
-                    continue
-                idx = list(o.operands)[1:] if o.name.endswith("load") else list(o.operands)[2:]
-                space = dp.Space("feed", names)
+                idx = list(o.operands)[1:] if load else list(o.operands)[2:]
                 if o.name.startswith("affine."):
                     lins = space.lin_map(ir.AffineMapAttr(o.attributes["map"]).value, idx)
                 else:
                     lins = [dp.spread_lin(x, space) for x in idx]
-                shape = ref.type.shape
-                best = (1, None)
                 for d, lin in enumerate(lins):
-                    if lin is None or d >= len(shape):
+                    if lin is None:
                         continue
                     n = 1
                     for iv, var in names.items():
                         if lin.get(var):
                             n *= inner[iv]
-                    if n > best[0]:
-                        best = (n, d)
-                n, d = best
-                if d is None:
-                    continue
-                f = _divisor_at_most(shape[d], min(n, cap))
-                if f > 1:
-                    s.partition(f"{k}:{locals_[v]}", "cyclic", dim=d + 1, factor=f)
-                    done.add(v)
-                    fn = funcs(s.module)[k]
-                    locals_ = {ref.value: name for name, ref in s._buffers(fn, k).items()
-                               if ref.alloc_op is not None}
+                    name = bufs[v][0]
+                    if n > need.get(name, (1, None))[0]:
+                        need[name] = (n, d)
+        for name, (n, d) in need.items():
+            shape = s._buffers(funcs(s.module)[k], k)[name].type.shape
+            f = _divisor_at_most(shape[d], min(n, cap))
+            if f > 1:
+                s.partition(f"{k}:{name}", "cyclic", dim=d + 1, factor=f)
     return s
 
 

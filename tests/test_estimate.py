@@ -264,3 +264,78 @@ def test_cli_estimate_prints_a_table_and_json(capsys):
     assert main(["estimate", "--model", "tiny-mamba1", "--accepted", "2"]) == 2
     assert "--phase verify" in capsys.readouterr().err
     assert main(["estimate", "--model", "no-such-model"]) == 2
+
+
+# ------------------------------------------------------------------ calibration
+
+
+@pytest.fixture(scope="module")
+def lightmamba():
+    from mambaflow.schedules.lightmamba import LIGHTMAMBA, bundles
+
+    L = LIGHTMAMBA
+    return L, estimate_model(L["model"], board=L["board"], quant=L["quant"], schedule="lightmamba",
+                             clock_mhz=L["clock_mhz"], beat_bits=L["beat_bits"], bundles=bundles)
+
+
+def test_lightmamba_mirror_has_the_published_structure(lightmamba):
+    """The mirror's linear layers take one 256-bit beat (64 4-bit weights) a cycle at
+    II=1 from m_axi, with no on-chip weight copy, and the weights are the off-chip bytes."""
+    L, e = lightmamba
+    for k in ("in_proj", "out_proj", "lm_head"):
+        macs = [l for l in e.kernel(k).loops if l.ii == 1 and l.ii_req == 1 and l.trip >= 40]
+        assert macs, [(l.path, l.ii, l.trip) for l in e.kernel(k).loops]
+    assert not [l for l in e.loops if l.reason == "m_axi"]
+    mb = sum(m["bytes"] for m in e.memories.values()) / 1e6
+    # 64 layers x (in_proj 10576 x 2560 + out_proj 2560 x 5120) 4-bit weights and the
+    # 4-bit group shifts (one per 8 weights, two terms), plus lm_head and the states
+    weights = 64 * (10576 * 2560 + 2560 * 5120) * 0.5 * (1 + 2 / 8) / 1e6
+    assert weights < mb < 1.2 * weights + 200
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14 open: the mirror estimates ~4.1 tokens/s (-43%) and ~314k LUT "
+                   "(+194%): per-row pipeline fills of the imperfect matvec nests (the register accumulator's "
+                   "copy-in/out keeps Vitis from flattening them) and the per-MAC activation requantization the "
+                   "fused W4A4 gemm carries (64 requantizers and two 64-bit barrel shifters per MAC, where "
+                   "LightMamba requantizes once per activation); see the issue's note")
+def test_lightmamba_calibration(lightmamba):
+    """The estimate of the mirror against LightMamba's measured 7.21 tokens/s (25%) and
+    its 228 DSP / 107k LUT / 456 BRAM (30%)."""
+    L, e = lightmamba
+    assert abs(e.tokens_per_s / L["tokens_per_s"] - 1) <= 0.25, e.table()
+    assert abs(e.resources["dsp"] / L["dsp"] - 1) <= 0.30
+    assert abs(e.resources["lut"] / L["lut"] - 1) <= 0.30
+    assert abs(e.resources["bram18k"] / 2 / L["bram"] - 1) <= 0.30
+
+
+def test_lightmamba_schedule_keeps_the_numbers_bit_for_bit(tmp_path):
+    """The calibration recipe is a real schedule: on a W4A4 Mamba2 its llvm build and its
+    C simulation equal the integer reference bit for bit, and it passes the dataflow rules."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from mambaflow.models import build_model, get_config
+    from mambaflow.quant.flow import capture_quantized, example_env, layer_values, run_csim, run_llvm
+    from mambaflow.quant.ptq import quantize
+    from mambaflow.quant.schemes import W4A4
+    from mambaflow.schedules.lightmamba import lightmamba_schedule
+    from mambaflow.targets.versal import dataflow as DF
+
+    torch.manual_seed(0)
+    qm = quantize(build_model(get_config("tiny-mamba2")), W4A4,
+                  torch.randint(0, 64, (4, 48), generator=torch.Generator().manual_seed(1)))
+    d = capture_quantized(qm, "model")
+    s = lightmamba_schedule(d)
+    assert {e["op"] for e in s.log} >= {"split", "pipeline", "partition", "buffer_at", "dataflow"}
+    assert not [f for f in DF.check(d.module) if f.severity == "error"]
+    tok, st = example_env(qm)
+    vals, ref = layer_values(qm, d, tok, st)
+    out = run_llvm(d, vals)
+    for k, v in ref.items():
+        assert np.array_equal(out[k].astype(np.int64), v.numpy().astype(np.int64)), k
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not on PATH: HLS csim not run")
+    r = run_csim(d, vals, ref, tmp_path / "csim")
+    assert r.ok, r.summary()

@@ -224,6 +224,10 @@ class Timer:
         path = _path(loop)
         if ii_req is not None:
             return self._pipelined(loop, trip, ii_req, loops, path, auto, burst)
+        flat = self._flattened(loop)
+        if flat is not None:  # a perfect nest over a pipelined loop: one pipeline
+            inner, n = flat
+            return self._pipelined(inner, n, D.get_pipeline(inner) or 1, loops, path + " (flattened)", False, burst)
         u = D.get_unroll(loop)
         if u is not None:
             u = trip if u == 0 or u >= trip else u
@@ -241,6 +245,22 @@ class Timer:
             x.calls *= trip
         loops.extend(inner)
         return cycles
+
+    def _flattened(self, loop):
+        """(pipelined innermost loop, total trip) when `loop` heads a perfect nest over a
+        pipelined loop: Vitis flattens perfect nests of constant bounds into the inner
+        pipeline (UG1399 "Loop Flattening", on by default), so the pipeline fills once."""
+        n, L = 1, loop
+        while True:
+            body = [o.operation for o in L.regions[0].blocks[0].operations if o.operation.name != "affine.yield"]
+            if D.get_unroll(L) is not None or len(body) != 1 or body[0].name != "affine.for":
+                return None
+            if trip_count(L) is None:
+                return None
+            n *= self.trip(L)
+            L = body[0]
+            if D.get_pipeline(L) is not None:
+                return (L, n * self.trip(L)) if trip_count(L) is not None else None
 
     def _pipelined(self, loop, trip, ii_req, loops, path, auto, burst) -> int:
         b = self._iteration(loop.regions[0].blocks[0], 1, None)
@@ -289,9 +309,21 @@ class Timer:
         b = _Body()
         unrolled = [(unrolled_loop, copies)] if unrolled_loop is not None else []
         b.depth = self._depth(block, {}, unrolled, b, copies)
-        if unrolled_loop is not None and copies > 1 and carried_dependences(unrolled_loop):
-            b.depth += (self._chain_factor(block, copies) - 1) * self._chain(block, None)
+        if unrolled_loop is not None and copies > 1:
+            b.depth += (self._chain_factor(block, copies) - 1) * self._carried_chain(unrolled_loop)
         return b
+
+    def _carried_chain(self, loop) -> float:
+        """Cycles of the path through the memory `loop` carries from one iteration to the
+        next (the accumulation of a reduction), 0 if it carries none: what the unrolled
+        copies of `loop` chain on."""
+        worst = 0.0
+        for src, dst in carried_dependences(loop):
+            m = src.memref if src.memref is not None else dst.memref
+            mem = self.mems.of(self._fn, m) if m is not None else None
+            if mem is not None and mem.kind not in ("stream", "maxi"):
+                worst = max(worst, self._chain(loop.regions[0].blocks[0], mem.key))
+        return worst
 
     def _chain_factor(self, block, copies: int) -> float:
         floats = any(o.name.endswith("f") and o.name.startswith("arith.") for o in _ops_in(block))
@@ -305,9 +337,8 @@ class Timer:
             if op.name in ("affine.for", "scf.for"):
                 trip = self.trip(op)
                 inner = self._depth(op.regions[0].blocks[0], dict(ready), unrolled + [(op, trip)], b, mult * trip)
-                if trip > 1 and carried_dependences(op):  # the unrolled copies chain
-                    body = op.regions[0].blocks[0]
-                    inner += (self._chain_factor(body, trip) - 1) * self._chain(body, None)
+                if trip > 1:  # the unrolled copies chain on what the loop carries
+                    inner += (self._chain_factor(op.regions[0].blocks[0], trip) - 1) * self._carried_chain(op)
                 end = max(end, inner)
                 continue
             if op.name in ("scf.if", "affine.if"):

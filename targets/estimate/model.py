@@ -32,21 +32,9 @@ def captured_design(model, phase: str = "decode", quant: str | None = None, T: i
     nn.Module), and the number of layers it stands for."""
     from ...flow.capture import capture
     from ...models.config import MambaConfig
-    from ..versal.build import resolve_model
+    from ..versal.build import calibration_set, resolve_config, resolve_model
 
-    cfg = getattr(model, "config", None)
-    if cfg is None:
-        if isinstance(model, str):
-            from ...models.config import PRESETS
-
-            if model not in PRESETS:
-                raise MambaflowError(f"unknown model '{model}'; give a model, a MambaConfig or a preset "
-                                     f"({', '.join(PRESETS)})")
-            cfg = PRESETS[model]
-        elif isinstance(model, MambaConfig):
-            cfg = model
-        else:
-            raise MambaflowError(f"estimate: cannot make a model from {type(model).__name__}")
+    cfg = resolve_config(model)
     if quant is not None and phase != "decode":
         raise MambaflowError(f"estimate: quantized designs are decode only (got --phase {phase}); drop --quant "
                              "or use --phase decode")
@@ -57,11 +45,10 @@ def captured_design(model, phase: str = "decode", quant: str | None = None, T: i
         else:
             from ...quant.flow import capture_quantized
             from ...quant.ptq import quantize
-            from ..versal.build import _calibration
 
             one = dataclasses.replace(cfg, n_layer=1) if not hasattr(model, "config") else cfg
             m = resolve_model(model if hasattr(model, "config") else one, seed)
-            calib, _ = _calibration(m, seed)
+            calib, _ = calibration_set(m, seed)
             # the design's structure and widths do not depend on the calibrated values:
             # one short window keeps PTQ of a wide layer quick
             design = capture_quantized(quantize(m, quant, calib[:1, :64]), "model")

@@ -211,24 +211,32 @@ class BuildSteps:
 # ---------------------------------------------------------------- resolution
 
 
+def resolve_config(model):
+    """The MambaConfig of a model, a MambaConfig or a preset name."""
+    from ...models.config import MambaConfig, PRESETS
+
+    cfg = getattr(model, "config", model)
+    if isinstance(cfg, str):
+        if cfg not in PRESETS:
+            raise MambaflowError(f"unknown model '{cfg}'; give a model, a MambaConfig or a preset "
+                                 f"({', '.join(PRESETS)})")
+        cfg = PRESETS[cfg]
+    if not isinstance(cfg, MambaConfig):
+        raise MambaflowError(f"cannot make a model from {type(model).__name__}")
+    return cfg
+
+
 def resolve_model(model, seed: int = 0):
     """An nn.Module from a model, a MambaConfig or a preset name (random weights, seeded)."""
     import torch
 
     from ...models import build_model
-    from ...models.config import MambaConfig, PRESETS
 
     if isinstance(model, torch.nn.Module):
         return model.eval()
-    if isinstance(model, str):
-        if model not in PRESETS:
-            raise MambaflowError(f"unknown model '{model}'; give a model, a MambaConfig or a preset "
-                                 f"({', '.join(PRESETS)})")
-        model = PRESETS[model]
-    if isinstance(model, MambaConfig):
-        torch.manual_seed(seed)
-        return build_model(model).eval()
-    raise MambaflowError(f"cannot make a model from {type(model).__name__}")
+    cfg = resolve_config(model)
+    torch.manual_seed(seed)
+    return build_model(cfg).eval()
 
 
 def apply_schedule(design, schedule, out_dir: Path | None = None):
@@ -243,7 +251,7 @@ def apply_schedule(design, schedule, out_dir: Path | None = None):
     return apply_user_schedule(design, schedule)
 
 
-def _calibration(model, seed: int):
+def calibration_set(model, seed: int):
     """PTQ calibration tokens: corpus windows (the training split) when the model's
     vocabulary holds the byte tokenizer, else seeded random token ids (a test preset)."""
     import torch
@@ -447,7 +455,7 @@ def build(model, board: str | Board = "vck190", schedule=None, mode: str = "csim
         from ...quant.flow import capture_quantized
         from ...quant.ptq import quantize
 
-        calib, source = _calibration(model, seed)
+        calib, source = calibration_set(model, seed)
         st.note(f"      calibration: {tuple(calib.shape)} {source}")
         qm = quantize(model, quant, calib)
         design = capture_quantized(qm, "model")
