@@ -1,0 +1,241 @@
+"""Test-time tree search: the draft tree is built per round under a node budget, and its
+width and depth adapt from round to round to the acceptance observed so far.
+
+Each round a bandit picks one tree configuration (an arm): a level width W and a depth
+D. The tree is then grown level by level (`trees.grow_levels`, one batched draft step
+per level): level d+1 is the W most probable children of level d's nodes, scored by
+the product of the draft's probabilities along the path, until D levels or the budget
+of N draft nodes. After verification the arm is rewarded with the tokens the round
+emitted per second it took (drafting, verify, acceptance, backtracking: the measured
+cost of a bigger tree is part of the reward), so the search settles on the shape that
+is fastest for this pair on this machine, a chain for a draft that is right most of
+the time, a bushier tree for one that is often second-best.
+
+Spec `search:N` (UCB1, the default), `search:N:ucb` or `search:N:thompson`; N is the
+node budget (root excluded). Children are chosen deterministically (the top ones), so
+sampling acceptance treats them as fixed proposals and keeps the target's distribution
+(runtime.speculative.accept_sampling); greedy output is the target's own.
+
+A `TreeSearch` keeps what its bandit learned: pass the same one to several
+`speculative_generate(tree=policy)` calls to carry it across prompts (a spec string
+starts a fresh one per call). The first round of every arm is a warm-up whose reward
+is not counted (it pays for compiling that tree size's verify design on llvm).
+
+    from mambaflow.runtime.search import TreeSearch
+    policy = TreeSearch.from_spec("search:16")
+    g = speculative_generate(target, draft, prompt, 64, tree=policy, verify_multiple=4)
+    policy.report()   # {arm: {"pulls", "mean_reward"}}, g.configs: the arm of each round
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..errors import MambaflowError
+from .generate import Sampling, filter_logits
+from .trees import grow_levels
+
+MODES = ("ucb", "thompson")
+WIDTHS = (1, 2, 4)  # level widths the arms try (each also at half depth)
+
+
+@dataclass(frozen=True)
+class Search:
+    """The spec of a searched tree: at most `budget` draft nodes per round, at most
+    `max_width` nodes per level and `max_depth` levels, arms chosen by `mode`."""
+
+    budget: int
+    mode: str = "ucb"
+    max_width: int = 4
+    max_depth: int = 16
+
+    def __post_init__(self):
+        if not isinstance(self.budget, int) or self.budget < 1:
+            raise MambaflowError(f"a search tree needs a node budget >= 1, got {self.budget!r}: use e.g. search:16")
+        if self.mode not in MODES:
+            raise MambaflowError(f"unknown tree search mode '{self.mode}': use search:N:{' or search:N:'.join(MODES)}")
+        if self.max_width < 1 or self.max_depth < 1:
+            raise MambaflowError(f"a search tree needs max_width, max_depth >= 1, got {self}")
+
+    @property
+    def arms(self) -> list["Arm"]:
+        """The tree configurations searched: every width of WIDTHS up to max_width, each at
+        the full budget's depth and at half of it."""
+        out = []
+        for w in WIDTHS:
+            if w > min(self.max_width, self.budget):
+                continue
+            for d in sorted({max(1, self.budget // (2 * w)), self.budget // w}):
+                arm = Arm(w, min(d, self.max_depth))
+                if arm not in out:
+                    out.append(arm)
+        return out
+
+    @property
+    def nodes(self) -> int:
+        """The largest tree (root included)."""
+        return self.budget + 1
+
+    @property
+    def depth(self) -> int:
+        return max(a.depth for a in self.arms)
+
+    def fifo_depth(self) -> int:
+        # breadth-first with at most W nodes per level: a parent is under 2W nodes behind
+        return min(self.nodes, 2 * max(a.width for a in self.arms))
+
+    def __str__(self) -> str:
+        return f"search{self.budget}" + ("" if self.mode == "ucb" else f":{self.mode}")
+
+
+def parse_search(spec: str) -> Search:
+    """'search:N' | 'searchN' | 'search:N:MODE' -> Search."""
+    m = re.fullmatch(r"search:?(-?\d+)(?::(\w+))?", spec.strip().lower())
+    if not m:
+        raise MambaflowError(f"bad search tree spec {spec!r}: use search:N (N = draft nodes per round) or "
+                             f"search:N:MODE with MODE one of {', '.join(MODES)}")
+    return Search(int(m.group(1)), m.group(2) or "ucb")
+
+
+@dataclass(frozen=True)
+class Arm:
+    width: int  # nodes per level at most
+    depth: int  # levels at most
+
+    def __str__(self) -> str:
+        return f"w{self.width}d{self.depth}"
+
+
+# ------------------------------------------------------------------- bandit
+
+
+@dataclass
+class Bandit:
+    """A multi-armed bandit over `n` arms maximizing the mean reward. Rewards are scaled by
+    the largest seen so far (tokens/s has no fixed range). `ucb`: UCB1, untried arms
+    first, then mean + c·sqrt(2 ln t / n_i) (deterministic); `thompson`: a draw from a
+    normal posterior per arm (mean, spread / sqrt(n_i)), from its own seeded generator."""
+
+    n: int
+    mode: str = "ucb"
+    c: float = 0.5
+    seed: int = 0
+    pulls: list[int] = field(default_factory=list)
+    sums: list[float] = field(default_factory=list)
+    sq: list[float] = field(default_factory=list)
+    top: float = 0.0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise MambaflowError(f"unknown bandit mode '{self.mode}': use one of {', '.join(MODES)}")
+        self.pulls, self.sums, self.sq = [0] * self.n, [0.0] * self.n, [0.0] * self.n
+        self._gen = torch.Generator().manual_seed(self.seed)
+
+    def mean(self, arm: int) -> float:
+        return self.sums[arm] / self.pulls[arm] / self.top if self.pulls[arm] and self.top > 0 else 0.0
+
+    def choose(self) -> int:
+        untried = [i for i in range(self.n) if not self.pulls[i]]
+        if untried:
+            return untried[0]
+        if self.mode == "ucb":
+            t = sum(self.pulls)
+            return max(range(self.n), key=lambda i: self.mean(i) + self.c * math.sqrt(2 * math.log(t) / self.pulls[i]))
+        draws = []
+        for i in range(self.n):
+            m = self.mean(i)
+            var = max(self.sq[i] / self.pulls[i] / self.top**2 - m * m, 0.0) if self.top > 0 else 0.0
+            spread = math.sqrt(var + 0.01)  # a floor: one lucky round does not end the search
+            draws.append(m + spread / math.sqrt(self.pulls[i]) * float(torch.randn((), generator=self._gen)))
+        return max(range(self.n), key=draws.__getitem__)
+
+    def update(self, arm: int, reward: float) -> None:
+        self.pulls[arm] += 1
+        self.sums[arm] += reward
+        self.sq[arm] += reward * reward
+        self.top = max(self.top, reward)
+
+
+# ------------------------------------------------------------------- policy
+
+
+class TreeSearch:
+    """The per-round policy of a `Search` spec: `choose()` an arm, `grow(...)` its tree,
+    `update(arm, tokens, seconds)` with what the round gave."""
+
+    def __init__(self, spec: Search, seed: int = 0):
+        self.spec = spec
+        self.arms = spec.arms
+        self.bandit = Bandit(len(self.arms), spec.mode, seed=seed)
+        self._warm = [False] * len(self.arms)
+
+    @classmethod
+    def from_spec(cls, spec, seed: int = 0) -> "TreeSearch":
+        return cls(spec if isinstance(spec, Search) else parse_search(str(spec)), seed)
+
+    def __str__(self) -> str:
+        return str(self.spec)
+
+    def choose(self) -> Arm:
+        # arms not yet warmed up go first, in order (their reward is not counted)
+        cold = next((i for i, w in enumerate(self._warm) if not w), None)
+        return self.arms[cold if cold is not None else self.bandit.choose()]
+
+    def update(self, arm: Arm, tokens: int, seconds: float) -> None:
+        i = self.arms.index(arm)
+        if not self._warm[i]:
+            self._warm[i] = True
+            return
+        self.bandit.update(i, tokens / max(seconds, 1e-9))
+
+    def report(self) -> dict[str, dict]:
+        b = self.bandit
+        return {str(a): dict(pulls=b.pulls[i], mean_reward=b.sums[i] / b.pulls[i] if b.pulls[i] else None)
+                for i, a in enumerate(self.arms)}
+
+    def grow(self, draft, arm: Arm, root: int, root_logits: Tensor, root_state, sampling: Sampling,
+             keep_states: bool, max_depth: int | None = None):
+        """The arm's tree under `root` (draft logits and state after it given), level by
+        level within the budget; returns the tree and {node: draft state}, as
+        `trees.draft_tree`."""
+        return grow_best_levels(draft, arm.width, arm.depth if max_depth is None else min(arm.depth, max_depth),
+                                self.spec.budget, root, root_logits, root_state, sampling, keep_states)
+
+
+def grow_best_levels(draft, width: int, depth: int, budget: int, root: int, root_logits: Tensor, root_state,
+                     sampling: Sampling, keep_states: bool):
+    """A tree grown level by level: each level keeps the `width` most probable children
+    of the previous level's nodes (path probability under the draft, vocab limit
+    applied), at most `depth` levels and `budget` draft nodes."""
+    if depth < 1:
+        from .trees import DraftTree
+
+        return DraftTree([root], [-1], [0], [None], 0, 1), {0: root_state}
+    score = {0: 1.0}
+    only_vocab = Sampling(vocab_limit=sampling.vocab_limit)
+
+    def expand(d: int, level: list[int], logits: Tensor, tree):
+        probs = torch.softmax(filter_logits(logits, only_vocab), dim=-1)
+        top = torch.topk(probs, min(width, probs.shape[-1]), dim=-1)
+        path = torch.tensor([score[n] for n in level], dtype=probs.dtype)[:, None] * top.values
+        k = min(width, path.numel(), budget - (len(tree) - 1))
+        best = torch.topk(path.flatten(), k)  # the level's most probable children
+        picked = []
+        for s, flat in zip(best.values.tolist(), best.indices.tolist()):
+            if s <= 0:
+                break
+            row, rank = divmod(flat, top.values.shape[1])
+            picked.append((row, rank, s, int(top.indices[row, rank])))
+        picked.sort()  # grouped under their parents, parents in level order (breadth-first)
+        kids = []
+        for row, _rank, s, tok in picked:
+            score[len(tree) + len(kids)] = s
+            kids.append((level[row], tok))
+        return kids
+
+    return grow_levels(draft, root, root_logits, root_state, expand, depth, keep_states, budget=budget)
