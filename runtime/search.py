@@ -41,6 +41,9 @@ from .generate import Sampling, filter_logits
 from .trees import grow_levels
 
 MODES = ("ucb", "thompson")
+#: what a round is worth: tokens per measured second (the default), or tokens alone
+#: (reproducible: the same inputs choose the same arms, whatever the machine's load)
+REWARDS = ("time", "tokens")
 WIDTHS = (1, 2, 4)  # level widths the arms try (each also at half depth)
 
 
@@ -56,9 +59,11 @@ class Search:
 
     def __post_init__(self):
         if not isinstance(self.budget, int) or self.budget < 1:
-            raise MambaflowError(f"a search tree needs a node budget >= 1, got {self.budget!r}: use e.g. search:16")
+            raise MambaflowError(f"tree search:{self.budget}: the node budget (draft nodes per round) must be "
+                                 "an integer >= 1; use e.g. search:16")
         if self.mode not in MODES:
-            raise MambaflowError(f"unknown tree search mode '{self.mode}': use search:N:{' or search:N:'.join(MODES)}")
+            raise MambaflowError(f"tree search:{self.budget}:{self.mode}: unknown search mode '{self.mode}'; "
+                                 "use " + " or ".join(f"search:{self.budget}:{m}" for m in MODES))
         if self.max_width < 1 or self.max_depth < 1:
             raise MambaflowError(f"a search tree needs max_width, max_depth >= 1, got {self}")
 
@@ -84,6 +89,14 @@ class Search:
     @property
     def depth(self) -> int:
         return max(a.depth for a in self.arms)
+
+    def verify_sizes(self, multiple: int = 1) -> list[int]:
+        """The verify pass sizes searched trees are padded to: each arm's full tree
+        (root included) rounded up to `multiple`. A round's tree, clipped or not, goes
+        to the smallest that holds it, so the llvm backend compiles one verify design
+        per arm size, all of them in the arms' first rounds."""
+        full = {min(self.budget, a.width * a.depth) + 1 for a in self.arms}
+        return sorted({-(-n // multiple) * multiple for n in full})
 
     def fifo_depth(self) -> int:
         # breadth-first with at most W nodes per level: a parent is under 2W nodes behind
@@ -166,17 +179,19 @@ class Bandit:
 
 class TreeSearch:
     """The per-round policy of a `Search` spec: `choose()` an arm, `grow(...)` its tree,
-    `update(arm, tokens, seconds)` with what the round gave."""
+    `update(arm, tokens, seconds)` with what the round gave (`reward`: see REWARDS)."""
 
-    def __init__(self, spec: Search, seed: int = 0):
-        self.spec = spec
+    def __init__(self, spec: Search, seed: int = 0, reward: str = "time"):
+        if reward not in REWARDS:
+            raise MambaflowError(f"unknown tree search reward '{reward}': use one of {', '.join(REWARDS)}")
+        self.spec, self.reward = spec, reward
         self.arms = spec.arms
         self.bandit = Bandit(len(self.arms), spec.mode, seed=seed)
         self._warm = [False] * len(self.arms)
 
     @classmethod
-    def from_spec(cls, spec, seed: int = 0) -> "TreeSearch":
-        return cls(spec if isinstance(spec, Search) else parse_search(str(spec)), seed)
+    def from_spec(cls, spec, seed: int = 0, reward: str = "time") -> "TreeSearch":
+        return cls(spec if isinstance(spec, Search) else parse_search(str(spec)), seed, reward)
 
     def __str__(self) -> str:
         return str(self.spec)
@@ -191,7 +206,7 @@ class TreeSearch:
         if not self._warm[i]:
             self._warm[i] = True
             return
-        self.bandit.update(i, tokens / max(seconds, 1e-9))
+        self.bandit.update(i, tokens / max(seconds, 1e-9) if self.reward == "time" else float(tokens))
 
     def report(self) -> dict[str, dict]:
         b = self.bandit

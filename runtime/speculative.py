@@ -177,8 +177,8 @@ def speculative_generate(target: Backend, draft, prompt: list[int], max_new_toke
     or 'hybrid' (with `budget_bytes`; None = draft checkpoints, target replays).
     verify_size: pad every tree to this many nodes (default: the shape's size), so the
     llvm backend compiles one verify design. verify_multiple: pad to a multiple of this
-    instead; a searched tree, whose size changes per round, is then padded per round
-    (one verify design per padded size). fifo_depth: the FIFO tree buffer depth
+    instead; a searched tree, whose size changes per round, is then padded per round to
+    its arm's size (`Search.verify_sizes`: one verify design per arm size). fifo_depth: the FIFO tree buffer depth
     (default: the shape's bound).
     """
     from .ngram import NgramDraft
@@ -204,6 +204,7 @@ def speculative_generate(target: Backend, draft, prompt: list[int], max_new_toke
                              f"static tree (e.g. chain:7), not {shape}")
     mult = verify_multiple or 1
     T = verify_size or -(-shape.nodes // mult) * mult  # the largest verify pass
+    sizes = shape.verify_sizes(mult) if policy is not None else [T]  # a searched tree's padded sizes
     if T < shape.nodes:
         raise MambaflowError(f"verify_size {T} is smaller than the tree {shape} ({shape.nodes} nodes)")
     fifo = fifo_depth or min(shape.fifo_depth(), T)
@@ -247,7 +248,7 @@ def speculative_generate(target: Backend, draft, prompt: list[int], max_new_toke
                                             keep_states=plan.draft_checkpoint, max_depth=remaining - 1)
         draft_calls += 0 if lookup else 1 + dtree.draft_calls
         tb = time.perf_counter()
-        T_r = T if verify_size or policy is None else min(T, -(-len(dtree) // mult) * mult)
+        T_r = T if verify_size or policy is None else next(t for t in sizes if t >= len(dtree))
         fifo_r = min(fifo, T_r)
         T_max = max(T_max, T_r)
         toks, pars = dtree.padded(T_r)
@@ -310,7 +311,8 @@ def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: 
     decoding on one backend, their tokens, whether they agree (greedy) and the speed.
 
     On llvm every design is scheduled with `schedules.verify_cpu` (plain decoding too) and
-    trees are padded to a multiple of 4 nodes. Times are medians of `reps` runs with the
+    trees are padded to a multiple of 4 nodes. A searched tree ('search:N') keeps one
+    `TreeSearch` policy through the warm-up and the timed runs (it learns across them). Times are medians of `reps` runs with the
     garbage collector paused. Returns {"plain": Generation, "speculative":
     SpeculativeGeneration, "same_tokens": bool, "speedup": plain s/token over
     speculative s/token, "summary": dict}.
@@ -326,13 +328,19 @@ def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: 
         from ..schedules.verify_cpu import verify_cpu
 
         kw = dict(prefill_chunk=prefill_chunk, progress=progress, schedule=verify_cpu)
+    from .search import Search, TreeSearch
+
+    shape = parse_shape(tree)  # a bad spec fails before anything is compiled
     target = make_backend(backend_name, target_model, **kw)
     draft = make_backend(backend_name, draft_model, **kw)
-    shape = parse_shape(tree)
-    spec_kw = dict(tree=shape, backtrack=backtrack, budget_bytes=budget_bytes,
-                   verify_size=-(-shape.nodes // 4) * 4 if backend_name == "llvm" else None)
+    pad = 4 if backend_name == "llvm" else None  # the verify node jam of schedules.verify_cpu
+    spec_kw = dict(tree=shape, backtrack=backtrack, budget_bytes=budget_bytes, verify_multiple=pad)
+    warm = min(n_tokens, shape.depth + 2)
+    if isinstance(shape, Search):  # one policy learns through the warm-up and every timed run
+        spec_kw["tree"] = TreeSearch(shape, sampling.seed)
+        warm = n_tokens  # every arm's first (uncounted) round, and its verify design, in the warm-up
     # compile / warm everything once so neither timing pays for it
-    speculative_generate(target, draft, prompt_ids, min(n_tokens, shape.depth + 2), sampling, **spec_kw)
+    speculative_generate(target, draft, prompt_ids, warm, sampling, **spec_kw)
     generate(target, prompt_ids, 2, sampling)
     plains, specs = [], []
     was = gc.isenabled()
