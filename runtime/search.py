@@ -1,8 +1,8 @@
 """Test-time tree search: the draft tree is built per round under a node budget, and its
 width and depth adapt from round to round to the acceptance observed so far.
 
-Each round a bandit picks one tree configuration (an arm): a level width W and a depth
-D. The tree is then grown level by level (`trees.grow_levels`, one batched draft step
+Each round a bandit picks one tree configuration (an arm): a level width W (1, 2, 4)
+and a depth D that fills the budget or half of it (`Search.arms`). The tree is then grown level by level (`trees.grow_levels`, one batched draft step
 per level): level d+1 is the W most probable children of level d's nodes, scored by
 the product of the draft's probabilities along the path, until D levels or the budget
 of N draft nodes. After verification the arm is rewarded with the tokens the round
@@ -22,9 +22,9 @@ starts a fresh one per call). The first round of every arm is a warm-up whose re
 is not counted (it pays for compiling that tree size's verify design on llvm).
 
     from mambaflow.runtime.search import TreeSearch
-    policy = TreeSearch.from_spec("search:16")
+    policy = TreeSearch.from_spec("search:16", multiple=4)   # arms sized for llvm's verify padding
     g = speculative_generate(target, draft, prompt, 64, tree=policy, verify_multiple=4)
-    policy.report()   # {arm: {"pulls", "mean_reward"}}, g.configs: the arm of each round
+    policy.report()   # {arm: {"pulls", "reward"}}; g.configs: the arm of each round
 """
 
 from __future__ import annotations
@@ -67,19 +67,30 @@ class Search:
         if self.max_width < 1 or self.max_depth < 1:
             raise MambaflowError(f"a search tree needs max_width, max_depth >= 1, got {self}")
 
-    @property
-    def arms(self) -> list["Arm"]:
-        """The tree configurations searched: every width of WIDTHS up to max_width, each at
-        the full budget's depth and at half of it."""
+    def arms(self, multiple: int = 1) -> list["Arm"]:
+        """The tree configurations searched: every width of WIDTHS up to max_width, each
+        filling a verify pass of the whole budget and of half of it (root included),
+        sizes rounded down to `multiple` (the llvm verify pads to a multiple of 4, so a
+        chain of 7 fills 8 nodes where a chain of 8 would pay for 12)."""
+        fit = lambda n: n // multiple * multiple if n >= multiple else n  # noqa: E731
+        sizes = sorted({fit(self.budget + 1), fit((self.budget + 1) // 2)} - {0, 1}, reverse=True)
         out = []
         for w in WIDTHS:
             if w > min(self.max_width, self.budget):
                 continue
-            for d in sorted({max(1, self.budget // (2 * w)), self.budget // w}):
-                arm = Arm(w, min(d, self.max_depth))
-                if arm not in out:
+            for size in sizes:
+                arm = Arm(w, min((size - 1) // w, self.max_depth))
+                if arm.depth >= 1 and arm not in out:
                     out.append(arm)
         return out
+
+    def verify_sizes(self, arms: list["Arm"], multiple: int = 1) -> list[int]:
+        """The verify pass sizes searched trees are padded to: each arm's full tree
+        (root included) rounded up to `multiple`. A round's tree, clipped or not, goes
+        to the smallest that holds it, so the llvm backend compiles one verify design
+        per arm size, all of them in the arms' first rounds."""
+        full = {min(self.budget, a.width * a.depth) + 1 for a in arms}
+        return sorted({-(-n // multiple) * multiple for n in full})
 
     @property
     def nodes(self) -> int:
@@ -88,19 +99,11 @@ class Search:
 
     @property
     def depth(self) -> int:
-        return max(a.depth for a in self.arms)
-
-    def verify_sizes(self, multiple: int = 1) -> list[int]:
-        """The verify pass sizes searched trees are padded to: each arm's full tree
-        (root included) rounded up to `multiple`. A round's tree, clipped or not, goes
-        to the smallest that holds it, so the llvm backend compiles one verify design
-        per arm size, all of them in the arms' first rounds."""
-        full = {min(self.budget, a.width * a.depth) + 1 for a in self.arms}
-        return sorted({-(-n // multiple) * multiple for n in full})
+        return min(self.budget, self.max_depth)
 
     def fifo_depth(self) -> int:
         # breadth-first with at most W nodes per level: a parent is under 2W nodes behind
-        return min(self.nodes, 2 * max(a.width for a in self.arms))
+        return min(self.nodes, 2 * min(self.max_width, self.budget, WIDTHS[-1]))
 
     def __str__(self) -> str:
         return f"search{self.budget}" + ("" if self.mode == "ucb" else f":{self.mode}")
@@ -129,49 +132,49 @@ class Arm:
 
 @dataclass
 class Bandit:
-    """A multi-armed bandit over `n` arms maximizing the mean reward. Rewards are scaled by
-    the largest seen so far (tokens/s has no fixed range). `ucb`: UCB1, untried arms
-    first, then mean + c·sqrt(2 ln t / n_i) (deterministic); `thompson`: a draw from a
-    normal posterior per arm (mean, spread / sqrt(n_i)), from its own seeded generator."""
+    """A multi-armed bandit over `n` arms maximizing value per cost (tokens per second):
+    an arm's estimate is its summed value over its summed cost, scaled by the best
+    estimate so far (tokens/s has no fixed range). `ucb`: UCB1, untried arms first, then
+    estimate + c·sqrt(2 ln t / n_i) (deterministic); `thompson`: a draw per arm from a
+    normal posterior (estimate, spread of its rounds / sqrt(n_i)), from its own seeded
+    generator."""
 
     n: int
     mode: str = "ucb"
-    c: float = 0.5
+    c: float = 0.3
     seed: int = 0
-    pulls: list[int] = field(default_factory=list)
-    sums: list[float] = field(default_factory=list)
-    sq: list[float] = field(default_factory=list)
-    top: float = 0.0
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise MambaflowError(f"unknown bandit mode '{self.mode}': use one of {', '.join(MODES)}")
-        self.pulls, self.sums, self.sq = [0] * self.n, [0.0] * self.n, [0.0] * self.n
+        self.pulls, self.values, self.costs, self.sq = [0] * self.n, [0.0] * self.n, [0.0] * self.n, [0.0] * self.n
         self._gen = torch.Generator().manual_seed(self.seed)
 
-    def mean(self, arm: int) -> float:
-        return self.sums[arm] / self.pulls[arm] / self.top if self.pulls[arm] and self.top > 0 else 0.0
+    def estimate(self, arm: int) -> float:
+        """The arm's value per cost so far (0 before its first pull)."""
+        return self.values[arm] / self.costs[arm] if self.pulls[arm] and self.costs[arm] > 0 else 0.0
 
     def choose(self) -> int:
         untried = [i for i in range(self.n) if not self.pulls[i]]
         if untried:
             return untried[0]
+        top = max(self.estimate(i) for i in range(self.n)) or 1.0
+        mean = [self.estimate(i) / top for i in range(self.n)]
         if self.mode == "ucb":
             t = sum(self.pulls)
-            return max(range(self.n), key=lambda i: self.mean(i) + self.c * math.sqrt(2 * math.log(t) / self.pulls[i]))
+            return max(range(self.n), key=lambda i: mean[i] + self.c * math.sqrt(2 * math.log(t) / self.pulls[i]))
         draws = []
         for i in range(self.n):
-            m = self.mean(i)
-            var = max(self.sq[i] / self.pulls[i] / self.top**2 - m * m, 0.0) if self.top > 0 else 0.0
-            spread = math.sqrt(var + 0.01)  # a floor: one lucky round does not end the search
-            draws.append(m + spread / math.sqrt(self.pulls[i]) * float(torch.randn((), generator=self._gen)))
+            per_round = self.sq[i] / self.pulls[i] / top**2  # E[(value/cost)^2], scaled
+            spread = math.sqrt(max(per_round - mean[i] ** 2, 0.0) + 0.01)  # a floor: one lucky round does not end it
+            draws.append(mean[i] + spread / math.sqrt(self.pulls[i]) * float(torch.randn((), generator=self._gen)))
         return max(range(self.n), key=draws.__getitem__)
 
-    def update(self, arm: int, reward: float) -> None:
+    def update(self, arm: int, value: float, cost: float = 1.0) -> None:
         self.pulls[arm] += 1
-        self.sums[arm] += reward
-        self.sq[arm] += reward * reward
-        self.top = max(self.top, reward)
+        self.values[arm] += value
+        self.costs[arm] += cost
+        self.sq[arm] += (value / cost) ** 2 if cost > 0 else 0.0
 
 
 # ------------------------------------------------------------------- policy
@@ -181,17 +184,21 @@ class TreeSearch:
     """The per-round policy of a `Search` spec: `choose()` an arm, `grow(...)` its tree,
     `update(arm, tokens, seconds)` with what the round gave (`reward`: see REWARDS)."""
 
-    def __init__(self, spec: Search, seed: int = 0, reward: str = "time"):
+    def __init__(self, spec: Search, seed: int = 0, reward: str = "time", multiple: int = 1):
         if reward not in REWARDS:
             raise MambaflowError(f"unknown tree search reward '{reward}': use one of {', '.join(REWARDS)}")
-        self.spec, self.reward = spec, reward
-        self.arms = spec.arms
+        self.spec, self.reward, self.multiple = spec, reward, multiple
+        self.arms = spec.arms(multiple)
         self.bandit = Bandit(len(self.arms), spec.mode, seed=seed)
         self._warm = [False] * len(self.arms)
 
     @classmethod
-    def from_spec(cls, spec, seed: int = 0, reward: str = "time") -> "TreeSearch":
-        return cls(spec if isinstance(spec, Search) else parse_search(str(spec)), seed, reward)
+    def from_spec(cls, spec, seed: int = 0, reward: str = "time", multiple: int = 1) -> "TreeSearch":
+        """`multiple`: the verify padding the arms are sized for (4 on llvm)."""
+        return cls(spec if isinstance(spec, Search) else parse_search(str(spec)), seed, reward, multiple)
+
+    def verify_sizes(self, multiple: int | None = None) -> list[int]:
+        return self.spec.verify_sizes(self.arms, self.multiple if multiple is None else multiple)
 
     def __str__(self) -> str:
         return str(self.spec)
@@ -206,11 +213,11 @@ class TreeSearch:
         if not self._warm[i]:
             self._warm[i] = True
             return
-        self.bandit.update(i, tokens / max(seconds, 1e-9) if self.reward == "time" else float(tokens))
+        self.bandit.update(i, float(tokens), max(seconds, 1e-9) if self.reward == "time" else 1.0)
 
     def report(self) -> dict[str, dict]:
         b = self.bandit
-        return {str(a): dict(pulls=b.pulls[i], mean_reward=b.sums[i] / b.pulls[i] if b.pulls[i] else None)
+        return {str(a): dict(pulls=b.pulls[i], reward=b.estimate(i) if b.pulls[i] else None)
                 for i, a in enumerate(self.arms)}
 
     def grow(self, draft, arm: Arm, root: int, root_logits: Tensor, root_state, sampling: Sampling,

@@ -198,15 +198,17 @@ def speculative_generate(target: Backend, draft, prompt: list[int], max_new_toke
     if verify_multiple is not None and verify_multiple < 1:
         raise MambaflowError(f"speculative_generate: verify_multiple must be >= 1, got {verify_multiple}")
     shape = parse_shape(tree)
-    policy = tree if isinstance(tree, TreeSearch) else TreeSearch(shape, sampling.seed) if isinstance(shape, Search) else None
+    mult = verify_multiple or 1
+    policy = tree if isinstance(tree, TreeSearch) else TreeSearch(shape, sampling.seed, multiple=mult) \
+        if isinstance(shape, Search) else None
     if lookup and policy is not None:
         raise MambaflowError(f"the n-gram drafter has no probabilities to search a tree with: give it a chain or "
                              f"static tree (e.g. chain:7), not {shape}")
-    mult = verify_multiple or 1
-    T = verify_size or -(-shape.nodes // mult) * mult  # the largest verify pass
-    sizes = shape.verify_sizes(mult) if policy is not None else [T]  # a searched tree's padded sizes
-    if T < shape.nodes:
-        raise MambaflowError(f"verify_size {T} is smaller than the tree {shape} ({shape.nodes} nodes)")
+    sizes = policy.verify_sizes(mult) if policy is not None else []  # a searched tree's padded sizes
+    T = verify_size or (sizes[-1] if sizes else -(-shape.nodes // mult) * mult)  # the largest verify pass
+    largest = sizes[-1] if sizes else shape.nodes  # (a searched tree's arms may stop short of its budget)
+    if T < largest:
+        raise MambaflowError(f"verify_size {T} is smaller than the tree {shape} ({largest} nodes)")
     fifo = fifo_depth or min(shape.fifo_depth(), T)
     strategy = Backtrack(backtrack, budget_bytes)
     plan = strategy.plan(target.cfg, target.cfg if lookup else draft.cfg, T, 1 if lookup else shape.nodes, fifo)
@@ -337,7 +339,7 @@ def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: 
     spec_kw = dict(tree=shape, backtrack=backtrack, budget_bytes=budget_bytes, verify_multiple=pad)
     warm = min(n_tokens, shape.depth + 2)
     if isinstance(shape, Search):  # one policy learns through the warm-up and every timed run
-        spec_kw["tree"] = TreeSearch(shape, sampling.seed)
+        spec_kw["tree"] = TreeSearch(shape, sampling.seed, multiple=pad or 1)
         warm = n_tokens  # every arm's first (uncounted) round, and its verify design, in the warm-up
     # compile / warm everything once so neither timing pays for it
     speculative_generate(target, draft, prompt_ids, warm, sampling, **spec_kw)

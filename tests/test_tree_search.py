@@ -115,7 +115,7 @@ def test_search_trees_keep_budget_width_depth_and_take_the_most_probable(backend
     root, logits, st = _root(draft)
     for budget in (1, 2, 5, 9):
         spec = Search(budget)
-        for arm in spec.arms:
+        for arm in spec.arms():
             tree, states = grow_best_levels(draft, arm.width, arm.depth, budget, root, logits, st, Sampling(), True)
             n = len(tree) - 1
             assert 1 <= n <= budget and max(tree.depth) <= arm.depth
@@ -166,7 +166,9 @@ def test_bandit_settles_on_the_best_arm_of_a_synthetic_reward(mode):
 def test_tree_search_warms_each_arm_up_before_counting():
     policy = TreeSearch(Search(8), reward="tokens")
     arms = policy.arms
-    assert [str(a) for a in arms] == ["w1d4", "w1d8", "w2d2", "w2d4", "w4d1", "w4d2"]
+    assert [str(a) for a in arms] == ["w1d8", "w1d3", "w2d4", "w2d1", "w4d2"]  # the budget and half of it
+    assert [str(a) for a in TreeSearch(Search(16), multiple=4).arms] == ["w1d15", "w1d7", "w2d7", "w2d3", "w4d3",
+                                                                         "w4d1"]  # filling 16 and 8 nodes
     seen = []
     for _ in range(len(arms)):  # the warm-up rounds: every arm once, rewards not counted
         arm = policy.choose()
