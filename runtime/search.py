@@ -18,8 +18,9 @@ sampling acceptance treats them as fixed proposals and keeps the target's distri
 
 A `TreeSearch` keeps what its bandit learned: pass the same one to several
 `speculative_generate(tree=policy)` calls to carry it across prompts (a spec string
-starts a fresh one per call). The first round of every arm is a warm-up whose reward
-is not counted (it pays for compiling that tree size's verify design on llvm).
+starts a fresh one per call). A round that first uses an arm or a verify size is a
+warm-up whose reward is not counted (on llvm it pays for compiling that arm's draft
+chain or batched step and that size's verify design).
 
     from mambaflow.runtime.search import TreeSearch
     policy = TreeSearch.from_spec("search:16", multiple=4)   # arms sized for llvm's verify padding
@@ -191,6 +192,7 @@ class TreeSearch:
         self.arms = spec.arms(multiple)
         self.bandit = Bandit(len(self.arms), spec.mode, seed=seed)
         self._warm = [False] * len(self.arms)
+        self._sizes: set = set()  # verify sizes seen
 
     @classmethod
     def from_spec(cls, spec, seed: int = 0, reward: str = "time", multiple: int = 1) -> "TreeSearch":
@@ -208,10 +210,13 @@ class TreeSearch:
         cold = next((i for i, w in enumerate(self._warm) if not w), None)
         return self.arms[cold if cold is not None else self.bandit.choose()]
 
-    def update(self, arm: Arm, tokens: int, seconds: float) -> None:
+    def update(self, arm: Arm, tokens: int, seconds: float, verify_size: int | None = None) -> None:
+        """Count a round: `tokens` emitted in `seconds`. A round that first uses an arm or
+        a verify size is a warm-up and not counted (it paid for compiling them)."""
         i = self.arms.index(arm)
-        if not self._warm[i]:
+        if not self._warm[i] or verify_size not in self._sizes:
             self._warm[i] = True
+            self._sizes.add(verify_size)
             return
         self.bandit.update(i, float(tokens), max(seconds, 1e-9) if self.reward == "time" else 1.0)
 

@@ -282,7 +282,7 @@ def speculative_generate(target: Backend, draft, prompt: list[int], max_new_toke
         times["accept"] += td - tc
         times["backtrack"] += te - td
         if arm is not None:
-            policy.update(arm, len(new), te - ta)
+            policy.update(arm, len(new), te - ta, T_r)
             configs.append(str(arm))
         live = max(len(dstates), dtree.peak_live_states) if plan.draft_checkpoint else dtree.peak_live_states
         peak_live = max(peak_live, live)

@@ -175,9 +175,11 @@ def test_tree_search_warms_each_arm_up_before_counting():
         seen.append(arm)
         policy.update(arm, 100, 1.0)
     assert seen == arms and sum(policy.bandit.pulls) == 0
+    policy.update(arms[0], 100, 1.0, verify_size=12)  # the first round of a verify size: not counted either
+    assert sum(policy.bandit.pulls) == 0
     for k in range(60):  # then the arm with the most tokens per round wins (w2d4 here)
         arm = policy.choose()
-        policy.update(arm, 6 if arm == Arm(2, 4) else 2, 1.0)
+        policy.update(arm, 6 if arm == Arm(2, 4) else 2, 1.0, verify_size=12)
     assert max(policy.report().items(), key=lambda kv: kv[1]["pulls"])[0] == "w2d4"
 
 
