@@ -178,8 +178,8 @@ def speculative_generate(target: Backend, draft, prompt: list[int], max_new_toke
     verify_size: pad every tree to this many nodes (default: the shape's size), so the
     llvm backend compiles one verify design. verify_multiple: pad to a multiple of this
     instead; a searched tree, whose size changes per round, is then padded per round to
-    its arm's size (`Search.verify_sizes`: one verify design per arm size). fifo_depth: the FIFO tree buffer depth
-    (default: the shape's bound).
+    its arm's size (`Search.verify_sizes`: one verify design per arm size). fifo_depth:
+    the FIFO tree buffer depth (default: the shape's bound).
     """
     from .ngram import NgramDraft
     from .search import Search, TreeSearch
@@ -211,6 +211,8 @@ def speculative_generate(target: Backend, draft, prompt: list[int], max_new_toke
         raise MambaflowError(f"verify_size {T} is smaller than the tree {shape} ({largest} nodes)")
     fifo = fifo_depth or min(shape.fifo_depth(), T)
     strategy = Backtrack(backtrack, budget_bytes)
+    # a lookup drafter holds no state; the hybrid's budget books it as one node of the
+    # target's size (a small overcount, which keeps Backtrack's one memory model)
     plan = strategy.plan(target.cfg, target.cfg if lookup else draft.cfg, T, 1 if lookup else shape.nodes, fifo)
     gen = torch.Generator().manual_seed(sampling.seed)
     greedy = sampling.temperature == 0
