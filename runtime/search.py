@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from dataclasses import dataclass, field
 
 import torch
@@ -133,27 +134,32 @@ class Arm:
 
 @dataclass
 class Bandit:
-    """A multi-armed bandit over `n` arms maximizing value per cost (tokens per second):
-    an arm's estimate is its summed value over its summed cost, scaled by the best
-    estimate so far (tokens/s has no fixed range). `ucb`: UCB1, untried arms first, then
-    estimate + c·sqrt(2 ln t / n_i) (deterministic); `thompson`: a draw per arm from a
-    normal posterior (estimate, spread of its rounds / sqrt(n_i)), from its own seeded
-    generator."""
+    """A multi-armed bandit over `n` arms maximizing value per cost (tokens per second).
+    An arm's estimate is its mean value over its lower median cost: a round's time is
+    nearly fixed per arm but for the machine's hiccups, and one slow round must not pin
+    itself on the arm for good. Estimates are scaled by the best one (tokens/s has no
+    fixed range). `ucb`: UCB1, untried arms first, then estimate + c·sqrt(2 ln t / n_i)
+    (deterministic); `thompson`: a draw per arm from a normal posterior (estimate,
+    spread of its rounds / sqrt(n_i)), from its own seeded generator."""
 
     n: int
     mode: str = "ucb"
-    c: float = 0.3
+    c: float = 0.4
     seed: int = 0
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise MambaflowError(f"unknown bandit mode '{self.mode}': use one of {', '.join(MODES)}")
-        self.pulls, self.values, self.costs, self.sq = [0] * self.n, [0.0] * self.n, [0.0] * self.n, [0.0] * self.n
+        self.pulls, self.values, self.sq = [0] * self.n, [0.0] * self.n, [0.0] * self.n
+        self.costs: list[list[float]] = [[] for _ in range(self.n)]
         self._gen = torch.Generator().manual_seed(self.seed)
 
     def estimate(self, arm: int) -> float:
         """The arm's value per cost so far (0 before its first pull)."""
-        return self.values[arm] / self.costs[arm] if self.pulls[arm] and self.costs[arm] > 0 else 0.0
+        if not self.pulls[arm]:
+            return 0.0
+        cost = statistics.median_low(self.costs[arm])
+        return self.values[arm] / self.pulls[arm] / cost if cost > 0 else 0.0
 
     def choose(self) -> int:
         untried = [i for i in range(self.n) if not self.pulls[i]]
@@ -174,7 +180,7 @@ class Bandit:
     def update(self, arm: int, value: float, cost: float = 1.0) -> None:
         self.pulls[arm] += 1
         self.values[arm] += value
-        self.costs[arm] += cost
+        self.costs[arm].append(cost)
         self.sq[arm] += (value / cost) ** 2 if cost > 0 else 0.0
 
 

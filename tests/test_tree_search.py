@@ -250,3 +250,17 @@ def test_cli_bad_search_tree_is_one_line_exit_2(tmp_path):
                            env=env, capture_output=True, text=True, timeout=120)
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         assert p.returncode == 2 and len(lines) == 1 and words in lines[0] and "Traceback" not in p.stderr, p.stderr
+
+
+def test_bandit_recovers_from_one_slow_round():
+    """A machine hiccup in an arm's first round (100x its time) must not bar it for good:
+    its cost is the median of its rounds."""
+    b = Bandit(3, "ucb")
+    means = [1.0, 3.0, 2.0]
+    picks = []
+    for k in range(300):
+        arm = b.choose()
+        picks.append(arm)
+        slow = arm == 1 and b.pulls[1] == 0
+        b.update(arm, _synthetic(arm, means, k), 100.0 if slow else 1.0)
+    assert picks[-100:].count(1) >= 80, picks[-100:]
