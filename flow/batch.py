@@ -48,7 +48,8 @@ def build_decode_batch(design: Design, batch: int) -> Design:
         if TOP in funcs(module):
             raise MambaflowError(f"the decode design already has a function named '{TOP}'")
         types = list(ir.FunctionType(ir.TypeAttr(funcs(module)[design.top].attributes["function_type"]).value).inputs)
-        top_types = [types[k] for k in per_node] * batch + [types[k] for k in weights] + [types[k] for k in outs] * batch
+        top_types = ([types[k] for k in per_node] * batch + [types[k] for k in weights]
+                     + [types[k] for k in outs] * batch)
         with ir.InsertionPoint(module.body):
             top = func.FuncOp(TOP, (top_types, []))
         block = top.add_entry_block()

@@ -66,7 +66,8 @@ class NgramDraft:
         at most widths[d] children per node at depth d and shape.nodes nodes in all,
         numbered breadth-first."""
         if not isinstance(shape, (Chain, Static)):
-            raise MambaflowError(f"the n-gram drafter drafts chains and static trees (e.g. chain:7, 3,1,1), not {shape}")
+            raise MambaflowError(f"the n-gram drafter drafts chains and static trees (e.g. chain:7, 3,1,1), "
+                                 f"not {shape}")
         widths = shape.widths[: shape.depth if max_depth is None else max(0, min(shape.depth, max_depth))]
         children: dict[int, list[int]] = {0: []}  # trie node -> child nodes, in insertion order
         token, depth, count = {0: context[-1]}, {0: 0}, 1

@@ -2,14 +2,15 @@
 width and depth adapt from round to round to the acceptance observed so far.
 
 Each round a bandit picks one tree configuration (an arm): a level width W (1, 2, 4)
-and a depth D that fills the budget or half of it (`Search.arms`). The tree is then grown level by level (`trees.grow_levels`, one batched draft step
-per level): level d+1 is the W most probable children of level d's nodes, scored by
-the product of the draft's probabilities along the path, until D levels or the budget
-of N draft nodes. After verification the arm is rewarded with the tokens the round
-emitted per second it took (drafting, verify, acceptance, backtracking: the measured
-cost of a bigger tree is part of the reward), so the search settles on the shape that
-is fastest for this pair on this machine, a chain for a draft that is right most of
-the time, a bushier tree for one that is often second-best.
+and a depth D that fills the budget or half of it (`Search.arms`). The tree is then
+grown level by level (`trees.grow_levels`, one batched draft step per level): level d+1
+is the W most probable children of level d's nodes, scored by the product of the
+draft's probabilities along the path, until D levels or the budget of N draft nodes.
+After verification the arm is rewarded with the tokens the round emitted per second
+it took (drafting, verify, acceptance, backtracking: the measured cost of a bigger tree
+is part of the reward), so the search settles on the shape that is fastest for this
+pair on this machine: a chain of the right length where verify costs grow with the
+tree (the CPU), a bushier tree where a draft is often second-best and nodes are cheap.
 
 Spec `search:N` (UCB1, the default), `search:N:ucb` or `search:N:thompson`; N is the
 node budget (root excluded). Children are chosen deterministically (the top ones), so
@@ -33,7 +34,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -46,7 +47,7 @@ MODES = ("ucb", "thompson")
 #: what a round is worth: tokens per measured second (the default), or tokens alone
 #: (reproducible: the same inputs choose the same arms, whatever the machine's load)
 REWARDS = ("time", "tokens")
-WIDTHS = (1, 2, 4)  # level widths the arms try (each also at half depth)
+WIDTHS = (1, 2, 4)  # level widths the arms try (each filling the budget and half of it)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,9 @@ class Search:
         filling a verify pass of the whole budget and of half of it (root included),
         sizes rounded down to `multiple` (the llvm verify pads to a multiple of 4, so a
         chain of 7 fills 8 nodes where a chain of 8 would pay for 12)."""
-        fit = lambda n: n // multiple * multiple if n >= multiple else n  # noqa: E731
+        def fit(n: int) -> int:
+            return n // multiple * multiple if n >= multiple else n
+
         sizes = sorted({fit(self.budget + 1), fit((self.budget + 1) // 2)} - {0, 1}, reverse=True)
         out = []
         for w in WIDTHS:

@@ -316,8 +316,8 @@ def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: 
 
     On llvm every design is scheduled with `schedules.verify_cpu` (plain decoding too) and
     trees are padded to a multiple of 4 nodes. A searched tree ('search:N') keeps one
-    `TreeSearch` policy through the warm-up and the timed runs (it learns across them). Times are medians of `reps` runs with the
-    garbage collector paused. Returns {"plain": Generation, "speculative":
+    `TreeSearch` policy through the warm-up and the timed runs (it learns across them).
+    Times are medians of `reps` runs with the garbage collector paused. Returns {"plain": Generation, "speculative":
     SpeculativeGeneration, "same_tokens": bool, "speedup": plain s/token over
     speculative s/token, "summary": dict}.
     """
