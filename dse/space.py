@@ -15,7 +15,8 @@ composes) with the point's factors, so every trial's schedule is a replayable lo
 - `uram_kib`: buffers of at least this many KiB go to URAM (`large_buffers_to_uram`);
 - `widen`: copy loops between m_axi and local tiles move one AXI beat a cycle
   (`widen_copies`); `feed`: buffers a pipelined iteration reads at several addresses
-  partitioned to feed it (`feed_pipelines`, capped by the largest tile);
+  partitioned to feed it (`feed_pipelines`, capped by the largest tile or lanes), both
+  as the registry's `accelerator` applies them;
 - `structure`: `accelerator` (the knobs above) or `lightmamba` (the registry's
   `lightmamba_schedule`, with `macs` = `tile.in_proj`, `ssm_lanes` = `lanes.ssm` and
   `depth`; the other knobs do not apply, and its points share their schedule log);
@@ -102,11 +103,11 @@ def schedule_of(point: dict) -> Callable:
         R.linear_parallel_schedule(s, tile=tiles, ii=point["ii.linear"])
         R.ssm_serial_schedule(s, ii=point["ii.ssm"], lanes=lanes)
         if point.get("widen"):
-            R.widen_copies(s)
+            R.widen_copies(s, ii=point["ii.linear"])
         if point["dataflow"]:
             R.layer_pipeline_schedule(s, depth=point["depth"])
         if point.get("feed"):
-            R.feed_pipelines(s, cap=max(tiles.values(), default=64))
+            R.feed_pipelines(s, cap=max([*tiles.values(), *lanes.values()], default=64))
         R.large_buffers_to_uram(s, min_bytes=point["uram_kib"] * 1024)
         return s
 

@@ -476,11 +476,16 @@ def _user(u):
 
 def accelerator_schedule(design, tile: int = 16, ii: int = 1, lanes: int = 16, depth: int = 2) -> Schedule:
     """LightMamba / SpecMamba structure: linear layers parallel (MAC arrays), the conv
-    and SSM serial (pipelined), the layers a dataflow pipeline over streams."""
+    and SSM serial (pipelined), the layers a dataflow pipeline over streams; the on-chip
+    tile copies a beat wide and every local buffer a pipeline reads at several
+    addresses partitioned to feed it (without, the MAC arrays wait on the two ports of
+    their activation buffer: II 8 instead of 1, the estimate's 'ports' reason)."""
     s = customize(design)
     linear_parallel_schedule(s, tile=tile, ii=ii)
     ssm_serial_schedule(s, ii=ii, lanes=lanes)
+    widen_copies(s, ii=ii)
     layer_pipeline_schedule(s, depth=depth)
+    feed_pipelines(s, cap=max(tile, lanes))
     large_buffers_to_uram(s)
     return s
 
@@ -561,7 +566,7 @@ def feed_pipelines(design, cap: int = 64) -> Schedule:
     return s
 
 
-def widen_copies(design, beat_bits: int = 512) -> Schedule:
+def widen_copies(design, beat_bits: int = 512, ii: int = 1) -> Schedule:
     """Copy loops between an m_axi port and a local buffer (buffer_at's tiles) move as
     many elements a cycle as the local buffer's banks take (two ports each), up to one
     AXI beat: the innermost copy loop split by that width, the inner part unrolled and
@@ -604,7 +609,7 @@ def widen_copies(design, beat_bits: int = 512) -> Schedule:
         for path, w in zip(todo[::2], todo[1::2]):
             lo, li = s.split(path, w)
             s.unroll(li, 0)
-            s.pipeline(lo, ii=1)
+            s.pipeline(lo, ii=ii)
     return s
 
 
