@@ -11,15 +11,14 @@ XRT calls must name the emitted kernels' arguments in their order.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import cli, last_line
 import torch
 
 from mambaflow.errors import ScheduleError
@@ -28,18 +27,6 @@ from mambaflow.models import zoo
 OK, CHECK, USAGE, TOOLS = 0, 1, 2, 3
 HAS_VITIS = shutil.which("vitis_hls") is not None
 SPEC_LOOP = Path(__file__).resolve().parents[1] / "targets" / "versal" / "host" / "spec_loop.h"
-
-
-def cli(*args, timeout=900):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop("MAMBAFLOW_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "mambaflow.cli", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def last_line(p) -> str:
-    lines = [ln.rsplit("\r", 1)[-1].strip() for ln in p.stderr.splitlines()]
-    return [ln for ln in lines if ln][-1] if any(lines) else ""
 
 
 @pytest.fixture(scope="module")

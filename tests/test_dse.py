@@ -6,13 +6,11 @@ The real estimator scores every trial; nothing is mocked."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import cli, last_line
 
 from mambaflow.dse import BudgetError, parse_budget, run_dse
 from mambaflow.dse.space import schedule_of, space_for
@@ -21,18 +19,6 @@ from mambaflow.targets.versal.boards import get_board
 
 MODEL = "tiny-mamba1"
 USAGE, TOOLS = 2, 3
-
-
-def cli(*args, timeout=300):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop("MAMBAFLOW_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "mambaflow.cli", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def last_line(p) -> str:
-    lines = [ln.rsplit("\r", 1)[-1].strip() for ln in p.stderr.splitlines()]
-    return [ln for ln in lines if ln][-1]
 
 
 def finished(result) -> list[dict]:
