@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..errors import MambaflowError
 from .backends import Backend
-from .backtrack import STRATEGIES, Backtrack, draft_peak_bytes, fifo_need, verify_bytes
+from .backtrack import STRATEGIES, Backtrack, fifo_need
 from .generate import Generation, Sampling, choose, filter_logits
 from .trees import Chain, DraftTree, draft_chain_tree, draft_tree, parse_shape
 
@@ -191,7 +191,9 @@ def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max
         raise MambaflowError(f"verify_size {T} is smaller than the tree {shape} ({shape.nodes} nodes)")
     fifo = fifo_depth or min(shape.fifo_depth(), T)
     strategy = Backtrack(backtrack, budget_bytes)
-    plan = strategy.plan(target.cfg, draft.cfg, T, shape.nodes, fifo)
+    # memory at the run's longest context (a KV cache grows with it; a Mamba state does not)
+    longest = len(prompt) + max_new_tokens
+    plan = strategy.plan(target.memory(longest), draft.memory(longest), T, shape.nodes, fifo)
     gen = torch.Generator().manual_seed(sampling.seed)
     greedy_chain = isinstance(shape, Chain) and sampling.temperature == 0
     times = dict(draft=0.0, verify=0.0, accept=0.0, backtrack=0.0)
@@ -252,8 +254,9 @@ def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max
         live = (1 + dtree.draft_calls) if plan.draft_checkpoint else dtree.peak_live_states
         peak_live = max(peak_live, live)
     t2 = time.perf_counter()
-    strategy.record("target", verify_bytes(target.cfg, T, plan.replay_layers, fifo))
-    strategy.record("draft", draft_peak_bytes(draft.cfg, True, peak_live))
+    context = len(prompt) + len(out) - 1  # tokens the models have seen at the end
+    strategy.record("target", target.memory(context).verify_bytes(T, plan.replay_layers, fifo))
+    strategy.record("draft", draft.memory(context).draft_bytes(True, peak_live))
     out, seen = out[:max_new_tokens], seen[:max_new_tokens]
     peak = dict(strategy.peak)
     peak["total"] = peak["target"] + peak["draft"]
