@@ -109,16 +109,17 @@ def hf_config(cfg: TransformerConfig):
 
     from mambaflow.data import BOS, EOS
 
+    specials = dict(bos_token_id=BOS, eos_token_id=EOS) if cfg.vocab_size > EOS else {}
     if cfg.arch == "gpt2":
         return transformers.GPT2Config(vocab_size=cfg.vocab_size, n_embd=cfg.d_model, n_layer=cfg.n_layer,
                                        n_head=cfg.n_head, n_positions=cfg.max_positions, n_inner=cfg.d_ff,
                                        tie_word_embeddings=True, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                                       bos_token_id=BOS, eos_token_id=EOS)
+                                       **specials)
     return transformers.LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layer,
                                     num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_kv_head,
                                     head_dim=cfg.head_dim, intermediate_size=cfg.d_ff,
                                     max_position_embeddings=cfg.max_positions, tie_word_embeddings=True,
-                                    bos_token_id=BOS, eos_token_id=EOS)
+                                    **specials)
 
 
 def build_transformer(cfg: TransformerConfig) -> TransformerLM:

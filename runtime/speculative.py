@@ -322,7 +322,8 @@ def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: 
     spec = sorted(specs, key=per_token)[len(specs) // 2]
     speedup = statistics.median(map(per_token, plains)) / statistics.median(map(per_token, specs))
     summary = spec.summary()
-    summary.update(backend=backend_name, plain_decode_tokens_per_s=plain.decode_tokens_per_s, speedup=speedup,
+    summary.update(backend=backend_name, target_engine=target.name, draft_engine=draft.name,
+                   plain_decode_tokens_per_s=plain.decode_tokens_per_s, speedup=speedup,
                    same_tokens=plain.tokens == spec.tokens)
     return {"plain": plain, "speculative": spec, "same_tokens": plain.tokens == spec.tokens,
             "speedup": speedup, "summary": summary}
@@ -340,7 +341,10 @@ def print_speculative_run(target_model, draft_model, names: tuple[str, str], pro
         runs[backend] = run_speculative(target_model, draft_model, prompt_ids, n_tokens, tree, backend, sampling,
                                         backtrack, budget_bytes, progress=backend == "llvm",
                                         prefill_chunk=prefill_chunk)
-        print(f"[{backend}] built, warmed and ran in {time.perf_counter() - t0:.1f} s")
+        s = runs[backend]["summary"]
+        engines = "" if s["target_engine"] == s["draft_engine"] else \
+            f" (target on {s['target_engine']}, draft on {s['draft_engine']})"
+        print(f"[{backend}] built, warmed and ran in {time.perf_counter() - t0:.1f} s{engines}")
     spec = runs["llvm"]["speculative"]
     budget = f" under {budget_bytes / 2**20:.0f} MiB" if backtrack == "hybrid" and budget_bytes else ""
     print(f"\ntarget {names[0]}, draft {names[1]}, tree {spec.tree} ({spec.tree_nodes} nodes, FIFO tree buffer "

@@ -31,14 +31,14 @@ PROMPT = [3, 14, 15, 9, 26, 5]
 TOL = dict(atol=1e-4, rtol=1e-4)  # float32: one tree pass vs T decode steps (other matmul shapes)
 
 
-def tiny(arch: str, vocab: int = 64, seed: int = 0) -> TransformerLM:
+def tiny(arch: str, vocab: int = 64, seed: int = 0, noise: float = 0.2) -> TransformerLM:
     torch.manual_seed(seed)
     cfg = transformer_config(arch, d_model=32, n_layer=2, n_head=4, vocab_size=vocab, max_positions=128,
                              n_kv_head=2 if arch == "llama" else None)  # Llama with grouped KV heads
     model = build_transformer(cfg)
     with torch.no_grad():  # off the init: peakier, varied next-token distributions
         for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape))
+            p.add_(noise * torch.randn(p.shape))
     return model
 
 
@@ -125,13 +125,14 @@ def test_greedy_speculative_equals_target_greedy_llvm_draft(shipped_pair):
 def test_sampling_preserves_transformer_target_distribution():
     """Tokens 2 and 3 of a tiny Llama target drafted by a tiny Mamba1 (V = 8) under
     sampling at temperature 1 must follow the target's joint distribution, computed
-    exactly by enumerating its forward passes. N = 3000 seeds; Pearson's chi-square over
-    the 64 cells, failing below p = 1e-3 (about one seed set in a thousand for a correct
-    sampler; these seeds are fixed). The same counts are checked against the
-    distribution of sampling from the draft (target's token 1, draft's tokens 2 and 3):
-    the test asserts it is rejected (p < 1e-6), so it can fail."""
-    V, N = 8, 3000
-    target = TransformerBackend(tiny("llama", vocab=V, seed=3))
+    exactly by enumerating its forward passes. N = 2000 seeds (smallest expected count
+    10); Pearson's chi-square over the 64 cells, failing below p = 1e-3 (about one seed
+    set in a thousand for a correct sampler; these seeds are fixed). The same counts are
+    checked against the distribution of sampling from the draft (target's token 1,
+    draft's tokens 2 and 3; total variation 0.5 from the target's): the test asserts it
+    is rejected (p < 1e-6), so it can fail."""
+    V, N = 8, 2000
+    target = TransformerBackend(tiny("llama", vocab=V, seed=3, noise=0.05))
     torch.manual_seed(4)
     dm = build_model(MambaConfig("mamba1", 16, 1, vocab_size=V, d_state=4))
     with torch.no_grad():
@@ -140,7 +141,7 @@ def test_sampling_preserves_transformer_target_distribution():
     draft = TorchBackend(dm.eval())
     prompt = [1]
     probs, probs_draft = _joint_23(target, draft, prompt, V)
-    assert min(probs.values()) * N > 5
+    assert min(probs.values()) * N > 8
     counts, accepted = Counter(), 0
     for seed in range(N):
         out = speculative_generate(target, draft, prompt, 3, Sampling(temperature=1.0, seed=seed), tree="2,2",
