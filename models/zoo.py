@@ -46,8 +46,8 @@ SHIPPED: dict[str, MambaConfig | TransformerConfig] = {
                                 d_state=32, headdim=32, chunk_size=64),
     "gpt-target": transformer_config("llama", d_model=192, n_layer=4, n_head=6, vocab_size=_M1_VOCAB,
                                      max_positions=2048, d_ff=512),
-    "gpt-draft": transformer_config("llama", d_model=64, n_layer=1, n_head=2, vocab_size=_M1_VOCAB,
-                                    max_positions=2048, d_ff=192),
+    "gpt-draft": transformer_config("llama", d_model=96, n_layer=2, n_head=3, vocab_size=_M1_VOCAB,
+                                    max_positions=2048, d_ff=256),
 }
 PAIRS: dict[str, str] = {"mamba1-target": "mamba1-draft", "mamba2-target": "mamba2-draft",
                          "gpt-target": "mamba1-draft"}

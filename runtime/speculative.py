@@ -14,6 +14,11 @@ Each round:
    (the "bonus": its correction, or the token after a fully accepted path) becomes the
    next round's root.
 
+The target may also be a transformer (runtime/transformer.py; Choi et al.'s Mamba
+drafters for transformer targets): its verify is one forward pass under a tree attention
+mask, its backtracking a gather of the KV cache, and its memory (`Backend.memory`) grows
+with the context, which the backtracking budget reads at the run's longest context.
+
 Every round emits at least one token, so a target pass never yields fewer tokens than
 plain decoding; greedy output is token for token the target's own greedy output.
 

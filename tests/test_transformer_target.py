@@ -213,3 +213,22 @@ def test_draft_with_another_vocabulary_is_refused_with_both_sizes(shipped_pair):
     with pytest.raises(MambaflowError, match=r"target has 264 rows, the draft 272") as e:
         speculative_generate(make_backend("torch", target_model), other, PROMPT, 4)
     assert "\n" not in str(e.value) and "tokenizer" in str(e.value)
+
+
+@pytest.mark.parametrize("args, code, expect", [
+    (("run", "--model", "gpt-target", "--tokens", "8"), 0, "check: KV-cached decoding vs one full forward pass"),
+    (("run", "--speculative", "--model", "gpt-target", "--draft", "mamba2-draft"), 2, "vocabulary 272, the target 264"),
+    (("build", "--model", "gpt-target", "--out", "never"), 2, "is a transformer (llama)"),
+])
+def test_cli_with_the_transformer_target(tmp_path, args, code, expect):
+    import os
+
+    from test_cli_errors import cli, last_line  # the CLI tests' subprocess helpers
+
+    p = cli(dict(os.environ, PYTHONUNBUFFERED="1"), *args, cwd=tmp_path)
+    assert p.returncode == code, p.stderr[-2000:]
+    if code:
+        assert expect in last_line(p) and "Traceback" not in p.stderr
+        assert not (tmp_path / "never").exists()
+    else:
+        assert expect in p.stdout
