@@ -110,10 +110,15 @@ def cmd_run(args) -> int:
             if name not in zoo.PAIRS:
                 raise UsageError(f"'{name}' has no shipped draft: give one with --draft")
             args.draft = zoo.draft_for(name)
-        draft, _ = _load_model(args.draft, args.seed + 1)
+        draft, draft_codec = _load_model(args.draft, args.seed + 1)
         if draft.config.vocab_size != cfg.vocab_size:
             raise UsageError(f"draft '{args.draft}' has vocabulary {draft.config.vocab_size}, the target "
-                             f"{cfg.vocab_size}: a draft must share its target's tokens")
+                             f"{cfg.vocab_size}: a draft must share its target's tokens; pick a draft trained with "
+                             "the target's tokenizer")
+        if codec is not None and not codec.same_tokens(draft_codec):
+            raise UsageError(f"draft '{args.draft}' reads {draft_codec.name if draft_codec else 'token ids only'}, "
+                             f"the target '{name}' {codec.name} (vocabulary {cfg.vocab_size} both): a draft must "
+                             "share its target's tokenizer; pick a draft trained with it")
         return print_speculative_run(model, draft, (name, args.draft), prompt, args.tokens, sampling,
                                      args.tree or "chain:7", args.backtrack or "hybrid", args.prefill_chunk,
                                      codec.decode if codec is not None else None)

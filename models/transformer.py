@@ -159,11 +159,18 @@ def load_transformer(path) -> TransformerLM:
         raise CheckpointError(f"checkpoint {path} is a {kind} model, not a transformer; load it with "
                               "models.load_model, which reads both")
     try:
-        hf = getattr(transformers, ARCHS[kind]).from_pretrained(path, dtype=torch.float32)
+        hf, info = getattr(transformers, ARCHS[kind]).from_pretrained(path, dtype=torch.float32,
+                                                                      output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"cannot load the {kind} checkpoint {path} ({first}); re-save it with "
                               "save_pretrained or copy the folder again") from e
+    # transformers fills missing weights with random ones and only warns: refuse that here
+    bad = sorted(info.get("missing_keys", ())) + [str(k) for k in info.get("mismatched_keys", ())]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CheckpointError(f"checkpoint {path} lacks or mis-shapes weights of its {kind} config ({shown}); "
+                              "check that config.json belongs to these weights, or re-save the model")
     return TransformerLM(hf.float()).eval()
 
 

@@ -195,6 +195,16 @@ def test_transformers_checkpoints_load_from_their_folder(tmp_path, arch):
     with torch.no_grad():
         full = hf.generate(tokens, max_new_tokens=6, do_sample=False, pad_token_id=0)[0, len(PROMPT):]
     assert ref.tokens == full.tolist()
+    # a weight missing from the file is refused (transformers alone would init it randomly)
+    import safetensors.torch
+
+    file = tmp_path / "model.safetensors"
+    weights = safetensors.torch.load_file(file)
+    gone = next(k for k in weights if ".1." in k and k.endswith("weight"))
+    safetensors.torch.save_file({k: v for k, v in weights.items() if k != gone}, file, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="lacks or mis-shapes weights") as e:
+        load_model(tmp_path)
+    assert gone in str(e.value)
 
 
 def test_unsupported_architecture_is_refused_naming_it(tmp_path):
