@@ -34,8 +34,8 @@ RECIPES = {
     "mamba1-draft": dict(steps=340, batch=16, seq_len=256, lr=4e-3),
     # the transformers (models/zoo.py): smaller batches, more steps (a transformer needs
     # many updates to leave the unigram plateau, where a Mamba's conv starts off local)
-    "gpt-target": dict(steps=900, batch=8, seq_len=256, lr=3e-3),
-    "gpt-draft": dict(steps=900, batch=8, seq_len=256, lr=3e-3),
+    "gpt-target": dict(steps=1200, batch=8, seq_len=256, lr=3e-3),
+    "gpt-draft": dict(steps=650, batch=8, seq_len=256, lr=3e-3),
 }
 
 

@@ -158,6 +158,8 @@ def load_transformer(path) -> TransformerLM:
         check_supported(path, kind)
         raise CheckpointError(f"checkpoint {path} is a {kind} model, not a transformer; load it with "
                               "models.load_model, which reads both")
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # a small model: no "Loading weights" bar
     try:
         hf, info = getattr(transformers, ARCHS[kind]).from_pretrained(path, dtype=torch.float32,
                                                                       output_loading_info=True)
@@ -165,6 +167,9 @@ def load_transformer(path) -> TransformerLM:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"cannot load the {kind} checkpoint {path} ({first}); re-save it with "
                               "save_pretrained or copy the folder again") from e
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     # transformers fills missing weights with random ones and only warns: refuse that here
     bad = sorted(info.get("missing_keys", ())) + [str(k) for k in info.get("mismatched_keys", ())]
     if bad:

@@ -123,25 +123,25 @@ def test_greedy_speculative_equals_target_greedy_llvm_draft(shipped_pair):
 
 
 def test_sampling_preserves_transformer_target_distribution():
-    """Tokens 2 and 3 of a tiny Llama target drafted by a tiny Mamba1 (V = 8) under
+    """Tokens 2 and 3 of a tiny Llama target drafted by a tiny Mamba1 (V = 5) under
     sampling at temperature 1 must follow the target's joint distribution, computed
-    exactly by enumerating its forward passes. N = 2000 seeds (smallest expected count
-    10); Pearson's chi-square over the 64 cells, failing below p = 1e-3 (about one seed
+    exactly by enumerating its forward passes. N = 1200 seeds (smallest expected count
+    21); Pearson's chi-square over the 25 cells, failing below p = 1e-3 (about one seed
     set in a thousand for a correct sampler; these seeds are fixed). The same counts are
     checked against the distribution of sampling from the draft (target's token 1,
     draft's tokens 2 and 3; total variation 0.5 from the target's): the test asserts it
     is rejected (p < 1e-6), so it can fail."""
-    V, N = 8, 2000
+    V, N = 5, 1200
     target = TransformerBackend(tiny("llama", vocab=V, seed=3, noise=0.05))
     torch.manual_seed(4)
-    dm = build_model(MambaConfig("mamba1", 16, 1, vocab_size=V, d_state=4))
+    dm = build_model(MambaConfig("mamba1", 16, 1, vocab_size=V, d_state=4, pad_vocab_multiple=1))
     with torch.no_grad():
         for p in dm.parameters():
             p.add_(0.5 * torch.randn(p.shape))
     draft = TorchBackend(dm.eval())
     prompt = [1]
     probs, probs_draft = _joint_23(target, draft, prompt, V)
-    assert min(probs.values()) * N > 8
+    assert min(probs.values()) * N > 20
     counts, accepted = Counter(), 0
     for seed in range(N):
         out = speculative_generate(target, draft, prompt, 3, Sampling(temperature=1.0, seed=seed), tree="2,2",
@@ -230,15 +230,15 @@ def test_draft_with_another_vocabulary_is_refused_with_both_sizes(shipped_pair):
     (("run", "--speculative", "--model", "gpt-target", "--draft", "mamba2-draft"), 2, "vocabulary 272, the target 264"),
     (("build", "--model", "gpt-target", "--out", "never"), 2, "is a transformer (llama)"),
 ])
-def test_cli_with_the_transformer_target(tmp_path, args, code, expect):
-    import os
+def test_cli_with_the_transformer_target(tmp_path, monkeypatch, capsys, args, code, expect):
+    from mambaflow.cli import main
 
-    from test_cli_errors import cli, last_line  # the CLI tests' subprocess helpers
-
-    p = cli(dict(os.environ, PYTHONUNBUFFERED="1"), *args, cwd=tmp_path)
-    assert p.returncode == code, p.stderr[-2000:]
+    monkeypatch.chdir(tmp_path)
+    assert main(list(args)) == code
+    out, err = capsys.readouterr()
     if code:
-        assert expect in last_line(p) and "Traceback" not in p.stderr
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and expect in lines[0] and lines[0].startswith(f"mambaflow {args[0]}: error:")
         assert not (tmp_path / "never").exists()
     else:
-        assert expect in p.stdout
+        assert expect in out
