@@ -125,13 +125,13 @@ def test_greedy_speculative_equals_target_greedy_llvm_draft(shipped_pair):
 def test_sampling_preserves_transformer_target_distribution():
     """Tokens 2 and 3 of a tiny Llama target drafted by a tiny Mamba1 (V = 5) under
     sampling at temperature 1 must follow the target's joint distribution, computed
-    exactly by enumerating its forward passes. N = 1200 seeds (smallest expected count
-    21); Pearson's chi-square over the 25 cells, failing below p = 1e-3 (about one seed
+    exactly by enumerating its forward passes. N = 800 seeds (smallest expected count
+    14); Pearson's chi-square over the 25 cells, failing below p = 1e-3 (about one seed
     set in a thousand for a correct sampler; these seeds are fixed). The same counts are
     checked against the distribution of sampling from the draft (target's token 1,
-    draft's tokens 2 and 3; total variation 0.5 from the target's): the test asserts it
+    draft's tokens 2 and 3; total variation 0.56 from the target's): the test asserts it
     is rejected (p < 1e-6), so it can fail."""
-    V, N = 5, 1200
+    V, N = 5, 800
     target = TransformerBackend(tiny("llama", vocab=V, seed=3, noise=0.05))
     torch.manual_seed(4)
     dm = build_model(MambaConfig("mamba1", 16, 1, vocab_size=V, d_state=4, pad_vocab_multiple=1))
@@ -141,7 +141,7 @@ def test_sampling_preserves_transformer_target_distribution():
     draft = TorchBackend(dm.eval())
     prompt = [1]
     probs, probs_draft = _joint_23(target, draft, prompt, V)
-    assert min(probs.values()) * N > 20
+    assert min(probs.values()) * N > 10
     counts, accepted = Counter(), 0
     for seed in range(N):
         out = speculative_generate(target, draft, prompt, 3, Sampling(temperature=1.0, seed=seed), tree="2,2",
