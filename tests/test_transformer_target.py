@@ -242,3 +242,21 @@ def test_cli_with_the_transformer_target(tmp_path, monkeypatch, capsys, args, co
         assert not (tmp_path / "never").exists()
     else:
         assert expect in out
+
+
+def test_train_transformer_writes_a_checkpoint_that_loads_back(tmp_path):
+    from mambaflow.train import train
+    from test_train import _tiny_corpus  # the training tests' small corpus
+
+    cfg = transformer_config("llama", d_model=32, n_layer=1, n_head=2, vocab_size=264, max_positions=64)
+    args = dict(steps=3, seq_len=32, batch=2, lr=1e-2, seed=3, progress=False, threads=None, eval_windows=2,
+                corpus=_tiny_corpus())
+    a = train(cfg, out_dir=tmp_path / "a", **args)
+    b = train(cfg, **args)
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))  # deterministic
+    assert len(a.losses) == 3 and a.heldout[-1][0] == 3
+    loaded = load_model(tmp_path / "a")
+    assert isinstance(loaded, TransformerLM) and loaded.config == cfg
+    for n, p in loaded.hf.state_dict().items():  # 2-D matrices rounded to float16, the rest exact
+        ref = a.model.hf.state_dict()[n]
+        torch.testing.assert_close(p, ref.half().float() if ref.dim() == 2 else ref, atol=0, rtol=0)
