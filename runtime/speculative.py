@@ -14,6 +14,11 @@ Each round:
    (the "bonus": its correction, or the token after a fully accepted path) becomes the
    next round's root.
 
+The target may also be a transformer (runtime/transformer.py; Choi et al.'s Mamba
+drafters for transformer targets): its verify is one forward pass under a tree attention
+mask, its backtracking a gather of the KV cache, and its memory (`Backend.memory`) grows
+with the context, which the backtracking budget reads at the run's longest context.
+
 Every round emits at least one token, so a target pass never yields fewer tokens than
 plain decoding; greedy output is token for token the target's own greedy output.
 
@@ -33,7 +38,7 @@ from torch import Tensor
 
 from ..errors import MambaflowError
 from .backends import Backend
-from .backtrack import STRATEGIES, Backtrack, draft_peak_bytes, fifo_need, verify_bytes
+from .backtrack import STRATEGIES, Backtrack, fifo_need
 from .generate import Generation, Sampling, choose, filter_logits
 from .trees import Chain, DraftTree, draft_chain_tree, draft_tree, parse_shape
 
@@ -211,9 +216,12 @@ def speculative_generate(target: Backend, draft, prompt: list[int], max_new_toke
         raise MambaflowError(f"verify_size {T} is smaller than the tree {shape} ({largest} nodes)")
     fifo = fifo_depth or min(shape.fifo_depth(), T)
     strategy = Backtrack(backtrack, budget_bytes)
-    # a lookup drafter holds no state; the hybrid's budget books it as one node of the
-    # target's size (a small overcount, which keeps Backtrack's one memory model)
-    plan = strategy.plan(target.cfg, target.cfg if lookup else draft.cfg, T, 1 if lookup else shape.nodes, fifo)
+    # memory at the run's longest context (a KV cache grows with it; a Mamba state does
+    # not); a lookup drafter holds no state: the hybrid's budget books it as one node of
+    # the target's size (a small overcount, which keeps Backtrack's one memory model)
+    longest = len(prompt) + max_new_tokens
+    tmem = target.memory(longest)
+    plan = strategy.plan(tmem, tmem if lookup else draft.memory(longest), T, 1 if lookup else shape.nodes, fifo)
     gen = torch.Generator().manual_seed(sampling.seed)
     greedy = sampling.temperature == 0
     times = dict(draft=0.0, verify=0.0, accept=0.0, backtrack=0.0)
@@ -289,8 +297,10 @@ def speculative_generate(target: Backend, draft, prompt: list[int], max_new_toke
         live = max(len(dstates), dtree.peak_live_states) if plan.draft_checkpoint else dtree.peak_live_states
         peak_live = max(peak_live, live)
     t2 = time.perf_counter()
-    strategy.record("target", verify_bytes(target.cfg, T_max or T, plan.replay_layers, min(fifo, T_max or T)))
-    strategy.record("draft", 0 if lookup else draft_peak_bytes(draft.cfg, True, peak_live))
+    context = len(prompt) + len(out) - 1  # tokens the models have seen at the end
+    strategy.record("target", target.memory(context).verify_bytes(T_max or T, plan.replay_layers,
+                                                                   min(fifo, T_max or T)))
+    strategy.record("draft", 0 if lookup else draft.memory(context).draft_bytes(True, peak_live))
     out, seen = out[:max_new_tokens], seen[:max_new_tokens]
     peak = dict(strategy.peak)
     peak["total"] = peak["target"] + peak["draft"]
@@ -363,7 +373,8 @@ def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: 
     spec = sorted(specs, key=per_token)[len(specs) // 2]
     speedup = statistics.median(map(per_token, plains)) / statistics.median(map(per_token, specs))
     summary = spec.summary()
-    summary.update(backend=backend_name, plain_decode_tokens_per_s=plain.decode_tokens_per_s, speedup=speedup,
+    summary.update(backend=backend_name, target_engine=target.name, draft_engine=draft.name,
+                   plain_decode_tokens_per_s=plain.decode_tokens_per_s, speedup=speedup,
                    same_tokens=plain.tokens == spec.tokens)
     return {"plain": plain, "speculative": spec, "same_tokens": plain.tokens == spec.tokens,
             "speedup": speedup, "summary": summary}
@@ -381,7 +392,10 @@ def print_speculative_run(target_model, draft_model, names: tuple[str, str], pro
         runs[backend] = run_speculative(target_model, draft_model, prompt_ids, n_tokens, tree, backend, sampling,
                                         backtrack, budget_bytes, progress=backend == "llvm",
                                         prefill_chunk=prefill_chunk)
-        print(f"[{backend}] built, warmed and ran in {time.perf_counter() - t0:.1f} s")
+        s = runs[backend]["summary"]
+        engines = "" if s["target_engine"] == s["draft_engine"] else \
+            f" (target on {s['target_engine']}, draft on {s['draft_engine']})"
+        print(f"[{backend}] built, warmed and ran in {time.perf_counter() - t0:.1f} s{engines}")
     spec = runs["llvm"]["speculative"]
     budget = f" under {budget_bytes / 2**20:.0f} MiB" if backtrack == "hybrid" and budget_bytes else ""
     print(f"\ntarget {names[0]}, draft {names[1]}, tree {spec.tree} ({spec.tree_nodes} nodes, FIFO tree buffer "
