@@ -66,6 +66,26 @@ class SearchSpace:
     def smallest(self) -> dict:
         return {k.name: k.smallest for k in self.knobs}
 
+    def recipes(self) -> list[dict]:
+        """The registry's own design points: `accelerator` with its default factors and
+        `lightmamba` (64 MACs, 8 SSM lanes). The search starts from them, so a short
+        run is never worse than the recipes a user would try first."""
+        acc = {"ii.linear": 1, "ii.ssm": 1, "dataflow": True, "depth": 2, "uram_kib": 64, "widen": True,
+               "feed": True, "structure": "accelerator"}
+        lm = dict(acc, structure="lightmamba")
+        out = []
+        for extra, tile, lanes in ((acc, 16, 16), (lm, 64, 8)):
+            p = self.smallest()
+            for k in self.knobs:
+                if k.name.startswith("tile."):
+                    p[k.name] = tile
+                elif k.name.startswith("lanes."):
+                    p[k.name] = lanes
+                elif k.name in extra:
+                    p[k.name] = extra[k.name]
+            out.append({k: v for k, v in p.items()})
+        return [p for p in out if all(p[k.name] in k.choices for k in self.knobs)]
+
     def to_dict(self) -> dict:
         return {k.name: list(k.choices) for k in self.knobs}
 
