@@ -20,9 +20,8 @@ import sys
 from pathlib import Path
 
 from mambaflow.data import load_corpus
-from mambaflow.models import num_params
 from mambaflow.models.zoo import CHECKPOINTS, SHIPPED
-from mambaflow.train import train
+from mambaflow.train import param_count, train
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -33,6 +32,10 @@ RECIPES = {
     "mamba2-draft": dict(steps=560, batch=16, seq_len=256, lr=4e-3),
     "mamba1-target": dict(steps=340, batch=16, seq_len=256, lr=4e-3),
     "mamba1-draft": dict(steps=340, batch=16, seq_len=256, lr=4e-3),
+    # the transformers (models/zoo.py): smaller batches, more steps (a transformer needs
+    # many updates to leave the unigram plateau, where a Mamba's conv starts off local)
+    "gpt-target": dict(steps=1200, batch=8, seq_len=256, lr=3e-3),
+    "gpt-draft": dict(steps=650, batch=8, seq_len=256, lr=3e-3),
 }
 
 
@@ -52,7 +55,7 @@ def main(argv=None) -> int:
                   log_dir=RESULTS / "training" / name, threads=args.threads,
                   progress=not args.no_progress, corpus=corpus, **RECIPES[name])
         cpu = r.cpu_seconds
-        rows[name] = dict(params=num_params(SHIPPED[name]), wall_s=round(r.seconds, 1),
+        rows[name] = dict(params=param_count(SHIPPED[name]), wall_s=round(r.seconds, 1),
                           cpu_s=round(cpu, 1), heldout_bpb_slice=round(r.heldout[-1][1], 4),
                           threads=args.threads, **RECIPES[name])
         print(f"{name}: {r.seconds:.0f} s wall, {cpu:.0f} s CPU, held-out slice "

@@ -37,7 +37,7 @@ def _load_model(spec: str, seed: int):
 
     import torch
 
-    from .models import build_model, load_checkpoint, zoo
+    from .models import build_model, load_model, zoo
     from .models.config import PRESETS
     from .models.tokenizer import text_codec
 
@@ -48,11 +48,11 @@ def _load_model(spec: str, seed: int):
         torch.manual_seed(seed)
         return build_model(PRESETS[spec]).eval(), None
     if Path(spec).is_dir():
-        model = load_checkpoint(spec).eval()
+        model = load_model(spec).eval()
         return model, text_codec(spec, model.config.vocab_size)
     raise UsageError(
         f"unknown model '{spec}': give a shipped model ({', '.join(zoo.SHIPPED)}), a preset "
-        f"({', '.join(PRESETS)}) or a directory holding config.json and model.safetensors"
+        f"({', '.join(PRESETS)}) or a directory holding config.json and model.safetensors (Mamba, GPT-2 or Llama)"
     )
 
 
@@ -111,13 +111,22 @@ def cmd_run(args) -> int:
             if name not in zoo.PAIRS:
                 raise UsageError(f"'{name}' has no shipped draft: give one with --draft")
             args.draft = zoo.draft_for(name)
-        draft, _ = _load_model(args.draft, args.seed + 1)
+        draft, draft_codec = _load_model(args.draft, args.seed + 1)
         if draft.config.vocab_size != cfg.vocab_size:
             raise UsageError(f"draft '{args.draft}' has vocabulary {draft.config.vocab_size}, the target "
-                             f"{cfg.vocab_size}: a draft must share its target's tokens")
+                             f"{cfg.vocab_size}: a draft must share its target's tokens; pick a draft trained with "
+                             "the target's tokenizer")
+        if codec is not None and not codec.same_tokens(draft_codec):
+            raise UsageError(f"draft '{args.draft}' reads {draft_codec.name if draft_codec else 'token ids only'}, "
+                             f"the target '{name}' {codec.name} (vocabulary {cfg.vocab_size} both): a draft must "
+                             "share its target's tokenizer; pick a draft trained with it")
         return print_speculative_run(model, draft, (name, args.draft), prompt, args.tokens, sampling,
                                      args.tree or "chain:7", args.backtrack or "hybrid", args.prefill_chunk,
                                      codec.decode if codec is not None else None)
+    from .models.transformer import is_transformer
+
+    if is_transformer(model):
+        return _run_transformer(model, prompt, args, sampling, show, shown_prompt)
     t0 = time.perf_counter()
     llvm = LLVMBackend(model, prefill_chunk=args.prefill_chunk, progress=True)
     build_s = time.perf_counter() - t0
@@ -143,6 +152,37 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _run_transformer(model, prompt, args, sampling, show, shown_prompt) -> int:
+    """`run` of a transformer: the llvm flow builds Mamba models, so it generates on
+    transformers (KV cache) and checks the cached decoding against one full forward pass
+    over the prompt and the generated tokens (no cache)."""
+    import torch
+
+    from .runtime.backends import make_backend
+    from .runtime.generate import generate
+
+    g = generate(make_backend("torch", model), prompt, args.tokens, sampling)
+    with torch.no_grad():
+        full = model.prefill(torch.tensor([prompt + g.tokens]))[0][0, len(prompt) - 1 : -1]
+    err = float((torch.stack(g.logits) - full).abs().max())
+    print(f"\nprompt: {shown_prompt!r}\n[transformers] {show(g.tokens)!r}\n")
+    print(f"prefill {g.prefill_s:.3f} s, decode {g.decode_tokens_per_s:.1f} tok/s (transformers on PyTorch; the llvm "
+          "flow builds Mamba models: use --speculative for a Mamba draft on llvm)")
+    print(f"check: KV-cached decoding vs one full forward pass, max |logit difference| = {err:.2e}")
+    if err > 1e-3:
+        print("MISMATCH: the KV-cached decoding differs from the full forward pass", file=sys.stderr)
+        return EXIT_CHECK
+    return 0
+
+
+def _refuse_transformer(name: str, model) -> None:
+    from .models.transformer import is_transformer
+
+    if is_transformer(model):
+        raise UsageError(f"'{name}' is a transformer ({model.config.arch}): mambaflow build makes accelerators of "
+                         f"Mamba models only; build a Mamba model, or run this one with `mambaflow run --model {name}`")
+
+
 def _default_model_name() -> str:
     from .models import zoo
 
@@ -162,6 +202,7 @@ def cmd_build(args) -> int:
         raise UsageError("--quant with --speculative: the speculative build is a float design; drop one of them")
     name = args.model or _default_model_name()
     model, codec = _load_model(name, args.seed)
+    _refuse_transformer(name, model)
     platform = args.platform
     if args.speculative:
         return _build_speculative(args, name, model, codec, platform)
@@ -180,6 +221,7 @@ def _build_speculative(args, name: str, model, codec, platform) -> int:
             raise UsageError(f"'{name}' has no shipped draft: give one with --draft")
         draft_name = zoo.draft_for(name)
     draft, _ = _load_model(draft_name, args.seed + 1)
+    _refuse_transformer(draft_name, draft)
     check_pair(model, draft, (name, draft_name))  # before any prompt is printed or directory touched
     prompt = _prompt_ids(args, name, codec, model.config.vocab_size)
     r = build_speculative(model, draft, args.tree or "chain:7", args.board, args.schedule, args.mode, args.out,

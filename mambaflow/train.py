@@ -1,4 +1,5 @@
-"""Train a Mamba1 / Mamba2 byte-level language model on the CPU.
+"""Train a byte-level language model on the CPU: Mamba1 / Mamba2, or a GPT-2 / Llama
+transformer (models/transformer.py) for the transformer targets of speculative decoding.
 
 ``train(...)`` runs AdamW with linear warmup and a cosine decay, gradient clipping, on
 random windows of the train split of ``mambaflow.data``'s corpus; it shows a tqdm progress
@@ -10,7 +11,9 @@ same stdlib (the corpus fingerprint is logged) give bit-identical weights; the i
 seeded from ``seed``, the batches from their own generator seeded from ``seed``.
 
 Mamba1 trains with ``prefill(scan="fused")`` (models/scan.py), Mamba2 with the chunked
-SSD scan; both agree with the sequential inference scan to float32 rounding.
+SSD scan; both agree with the sequential inference scan to float32 rounding. A transformer
+(a ``TransformerConfig``, or the shipped ``gpt-target`` / ``gpt-draft``) trains through
+transformers' own forward on the same windows, with the same optimizer and schedule.
 """
 
 from __future__ import annotations
@@ -31,16 +34,35 @@ from mambaflow.data import VOCAB_SIZE, Corpus, bits_per_byte, load_corpus
 from mambaflow.errors import MambaflowError
 from mambaflow.models import MambaConfig, PRESETS, build_model, num_params
 from mambaflow.models.config import config_to_hf, pad_vocab_size
+from mambaflow.models.transformer import TransformerConfig, build_transformer
 
-TRAIN_SCAN = {"mamba1": "fused", "mamba2": "chunked"}
-# Parameters without weight decay (mamba_ssm's _no_weight_decay set plus norms, biases).
-_NO_DECAY = ("A_log", ".D", "dt_bias", "bias", "norm")
+TRAIN_SCAN = {"mamba1": "fused", "mamba2": "chunked", "gpt2": None, "llama": None}
+# Parameters without weight decay (mamba_ssm's _no_weight_decay set plus norms, biases;
+# GPT-2's LayerNorms are ln_1 / ln_2 / ln_f).
+_NO_DECAY = ("A_log", ".D", "dt_bias", "bias", "norm", ".ln_")
+ModelConfig = MambaConfig | TransformerConfig
+
+
+def build_any(cfg: ModelConfig) -> torch.nn.Module:
+    """A fresh model of `cfg`: a Mamba LM or a transformer (seeded by the caller)."""
+    return build_transformer(cfg) if isinstance(cfg, TransformerConfig) else build_model(cfg)
+
+
+def param_count(cfg: ModelConfig) -> int:
+    return cfg.num_params if isinstance(cfg, TransformerConfig) else num_params(cfg)
+
+
+def config_dict(model, cfg: ModelConfig) -> dict:
+    """The config.json the checkpoint of `model` gets (for the training log)."""
+    if isinstance(cfg, TransformerConfig):
+        return dict(model.hf.config.to_dict(), mambaflow_tokenizer="bytes")
+    return config_to_hf(cfg, byte_level=True)
 
 
 @dataclass
 class TrainResult:
     model: torch.nn.Module
-    config: MambaConfig
+    config: ModelConfig
     losses: list[float]                     # train loss per step, bits per token
     heldout: list[tuple[int, float]]        # (step, held-out bits per byte)
     seconds: float                          # wall clock of the optimization loop
@@ -49,9 +71,9 @@ class TrainResult:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def resolve_config(config: MambaConfig | str) -> MambaConfig:
-    """A MambaConfig from itself, a shipped model name (models.zoo.SHIPPED) or a preset."""
-    if isinstance(config, MambaConfig):
+def resolve_config(config: ModelConfig | str) -> ModelConfig:
+    """A config from itself, a shipped model name (models.zoo.SHIPPED) or a preset."""
+    if isinstance(config, (MambaConfig, TransformerConfig)):
         return config
     from mambaflow.models.zoo import SHIPPED
 
@@ -61,7 +83,7 @@ def resolve_config(config: MambaConfig | str) -> MambaConfig:
         return PRESETS[config]
     raise MambaflowError(
         f"unknown model {config!r}; use a shipped model name ({', '.join(SHIPPED)}), a "
-        f"preset ({', '.join(PRESETS)}) or pass a MambaConfig."
+        f"preset ({', '.join(PRESETS)}) or pass a MambaConfig or TransformerConfig."
     )
 
 
@@ -73,7 +95,7 @@ def lr_at(step: int, steps: int, lr: float, warmup: int, min_lr_ratio: float) ->
     return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train(config: MambaConfig | str, steps: int = 400, seq_len: int = 256, batch: int = 16,
+def train(config: ModelConfig | str, steps: int = 400, seq_len: int = 256, batch: int = 16,
           lr: float = 3e-3, seed: int = 0, out_dir=None, *, warmup: int | None = None,
           min_lr_ratio: float = 0.1, weight_decay: float = 0.1, grad_clip: float = 1.0,
           threads: int | None = 2, eval_every: int | None = None, eval_windows: int = 32,
@@ -81,7 +103,7 @@ def train(config: MambaConfig | str, steps: int = 400, seq_len: int = 256, batch
           corpus: Corpus | None = None) -> TrainResult:
     """Train a fresh model and (if ``out_dir``) save it.
 
-    config: MambaConfig, shipped model name or preset name. The model's vocabulary must
+    config: MambaConfig / TransformerConfig, shipped model name or preset name. The model's vocabulary must
         hold the byte tokenizer's 259 ids. steps / seq_len / batch: optimizer steps of
         ``batch`` random windows of ``seq_len + 1`` tokens. lr: peak AdamW learning rate
         (betas 0.9/0.95), ``warmup`` steps (default steps // 20), cosine to
@@ -116,7 +138,7 @@ def train(config: MambaConfig | str, steps: int = 400, seq_len: int = 256, batch
             raise MambaflowError(f"train: the corpus has {stream.numel()} tokens, fewer "
                                  f"than one window of {seq_len + 1}; lower seq_len.")
         torch.manual_seed(seed)
-        model = build_model(cfg)
+        model = build_any(cfg)
         model.train()
         scan = TRAIN_SCAN[cfg.arch]
         named = list(model.named_parameters())  # the tied LM head appears once
@@ -159,11 +181,8 @@ def train(config: MambaConfig | str, steps: int = 400, seq_len: int = 256, batch
 
     result = TrainResult(model, cfg, losses, heldout, seconds, cpu_seconds)
     if out_dir is not None:
-        from mambaflow.models import save_checkpoint
-        from mambaflow.models.zoo import save_compact
-
         out_dir = Path(out_dir)
-        (save_compact if compact else save_checkpoint)(model, out_dir, byte_level=True)
+        _save(model, cfg, out_dir, compact)
         result.out_dir = out_dir
         result.files["checkpoint"] = str(out_dir)
     if log_dir is not None:
@@ -171,7 +190,7 @@ def train(config: MambaConfig | str, steps: int = 400, seq_len: int = 256, batch
         args = dict(steps=steps, seq_len=seq_len, batch=batch, lr=lr, seed=seed, warmup=warmup,
                     min_lr_ratio=min_lr_ratio, weight_decay=weight_decay, grad_clip=grad_clip,
                     threads=threads, eval_windows=eval_windows, scan=scan)
-        log = dict(config=config_to_hf(cfg, byte_level=True), params=num_params(cfg), args=args,
+        log = dict(config=config_dict(model, cfg), params=param_count(cfg), args=args,
                    seconds=round(seconds, 1), cpu_seconds=round(cpu_seconds, 1), torch=torch.__version__,
                    corpus_fingerprint=corpus.fingerprint,
                    heldout_bits_per_byte=[[s, _json_number(v)] for s, v in heldout],
@@ -180,6 +199,19 @@ def train(config: MambaConfig | str, steps: int = 400, seq_len: int = 256, batch
         result.files["log"] = str(log_dir / "train_log.json")
         result.files["plot"] = str(plot_losses(result, log_dir / "loss_curve.png"))
     return result
+
+
+def _save(model, cfg: ModelConfig, out_dir: Path, compact: bool) -> None:
+    """The checkpoint folder: float16 large matrices when `compact`, else float32."""
+    if isinstance(cfg, TransformerConfig):
+        from mambaflow.models.transformer import save_compact as save_transformer
+
+        save_transformer(model, out_dir, half=compact)
+        return
+    from mambaflow.models import save_checkpoint
+    from mambaflow.models.zoo import save_compact
+
+    (save_compact if compact else save_checkpoint)(model, out_dir, byte_level=True)
 
 
 def _json_number(v: float) -> float | None:
@@ -215,7 +247,7 @@ def plot_losses(result: TrainResult, path) -> Path:
         ax.plot(xs, ys, "o-", color="C3", ms=3, label="held-out bits/byte")
     cfg = result.config
     ax.set_title(f"{cfg.arch} d_model {cfg.d_model} x {cfg.n_layer} layers, "
-                 f"{num_params(cfg) / 1e6:.2f}M params: {result.cpu_seconds / 60:.1f} min CPU, "
+                 f"{param_count(cfg) / 1e6:.2f}M params: {result.cpu_seconds / 60:.1f} min CPU, "
                  f"{result.seconds / 60:.1f} min wall", fontsize=10)
     ax.set_xlabel("step")
     ax.set_ylabel("bits per token (byte)")
@@ -231,7 +263,8 @@ def plot_losses(result: TrainResult, path) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="mambaflow train",
-        description="Train a byte-level Mamba model on the CPython text corpus (CPU).")
+        description="Train a byte-level Mamba or transformer (gpt-target, gpt-draft) model on the CPython "
+                    "text corpus (CPU).")
     p.add_argument("model", help="shipped model name (e.g. mamba1-target) or preset name")
     p.add_argument("--steps", type=int_at_least(1), default=400)
     p.add_argument("--seq-len", type=int_at_least(1), default=256)
@@ -256,7 +289,8 @@ def main_train(argv=None) -> int:
     args = build_parser().parse_args(argv)
     out = args.out or str(Path("trained") / args.model)
     cfg = resolve_config(args.model)
-    vocab = args.vocab_size or max(cfg.vocab_size, pad_vocab_size(VOCAB_SIZE, cfg.pad_vocab_multiple))
+    pad = getattr(cfg, "pad_vocab_multiple", 8)  # a transformer's vocab is its own: pad like Mamba1's
+    vocab = args.vocab_size or max(cfg.vocab_size, pad_vocab_size(VOCAB_SIZE, pad))
     if vocab != cfg.vocab_size:
         print(f"train: vocabulary {cfg.vocab_size} -> {vocab} rows (the byte tokenizer has {VOCAB_SIZE} ids)")
         cfg = dataclasses.replace(cfg, vocab_size=vocab)

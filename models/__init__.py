@@ -22,10 +22,10 @@ def build_model(cfg: MambaConfig):
     return Mamba1LM(cfg) if cfg.arch == "mamba1" else Mamba2LM(cfg)
 
 
-from .loader import load_checkpoint, save_checkpoint  # noqa: E402  (loader uses build_model)
+from .loader import load_checkpoint, load_model, save_checkpoint  # noqa: E402  (loader uses build_model)
 
 __all__ = [
     "PRESETS", "MambaConfig", "MambaState", "NodeStates", "Mamba1LM", "Mamba2LM",
-    "build_model", "config_from_hf", "config_to_hf", "get_config", "load_checkpoint",
+    "build_model", "config_from_hf", "config_to_hf", "get_config", "load_checkpoint", "load_model",
     "num_params", "pad_vocab_size", "param_shapes", "save_checkpoint", "tree_conv_windows",
 ]

@@ -41,6 +41,21 @@ def load_checkpoint(path) -> nn.Module:
     return model
 
 
+def load_model(path) -> nn.Module:
+    """The float32 model in checkpoint folder ``path``, Mamba or transformer, by the
+    model_type of its config.json: mamba / mamba2 through ``load_checkpoint``, gpt2 /
+    llama through transformers (models.transformer); any other architecture is refused
+    with a CheckpointError naming it and the supported ones."""
+    from .transformer import ARCHS, check_supported, load_transformer, model_type
+
+    kind = model_type(path)
+    if kind in ARCHS:
+        return load_transformer(path)
+    if kind is not None:
+        check_supported(path, kind)
+    return load_checkpoint(path)
+
+
 def save_checkpoint(model: nn.Module, path, byte_level: bool = False) -> Path:
     """Write ``model`` as an HF checkpoint: config.json (with model_type) and
     model.safetensors; the tied lm_head.weight is omitted, as HF does. ``byte_level``

@@ -34,12 +34,17 @@ class TextCodec:
     encode: Callable[[str], list[int]]
     decode: Callable[[list[int]], str]
     vocab_limit: int | None
+    identity: str = ""  # equal for two models exactly when they read the same tokens
+
+    def same_tokens(self, other: "TextCodec | None") -> bool:
+        """Whether a model with codec `other` reads and writes the same token ids."""
+        return other is not None and self.identity == other.identity
 
 
 def byte_codec() -> TextCodec:
     from mambaflow.data import TOKENIZER
 
-    return TextCodec("bytes", TOKENIZER.encode, TOKENIZER.decode, 256)
+    return TextCodec("bytes", TOKENIZER.encode, TOKENIZER.decode, 256, "bytes")
 
 
 def file_codec(file: Path, vocab_size: int) -> TextCodec:
@@ -58,8 +63,12 @@ def file_codec(file: Path, vocab_size: int) -> TextCodec:
     if n > vocab_size:
         raise CheckpointError(f"the tokenizer {file} has {n} tokens but the model's vocabulary has {vocab_size} "
                               "rows; the tokenizer belongs to another model.")
+    import hashlib
+
+    vocab = json.dumps(sorted(tok.get_vocab(with_added_tokens=True).items())).encode()
     return TextCodec(f"{file} ({n} tokens)", lambda text: tok.encode(text).ids,
-                     lambda ids: tok.decode(list(ids), skip_special_tokens=False), n)
+                     lambda ids: tok.decode(list(ids), skip_special_tokens=False), n,
+                     "vocab:" + hashlib.sha256(vocab).hexdigest()[:16])
 
 
 def text_codec(folder: str | Path | None, vocab_size: int, shipped: bool = False) -> TextCodec | None:

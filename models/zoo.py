@@ -1,12 +1,19 @@
 """mambaflow's own trained models, shipped with the package (models/checkpoints/<name>/).
 
-Two target/draft pairs, one per architecture, trained on the CPython text corpus of
+Two Mamba target/draft pairs, one per architecture, trained on the CPython text corpus of
 ``mambaflow.data`` with the byte tokenizer (ids 0..255 bytes, 256 BOS, 257 EOS, 258 PAD;
 vocabulary padded to 264 for Mamba1, 272 for Mamba2 — a draft shares its target's). They
 are Hugging Face checkpoints (config.json + model.safetensors) read by the same
 ``load_checkpoint`` as downloaded ones. Large matrices are stored in float16 to keep each
 file small; the loader widens them to float32. ``benchmarks/train_models.py`` retrains
 them; ``benchmarks/eval_models.py`` measures them.
+
+Two byte-level transformers (Llama architecture, transformers' LlamaForCausalLM) serve
+the Mamba-drafter experiments (issue 15): ``gpt-target``, a transformer target whose
+default draft is ``mamba1-draft``, and ``gpt-draft``, a transformer drafter of about
+``mamba1-draft``'s quality for the baseline. Both have vocabulary 264, Mamba1's padded
+byte vocabulary, so every Mamba1 model drafts for them (Mamba2's 272 rows do not match:
+a draft must share the target's vocabulary). ``mambaflow train gpt-target`` retrains one.
 """
 
 from __future__ import annotations
@@ -20,14 +27,15 @@ from torch import nn
 from mambaflow.errors import CheckpointError
 
 from .config import MambaConfig, config_to_hf
-from .loader import LM_HEAD, load_checkpoint
+from .loader import LM_HEAD, load_model
+from .transformer import TransformerConfig, transformer_config
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 
 # name -> (config, the target it drafts for or None). Sizes were chosen so each trains
 # in under 15 minutes on 2 CPU cores (see benchmarks/train_models.py).
 _M1_VOCAB, _M2_VOCAB = 264, 272
-SHIPPED: dict[str, MambaConfig] = {
+SHIPPED: dict[str, MambaConfig | TransformerConfig] = {
     "mamba1-target": MambaConfig("mamba1", d_model=192, n_layer=4, vocab_size=_M1_VOCAB,
                                  d_state=16),
     "mamba1-draft": MambaConfig("mamba1", d_model=128, n_layer=1, vocab_size=_M1_VOCAB,
@@ -36,8 +44,13 @@ SHIPPED: dict[str, MambaConfig] = {
                                  d_state=64, headdim=64, chunk_size=64),
     "mamba2-draft": MambaConfig("mamba2", d_model=128, n_layer=1, vocab_size=_M2_VOCAB,
                                 d_state=32, headdim=32, chunk_size=64),
+    "gpt-target": transformer_config("llama", d_model=192, n_layer=4, n_head=6, vocab_size=_M1_VOCAB,
+                                     max_positions=2048, d_ff=512),
+    "gpt-draft": transformer_config("llama", d_model=96, n_layer=2, n_head=3, vocab_size=_M1_VOCAB,
+                                    max_positions=2048, d_ff=256),
 }
-PAIRS: dict[str, str] = {"mamba1-target": "mamba1-draft", "mamba2-target": "mamba2-draft"}
+PAIRS: dict[str, str] = {"mamba1-target": "mamba1-draft", "mamba2-target": "mamba2-draft",
+                         "gpt-target": "mamba1-draft"}
 DEFAULT_MODEL = "mamba1-target"
 
 # Tensors stored as float16: the big matrices. The SSM parameters (A_log, D, dt biases),
@@ -62,12 +75,17 @@ def load_shipped(name: str = DEFAULT_MODEL) -> nn.Module:
             f"shipped model {name!r} has no weights at {path}; reinstall mambaflow or "
             "retrain it with `python benchmarks/train_models.py --only " + name + "`."
         )
-    return load_checkpoint(path).eval()
+    return load_model(path).eval()
 
 
 def default_model() -> nn.Module:
     """The default model of ``mambaflow run``: the trained Mamba1 target."""
     return load_shipped(DEFAULT_MODEL)
+
+
+def is_transformer_name(name: str) -> bool:
+    """Whether shipped model `name` is a transformer (not a Mamba)."""
+    return isinstance(SHIPPED.get(name), TransformerConfig)
 
 
 def draft_for(target: str) -> str:

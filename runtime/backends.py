@@ -30,6 +30,13 @@ class Backend:
     def zero_state(self) -> MambaState:
         return MambaState.zeros(self.cfg, 1)
 
+    def memory(self, context: int = 0):
+        """The model's state memory (runtime.backtrack.StateMemory) at `context` tokens:
+        what backtracking budgets with. A Mamba's does not depend on the context."""
+        from .backtrack import MambaMemory
+
+        return MambaMemory(self.cfg)
+
     def prefill(self, tokens: torch.Tensor, state: MambaState | None = None):
         """tokens (L,) -> logits (L, V), state after the last token."""
         raise NotImplementedError
@@ -385,6 +392,17 @@ def _c(t: torch.Tensor) -> torch.Tensor:
 
 
 def make_backend(name: str, model, **kw) -> Backend:
+    """The backend `name` ('torch' or 'llvm') of a Mamba model; a transformer
+    (models.transformer.TransformerLM) always gets runtime.transformer's backend, whose
+    engine is transformers on PyTorch (the llvm flow builds Mamba models only)."""
+    from ..models.transformer import is_transformer
+
+    if name not in ("torch", "llvm"):
+        raise MambaflowError(f"unknown backend '{name}': choose 'torch' or 'llvm'")
+    if is_transformer(model):
+        from .transformer import TransformerBackend
+
+        return TransformerBackend(model)
     if name == "torch":
         return TorchBackend(model)
     if name == "llvm":

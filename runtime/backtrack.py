@@ -274,6 +274,65 @@ def verify_bytes(cfg: MambaConfig, T: int, replay_layers, fifo_depth: int | None
     return parts if breakdown else parts["total"]
 
 
+# ------------------------------------------------ memory per model kind
+
+
+class StateMemory:
+    """What the backtracking strategies budget with, per model (whatever its kind):
+
+    replayable_layers: layers that may replay instead of checkpointing (0: none);
+    state_bytes(): one whole-model state (what the committed state and every kept draft
+      node cost);
+    verify_bytes(T, replay_layers, fifo_depth): the target's peak around a verify pass;
+    checkpoint_cost(T, fifo_depth): the extra bytes of one replayable layer checkpointing.
+
+    `MambaMemory` is a Mamba model's; runtime.transformer.KVMemory a transformer's (its
+    KV cache at a context length). `Backend.memory(context)` gives a backend's."""
+
+    replayable_layers: int = 0
+
+    def state_bytes(self) -> int:
+        raise NotImplementedError
+
+    def verify_bytes(self, T: int, replay_layers=(), fifo_depth: int | None = None) -> int:
+        raise NotImplementedError
+
+    def checkpoint_cost(self, T: int, fifo_depth: int | None) -> int:
+        raise NotImplementedError
+
+    def draft_bytes(self, checkpoint: bool, nodes: int, live: int | None = None) -> int:
+        """Bytes a draft holds: its committed state plus every drafted node's state
+        (checkpoint) or only the `live` frontier states (replay)."""
+        held = nodes if checkpoint else (live if live is not None else 1)
+        return self.state_bytes() * (1 + held)
+
+
+@dataclass(frozen=True)
+class MambaMemory(StateMemory):
+    """A Mamba model's state memory: constant in the context length."""
+
+    cfg: MambaConfig
+
+    @property
+    def replayable_layers(self) -> int:
+        return self.cfg.n_layer
+
+    def state_bytes(self) -> int:
+        return self.cfg.n_layer * sum(state_bytes(self.cfg))
+
+    def verify_bytes(self, T: int, replay_layers=(), fifo_depth: int | None = None) -> int:
+        return verify_bytes(self.cfg, T, replay_layers, fifo_depth)
+
+    def checkpoint_cost(self, T: int, fifo_depth: int | None) -> int:
+        _, ssm = state_bytes(self.cfg)
+        return T * (ssm - act_bytes(self.cfg)) - (0 if fifo_depth else T * ssm)  # checkpoint - replay
+
+
+def as_memory(model) -> StateMemory:
+    """A StateMemory from itself or from a MambaConfig."""
+    return MambaMemory(model) if isinstance(model, MambaConfig) else model
+
+
 # ---------------------------------------------------------------- strategies
 
 
@@ -296,36 +355,36 @@ class Backtrack:
     peak: dict[str, int] = field(default_factory=lambda: {"target": 0, "draft": 0})
     chosen: Plan | None = None
 
-    def plan(self, target_cfg: MambaConfig, draft_cfg: MambaConfig, T: int, draft_nodes: int,
+    def plan(self, target: MambaConfig | StateMemory, draft: MambaConfig | StateMemory, T: int, draft_nodes: int,
              fifo_depth: int | None) -> Plan:
-        L = target_cfg.n_layer
+        """target, draft: MambaConfigs or StateMemory (Backend.memory) of the two models."""
+        target, draft = as_memory(target), as_memory(draft)
+        L = target.replayable_layers
         if self.name == "checkpoint":
             p = Plan(True, ())
         elif self.name == "replay":
             p = Plan(False, tuple(range(L)))
         elif self.name == "hybrid":
-            p = self._hybrid(target_cfg, draft_cfg, T, draft_nodes, fifo_depth)
+            p = self._hybrid(target, draft, T, draft_nodes, fifo_depth)
         else:
             raise MambaflowError(f"unknown backtracking strategy '{self.name}': use checkpoint, replay or hybrid")
         self.chosen = p
         return p
 
-    def _hybrid(self, tcfg, dcfg, T, draft_nodes, fifo_depth) -> Plan:
+    def _hybrid(self, target: StateMemory, draft: StateMemory, T, draft_nodes, fifo_depth) -> Plan:
         """Start from the least memory (draft re-runs, every target layer replays), then
         buy, while the budget allows: the draft's checkpoints (they save a draft pass over
         the accepted tokens) and target layers' checkpoints (each saves a replay). With no
         budget given: SpecMamba's split, the draft checkpoints and the target replays."""
-        L = tcfg.n_layer
+        L = target.replayable_layers
         if self.budget_bytes is None:
             return Plan(True, tuple(range(L)))
-        d_conv, d_ssm = state_bytes(dcfg)
-        draft_extra = (draft_nodes - 1) * dcfg.n_layer * (d_conv + d_ssm)  # all nodes vs one
-        used = verify_bytes(tcfg, T, range(L), fifo_depth) + draft_peak_bytes(dcfg, False, draft_nodes)
+        draft_extra = (draft_nodes - 1) * draft.state_bytes()  # all nodes vs one
+        used = target.verify_bytes(T, range(L), fifo_depth) + draft.draft_bytes(False, draft_nodes)
         ckpt_draft = used + draft_extra <= self.budget_bytes
         used += draft_extra if ckpt_draft else 0
         replay = list(range(L))
-        _, t_ssm = state_bytes(tcfg)
-        per_layer = T * (t_ssm - act_bytes(tcfg)) - (0 if fifo_depth else T * t_ssm)  # checkpoint - replay
+        per_layer = target.checkpoint_cost(T, fifo_depth)
         # layers are alike in cost: checkpoint the last ones first (a deterministic choice)
         while replay and used + per_layer <= self.budget_bytes:
             replay.pop()
@@ -337,12 +396,8 @@ class Backtrack:
 
 
 def draft_peak_bytes(cfg: MambaConfig, checkpoint: bool, nodes: int, live: int | None = None) -> int:
-    """Bytes the draft holds: its committed state plus every drafted node's state
-    (checkpoint) or only the `live` frontier states (replay)."""
-    conv, ssm = state_bytes(cfg)
-    per = cfg.n_layer * (conv + ssm)
-    held = nodes if checkpoint else (live if live is not None else 1)
-    return per * (1 + held)
+    """Bytes a Mamba draft holds (StateMemory.draft_bytes)."""
+    return MambaMemory(cfg).draft_bytes(checkpoint, nodes, live)
 
 
 STRATEGIES = ("checkpoint", "replay", "hybrid")

@@ -14,6 +14,11 @@ Each round:
    (the "bonus": its correction, or the token after a fully accepted path) becomes the
    next round's root.
 
+The target may also be a transformer (runtime/transformer.py; Choi et al.'s Mamba
+drafters for transformer targets): its verify is one forward pass under a tree attention
+mask, its backtracking a gather of the KV cache, and its memory (`Backend.memory`) grows
+with the context, which the backtracking budget reads at the run's longest context.
+
 Every round emits at least one token, so a target pass never yields fewer tokens than
 plain decoding; greedy output is token for token the target's own greedy output.
 
@@ -33,7 +38,7 @@ from torch import Tensor
 
 from ..errors import MambaflowError
 from .backends import Backend
-from .backtrack import STRATEGIES, Backtrack, draft_peak_bytes, fifo_need, verify_bytes
+from .backtrack import STRATEGIES, Backtrack, fifo_need
 from .generate import Generation, Sampling, choose, filter_logits
 from .trees import Chain, DraftTree, draft_chain_tree, draft_tree, parse_shape
 
@@ -191,7 +196,9 @@ def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max
         raise MambaflowError(f"verify_size {T} is smaller than the tree {shape} ({shape.nodes} nodes)")
     fifo = fifo_depth or min(shape.fifo_depth(), T)
     strategy = Backtrack(backtrack, budget_bytes)
-    plan = strategy.plan(target.cfg, draft.cfg, T, shape.nodes, fifo)
+    # memory at the run's longest context (a KV cache grows with it; a Mamba state does not)
+    longest = len(prompt) + max_new_tokens
+    plan = strategy.plan(target.memory(longest), draft.memory(longest), T, shape.nodes, fifo)
     gen = torch.Generator().manual_seed(sampling.seed)
     greedy_chain = isinstance(shape, Chain) and sampling.temperature == 0
     times = dict(draft=0.0, verify=0.0, accept=0.0, backtrack=0.0)
@@ -252,8 +259,9 @@ def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max
         live = (1 + dtree.draft_calls) if plan.draft_checkpoint else dtree.peak_live_states
         peak_live = max(peak_live, live)
     t2 = time.perf_counter()
-    strategy.record("target", verify_bytes(target.cfg, T, plan.replay_layers, fifo))
-    strategy.record("draft", draft_peak_bytes(draft.cfg, True, peak_live))
+    context = len(prompt) + len(out) - 1  # tokens the models have seen at the end
+    strategy.record("target", target.memory(context).verify_bytes(T, plan.replay_layers, fifo))
+    strategy.record("draft", draft.memory(context).draft_bytes(True, peak_live))
     out, seen = out[:max_new_tokens], seen[:max_new_tokens]
     peak = dict(strategy.peak)
     peak["total"] = peak["target"] + peak["draft"]
@@ -319,7 +327,8 @@ def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: 
     spec = sorted(specs, key=per_token)[len(specs) // 2]
     speedup = statistics.median(map(per_token, plains)) / statistics.median(map(per_token, specs))
     summary = spec.summary()
-    summary.update(backend=backend_name, plain_decode_tokens_per_s=plain.decode_tokens_per_s, speedup=speedup,
+    summary.update(backend=backend_name, target_engine=target.name, draft_engine=draft.name,
+                   plain_decode_tokens_per_s=plain.decode_tokens_per_s, speedup=speedup,
                    same_tokens=plain.tokens == spec.tokens)
     return {"plain": plain, "speculative": spec, "same_tokens": plain.tokens == spec.tokens,
             "speedup": speedup, "summary": summary}
@@ -337,7 +346,10 @@ def print_speculative_run(target_model, draft_model, names: tuple[str, str], pro
         runs[backend] = run_speculative(target_model, draft_model, prompt_ids, n_tokens, tree, backend, sampling,
                                         backtrack, budget_bytes, progress=backend == "llvm",
                                         prefill_chunk=prefill_chunk)
-        print(f"[{backend}] built, warmed and ran in {time.perf_counter() - t0:.1f} s")
+        s = runs[backend]["summary"]
+        engines = "" if s["target_engine"] == s["draft_engine"] else \
+            f" (target on {s['target_engine']}, draft on {s['draft_engine']})"
+        print(f"[{backend}] built, warmed and ran in {time.perf_counter() - t0:.1f} s{engines}")
     spec = runs["llvm"]["speculative"]
     budget = f" under {budget_bytes / 2**20:.0f} MiB" if backtrack == "hybrid" and budget_bytes else ""
     print(f"\ntarget {names[0]}, draft {names[1]}, tree {spec.tree} ({spec.tree_nodes} nodes, FIFO tree buffer "

@@ -1,6 +1,7 @@
-"""The shipped byte-level models: they load, they are good language models (target better
-than its draft, every one far below a unigram model), they talk, and their training scans
-equal the inference scans."""
+"""The shipped byte-level models (Mamba pairs, and the transformers gpt-target /
+gpt-draft): they load, they are good language models (target better than its draft,
+every one far below a unigram model), they talk, and the Mambas' training scans equal
+the inference scans."""
 
 import json
 from pathlib import Path
@@ -10,7 +11,7 @@ import torch
 
 from mambaflow.data import TOKENIZER, VOCAB_SIZE, bits_per_byte, load_corpus, unigram_bits_per_byte
 from mambaflow.errors import CheckpointError
-from mambaflow.models import Mamba1LM, load_checkpoint
+from mambaflow.models import Mamba1LM, MambaConfig, load_model
 from mambaflow.models.zoo import (DEFAULT_MODEL, PAIRS, SHIPPED, checkpoint_dir, default_model,
                                   draft_for, load_shipped)
 
@@ -41,15 +42,15 @@ def test_shipped_checkpoint_loads(name, models):
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in m.parameters())
     assert not m.training
     # The same loader as downloaded HF checkpoints, with an HF config.json.
-    assert json.loads((path / "config.json").read_text())["model_type"] in ("mamba", "mamba2")
-    assert load_checkpoint(path).config == m.config
+    assert json.loads((path / "config.json").read_text())["model_type"] in ("mamba", "mamba2", "llama")
+    assert load_model(path).config == m.config
 
 
 def test_pairs_share_vocabulary_and_default():
     for target, draft in PAIRS.items():
         assert draft_for(target) == draft
         t, d = SHIPPED[target], SHIPPED[draft]
-        assert t.arch == d.arch and t.vocab_size == d.vocab_size
+        assert t.vocab_size == d.vocab_size  # a Mamba drafts for a transformer too (gpt-target)
         assert d.n_layer < t.n_layer and d.d_model <= t.d_model
     assert DEFAULT_MODEL == "mamba1-target"
     assert isinstance(default_model(), Mamba1LM)
@@ -64,7 +65,7 @@ def test_heldout_bits_per_byte(models, heldout_slice):
     bpb = {n: bits_per_byte(m, held, window=WINDOW,
                             scan="fused" if m.config.arch == "mamba1" else "chunked")
            for n, m in models.items()}
-    for target, draft in PAIRS.items():
+    for target, draft in [*PAIRS.items(), ("gpt-target", "gpt-draft")]:
         assert bpb[target] < bpb[draft] - 0.1, bpb
     for name, value in bpb.items():
         assert value < unigram - 1.5, (name, value, unigram)
@@ -100,6 +101,8 @@ def test_training_scan_equals_inference_scan(models, heldout_slice):
     held, _ = heldout_slice
     tokens = held[: 2 * 96].view(2, 96)
     for name, m in models.items():
+        if not isinstance(m.config, MambaConfig):
+            continue  # a transformer has one forward (no scans)
         fast = "fused" if m.config.arch == "mamba1" else "chunked"
         a_logits, a_state = m.prefill(tokens, scan=fast)
         b_logits, b_state = m.prefill(tokens, scan="sequential")
@@ -119,5 +122,9 @@ def test_checkpoint_files_are_compact():
 
         with safe_open(Path(checkpoint_dir(name)) / "model.safetensors", "pt") as f:
             dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
-        assert dtypes["backbone.embeddings.weight"] == "F16"
-        assert all(v == "F32" for k, v in dtypes.items() if k.endswith(("A_log", ".D")))
+        if isinstance(SHIPPED[name], MambaConfig):
+            assert dtypes["backbone.embeddings.weight"] == "F16"
+            assert all(v == "F32" for k, v in dtypes.items() if k.endswith(("A_log", ".D")))
+        else:
+            assert dtypes["model.embed_tokens.weight"] == "F16" and "lm_head.weight" not in dtypes  # tied
+            assert all(v == "F32" for k, v in dtypes.items() if "norm" in k)
