@@ -18,9 +18,20 @@ they never gate anything (see DESIGN.md).
 On llvm every design is scheduled with `schedules.verify_cpu` (the project's CPU recipe,
 plus node unroll-and-jam of the verify linear layers), plain decoding included, and
 trees are padded to a multiple of 4 nodes so the jam has a factor. Greedy chains are
-drafted in one call of a compiled draft chain (`flow.chain`); other trees call the
-draft's decode per expanded node. The tree sweep
-backtracks with the memory-aware hybrid under --budget-mib (with the trained pairs'
+drafted in one call of a compiled draft chain (`flow.chain`); static trees one batched
+draft step per level (`Backend.decode_batch`, `flow.batch` on llvm); dynamic trees
+best-first, one decode per expanded node.
+
+The drafting policies (`--trees`):
+- chain:K, widths per depth (4,2,1,1), dynNwW: the fixed shapes of `runtime.trees`;
+- search:N: test-time tree search (`runtime.search`), a tree per round under N draft
+  nodes, its width and depth picked by a UCB bandit rewarded with tokens per second.
+  One policy per backend learns through the warm-up (every prompt once) and all timed
+  runs; its acceptance is counted over every timed run, and the arms it ran are listed;
+- ngram/TREE: the prompt-lookup drafter (`runtime.ngram`, suffixes of 3..1 tokens) over
+  a chain or a static tree (its first width = branches): no draft model at all.
+
+The tree sweep backtracks with the memory-aware hybrid under --budget-mib (with the trained pairs'
 small states everything fits, so it checkpoints, the fastest on a CPU); the strategy
 table at the best tree compares checkpoint, replay, the SpecMamba split (hybrid without
 a budget: draft checkpoints, target replays) and the budgeted hybrid.
@@ -47,16 +58,50 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).parent / "results"
-DEFAULT_TREES = ["chain:2", "chain:3", "chain:5", "chain:7", "chain:11", "chain:15", "2,1,1", "2,2,1", "3,2,1,1",
-                 "4,2,1,1", "dyn7w3", "dyn11w4", "dyn15w4"]
+DEFAULT_TREES = ["chain:3", "chain:5", "chain:7", "chain:11", "chain:15", "2,1,1", "2,2,1", "4,2,1,1", "dyn11w4",
+                 "search:8", "search:16", "ngram/chain:7", "ngram/3,1,1"]
 STRATEGIES = ("checkpoint", "replay", "hybrid")
 PAD = 4  # verify sizes are padded to a multiple of this (the node jam of schedules.verify_cpu)
 
 
-def verify_size(tree) -> int:
+def verify_size(tree) -> int | None:
+    """A fixed tree's padded verify size; None for a searched tree (padded per round)."""
+    from mambaflow.runtime.search import Search
+
+    shape = parse_policy(tree)[1]
+    return None if isinstance(shape, Search) else -(-shape.nodes // PAD) * PAD
+
+
+def parse_policy(tree: str):
+    """A policy spelled as a tree: 'chain:7', '4,2,1,1', 'dyn11w4', 'search:16' (draft
+    model), or 'ngram/TREE' (the prompt-lookup drafter, `runtime.ngram`, over a chain or
+    a static tree whose first width is its number of branches). Returns (NgramDraft or
+    None, the tree shape)."""
+    from mambaflow.runtime.ngram import NgramDraft
     from mambaflow.runtime.trees import parse_shape
 
-    return -(-parse_shape(tree).nodes // PAD) * PAD
+    if tree.startswith("ngram/"):
+        shape = parse_shape(tree.split("/", 1)[1])
+        return NgramDraft(3, branches=shape.widths[0]), shape
+    return None, parse_shape(tree)
+
+
+class Policies:
+    """The speculative_generate arguments of each policy on one backend. A searched tree
+    keeps ONE TreeSearch per backend through the warm-up and every timed run: it learns
+    across prompts, as a server would."""
+
+    def __init__(self, draft):
+        self.draft, self.search = draft, {}
+
+    def kwargs(self, tree: str) -> dict:
+        from mambaflow.runtime.search import Search, TreeSearch
+
+        lookup, shape = parse_policy(tree)
+        if isinstance(shape, Search):
+            policy = self.search.setdefault(tree, TreeSearch(shape, multiple=PAD))
+            return dict(draft=self.draft, tree=policy, verify_multiple=PAD)
+        return dict(draft=lookup or self.draft, tree=shape, verify_size=verify_size(tree))
 
 
 class paused_gc:
@@ -101,44 +146,56 @@ def median_s_per_token(gens) -> float:
 
 
 def run_backend(name, target_model, draft_model, prompt_ids, n_tokens, trees, reps, sampling, budget, log):
+    from tqdm import tqdm
+
     from mambaflow.runtime.backends import make_backend
     from mambaflow.runtime.generate import generate
     from mambaflow.runtime.speculative import speculative_generate
-    from mambaflow.runtime.trees import parse_shape
     from mambaflow.schedules.verify_cpu import verify_cpu
 
     kw = dict(prefill_chunk=16, progress=False, schedule=verify_cpu) if name == "llvm" else {}
     t0 = time.perf_counter()
     target = make_backend(name, target_model, **kw)
     draft = make_backend(name, draft_model, **kw)
+    policies = Policies(draft)
     spec = dict(backtrack="hybrid", budget_bytes=budget)
     plain_ref = {i: generate(target, p, n_tokens, sampling) for i, p in enumerate(prompt_ids)}  # warm + reference
-    for tree in trees:  # compile every verify design before timing anything
-        speculative_generate(target, draft, prompt_ids[0], 4 + parse_shape(tree).depth, sampling, tree=tree,
-                             verify_size=verify_size(tree), **spec)
+    for tree in tqdm(trees, desc=f"[{name}] warm-up", unit="tree", leave=False):
+        # compile every design before timing anything; a searched tree warms up on every
+        # prompt (each arm's and verify size's first round is not counted by its bandit)
+        for p in prompt_ids if tree.startswith("search") else prompt_ids[:1]:
+            speculative_generate(target, prompt=p, max_new_tokens=n_tokens, sampling=sampling,
+                                 **policies.kwargs(tree), **spec)
     log(f"  [{name}] backends built and warmed in {time.perf_counter() - t0:.0f} s")
 
     plain_runs, spec_runs = [], {t: [] for t in trees}
+    bar = tqdm(total=reps * len(prompt_ids) * (len(trees) + 1), desc=f"[{name}] timed runs", unit="run", leave=False)
     for _ in range(reps):
         for i, p in enumerate(prompt_ids):
             with paused_gc():
                 plain_runs.append(generate(target, p, n_tokens, sampling))
+            bar.update()
             for tree in trees:
                 with paused_gc():
-                    g = speculative_generate(target, draft, p, n_tokens, sampling, tree=tree,
-                                             verify_size=verify_size(tree), **spec)
+                    g = speculative_generate(target, prompt=p, max_new_tokens=n_tokens, sampling=sampling,
+                                             **policies.kwargs(tree), **spec)
                 if g.tokens != plain_ref[i].tokens:
                     raise SystemExit(f"MISMATCH: speculative ({tree}) differs from greedy on {name}, prompt {i}")
                 spec_runs[tree].append(g)
+                bar.update()
+    bar.close()
     plain_spt = median_s_per_token(plain_runs)
     rows = {}
     for tree in trees:
-        gens = spec_runs[tree][: len(prompt_ids)]  # acceptance is deterministic: one rep
+        searched = tree.startswith("search")
+        # acceptance is deterministic for a fixed tree (one rep tells it); a searched
+        # tree's changes as its bandit learns: count every timed run
+        gens = spec_runs[tree] if searched else spec_runs[tree][: len(prompt_ids)]
         passes = sum(g.target_passes for g in gens)
         toks = sum(len(g.tokens) - 1 for g in gens)
         spt = median_s_per_token(spec_runs[tree])
         rows[tree] = dict(
-            tree=tree, nodes=parse_shape(tree).nodes, verify_size=verify_size(tree),
+            tree=tree, nodes=parse_policy(tree)[1].nodes, verify_size=verify_size(tree),
             replay_layers=list(gens[0].replay_layers), draft_checkpoint=gens[0].draft_checkpoint,
             mean_accepted=sum(sum(g.accepted) for g in gens) / passes,
             tokens_per_target_pass=toks / passes, target_passes_per_token=passes / toks,
@@ -146,6 +203,13 @@ def run_backend(name, target_model, draft_model, prompt_ids, n_tokens, trees, re
             tokens_per_s=1 / spt, plain_tokens_per_s=1 / plain_spt, speedup=plain_spt / spt,
             time_split=_time_split(spec_runs[tree]),
         )
+        if searched:  # which arms the bandit ran in the timed runs, and what it learned
+            arms: dict[str, int] = {}
+            for g in spec_runs[tree]:
+                for a in g.configs:
+                    arms[a] = arms.get(a, 0) + 1
+            rows[tree]["arms_timed"] = arms
+            rows[tree]["bandit"] = policies.search[tree].report()
     return dict(plain_tokens_per_s=1 / plain_spt, trees=rows), (target, draft)
 
 
@@ -169,13 +233,15 @@ def strategies_at(target, draft, prompt_ids, n_tokens, tree, reps, sampling, bud
     variants = {"checkpoint": ("checkpoint", None), "replay": ("replay", None),
                 "hybrid (SpecMamba split)": ("hybrid", None), f"hybrid ({budget / 2**20:.0f} MiB)": ("hybrid", budget)}
     for label, (s, b) in variants.items():
-        kw = dict(tree=tree, backtrack=s, budget_bytes=b, verify_size=verify_size(tree))
-        speculative_generate(target, draft, prompt_ids[0], 8, sampling, **kw)  # compile
+        kw = dict(Policies(draft).kwargs(tree), backtrack=s, budget_bytes=b)
+        draft_of = kw.pop("draft")
+        for p in prompt_ids:  # compile (and a searched tree's warm-up)
+            speculative_generate(target, draft_of, p, n_tokens, sampling, **kw)
         gens = []
         for _ in range(reps):
             for p, r in zip(prompt_ids, ref):
                 with paused_gc():
-                    g = speculative_generate(target, draft, p, n_tokens, sampling, **kw)
+                    g = speculative_generate(target, draft_of, p, n_tokens, sampling, **kw)
                 if g.tokens != r:
                     raise SystemExit(f"MISMATCH under backtracking '{s}'")
                 gens.append(g)
@@ -190,9 +256,8 @@ def published_memory(tree: str) -> dict:
     """The memory model at the Mamba2-2.7B target / Mamba2-130M draft shapes."""
     from mambaflow.models.config import get_config
     from mambaflow.runtime.backtrack import Backtrack, draft_peak_bytes, verify_bytes
-    from mambaflow.runtime.trees import parse_shape
 
-    shape = parse_shape(tree)
+    shape = parse_policy(tree)[1]
     tcfg, dcfg = get_config("mamba2-2.7b"), get_config("mamba2-130m")
     T, fifo = shape.nodes, shape.fifo_depth()
     out = {}
@@ -295,13 +360,13 @@ def main() -> None:
 def _print_pair(name: str, r: dict) -> None:
     print(f"\n{name} + {r['draft']}  (greedy; speedup = plain s/token over speculative s/token)")
     backends = list(r["backends"])
-    hdr = f"{'tree':10} {'T':>3} {'acc len':>7} {'tok/pass':>8} {'pass/tok':>8} {'draft/tok':>9}"
+    hdr = f"{'policy':14} {'T':>3} {'acc len':>7} {'tok/pass':>8} {'pass/tok':>8} {'draft/tok':>9}"
     for b in backends:
         hdr += f" {b + ' tok/s':>11} {b + ' x':>8}"
     print(hdr)
     first = r["backends"][backends[0]]["trees"]
     for tree, row in first.items():
-        line = (f"{tree:10} {row['nodes']:3d} {row['mean_accepted']:7.2f} {row['tokens_per_target_pass']:8.2f} "
+        line = (f"{tree:14} {row['nodes']:3d} {row['mean_accepted']:7.2f} {row['tokens_per_target_pass']:8.2f} "
                 f"{row['target_passes_per_token']:8.2f} {row['draft_calls_per_token']:9.2f}")
         for b in backends:
             br = r["backends"][b]["trees"][tree]
@@ -309,6 +374,10 @@ def _print_pair(name: str, r: dict) -> None:
         print(line)
     for b in backends:
         print(f"plain {b}: {r['backends'][b]['plain_tokens_per_s']:.1f} tok/s")
+        for tree, row in r["backends"][b]["trees"].items():
+            if "arms_timed" in row:
+                print(f"  {b} {tree} rounds per arm (timed): "
+                      + ", ".join(f"{a} {n}" for a, n in sorted(row["arms_timed"].items(), key=lambda kv: -kv[1])))
     print(f"best tree: {r['best_tree']} ({r['tokens_per_target_pass']:.2f} tokens/pass, "
           f"llvm x{r['speedup_llvm'] or float('nan'):.2f})")
     if "strategies_llvm" in r:

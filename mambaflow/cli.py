@@ -92,6 +92,10 @@ def cmd_run(args) -> int:
         if given:
             raise UsageError(f"{', '.join(given)} {'only applies' if len(given) == 1 else 'only apply'} with "
                              "--speculative: add --speculative or drop it")
+    if args.tree is not None:  # a bad tree spec fails before any model is loaded
+        from .runtime.trees import parse_shape
+
+        parse_shape(args.tree)
     torch.set_num_threads(args.threads)
     name = args.model or _default_model_name()
     model, codec = _load_model(name, args.seed)
@@ -260,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--speculative", action="store_true",
                      help="speculative decoding: a draft proposes a token tree, the target verifies it in one pass")
     run.add_argument("--draft", help="with --speculative: draft model (default: the shipped draft of the shipped target)")
-    run.add_argument("--tree", help="with --speculative: draft tree: chain:K, widths per depth (4,2,1,1) or dynNwW (default chain:7)")
+    run.add_argument("--tree", help="with --speculative: draft tree: chain:K, widths per depth (4,2,1,1), dynNwW, or "
+                          "search:N (test-time tree search: width and depth chosen per round by a bandit, at most "
+                          "N draft nodes; search:N:thompson) (default chain:7)")
     run.add_argument("--backtrack", choices=["checkpoint", "replay", "hybrid"],
                      help="with --speculative: how states return to the accepted node (default hybrid)")
     run.set_defaults(fn=cmd_run)

@@ -49,6 +49,17 @@ class Backend:
         """tree tokens (T,), parents (T,) -> logits (T, V), NodeStates (batch 1)."""
         raise NotImplementedError
 
+    def decode_batch(self, tokens: Sequence[int], states: Sequence[MambaState]):
+        """B independent decode steps (a tree level drafted at once): token b from
+        states[b] (batch-1 states). Returns logits (B, V) and the B next states. This
+        default decodes node by node; the torch and llvm backends run one batched step."""
+        logits, nxt = [], []
+        for tok, st in zip(tokens, states):
+            lg, s = self.decode(tok, st)
+            logits.append(lg)
+            nxt.append(s)
+        return torch.stack(logits), nxt
+
     def draft_chain(self, token: int, state: MambaState, steps: int, vocab_limit: int | None = None):
         """Greedy drafting: decode `token`, then `steps - 1` times the argmax of the last
         logits (over the first `vocab_limit`). Returns the argmax after each step
@@ -103,6 +114,13 @@ class TorchBackend(Backend):
     def decode(self, token, state):
         logits, st = self.model.decode(torch.tensor([int(token)]), state)
         return logits[0], st
+
+    @torch.no_grad()
+    def decode_batch(self, tokens, states):
+        """The model's own batched decode over the B states stacked on the batch axis."""
+        batch = MambaState(torch.cat([s.conv for s in states], 1), torch.cat([s.ssm for s in states], 1))
+        logits, st = self.model.decode(torch.tensor([int(t) for t in tokens]), batch)
+        return logits, [MambaState(st.conv[:, b : b + 1], st.ssm[:, b : b + 1]) for b in range(len(tokens))]
 
     @torch.no_grad()
     def verify(self, tokens, parents, state):
@@ -188,6 +206,10 @@ class LLVMBackend(Backend):
                 from ..flow.chain import build_draft_chain
 
                 design = build_draft_chain(self.design("decode", 1), T, **opts)
+            elif phase == "decode_batch":  # the scheduled decode design, T nodes side by side (flow.batch)
+                from ..flow.batch import build_decode_batch
+
+                design = build_decode_batch(self.design("decode", 1), T)
             else:
                 design = capture(self.model, phase, T=T, progress=self.progress, **opts)
                 if self.schedule is not None:
@@ -254,6 +276,34 @@ class LLVMBackend(Backend):
         call([self._token.ctypes.data, *ins, tokens.data_ptr(), *outs])
         return tokens.tolist(), logits, _StepStates(conv, ssm)
 
+    def decode_batch(self, tokens, states):
+        """One call of a compiled batched decode (flow.batch) of a BATCH_SIZES width: B is
+        padded up to the next one (the padding slots rerun node 0 into scratch rows), and
+        a frontier wider than the largest is split. Node b's next state lands in conv[b],
+        ssm[b] of one stacked buffer."""
+        B = len(tokens)
+        if B == 1:  # the decode design itself
+            lg, st = self.decode(tokens[0], states[0])
+            return lg[None], [st]
+        P = next((w for w in BATCH_SIZES if w >= B), BATCH_SIZES[-1])
+        if B > P:  # wider than the widest design: in chunks
+            parts = [self.decode_batch(tokens[i : i + P], states[i : i + P]) for i in range(0, B, P)]
+            return torch.cat([lg for lg, _ in parts]), [s for _, sts in parts for s in sts]
+        call = self._compile("decode_batch", P)
+        toks = np.zeros(P, np.int64)
+        toks[:B] = [int(t) for t in tokens]
+        logits = torch.empty(P, self.cfg.vocab_size)
+        conv, ssm = torch.empty(P, *self._conv_shape), torch.empty(P, *self._ssm_shape)
+        keep, ins = [], []
+        for b in range(P):
+            ptrs, k = self._state_ptrs(states[b if b < B else 0])
+            keep.append(k)
+            ins += [toks.ctypes.data + 8 * b, *ptrs]
+        lg, c, h = logits.data_ptr(), conv.data_ptr(), ssm.data_ptr()
+        lb, cb, hb = 4 * self.cfg.vocab_size, 4 * math.prod(self._conv_shape), 4 * math.prod(self._ssm_shape)
+        call(ins + [p for b in range(P) for p in (lg + b * lb, c + b * cb, h + b * hb)])
+        return logits[:B], _StepStates(conv[:B], ssm[:B])
+
     def verify(self, tokens, parents, state):
         logits, cache = self.verify_tree(tokens, parents, state)
         # each node's conv state is its window over [committed columns 1.., node inputs]
@@ -312,6 +362,10 @@ class LLVMBackend(Backend):
             if len(self._trees) < 4096:
                 self._trees[key] = hit
         return hit
+
+
+#: the frontier widths the llvm backend compiles a batched decode for (flow.batch)
+BATCH_SIZES = (2, 4, 8, 16)
 
 
 class _StepStates(Sequence):

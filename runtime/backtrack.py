@@ -18,9 +18,9 @@ layer:
 Every strategy keeps each node's conv *inputs* (one column per node): a node's conv
 state is its window over them (`TreeCache.conv_at`), in all three.
 
-The draft grows the tree one decode per node (runtime.trees). For the draft, "checkpoint"
-keeps every drafted node's state; "replay" keeps only the states still needed to grow
-the tree (the frontier) and re-runs the accepted tokens through the draft at the start
+The draft grows the tree level by level, one batched step per level (runtime.trees). For
+the draft, "checkpoint" keeps every drafted node's state; "replay" keeps only the states
+still needed to grow the tree (the frontier and the level it is stepping to) and re-runs the accepted tokens through the draft at the start
 of the next round.
 
 Memory is counted in bytes of float32 state the strategy holds at once: the committed

@@ -57,6 +57,7 @@ class SpeculativeGeneration(Generation):
     draft_checkpoint: bool = True
     peak_state_bytes: dict[str, int] = field(default_factory=dict)  # target, draft, total
     times: dict[str, float] = field(default_factory=dict)  # draft, verify, accept, backtrack seconds
+    configs: list[str] = field(default_factory=list)  # a searched tree: the arm of each round (runtime.search)
 
     @property
     def target_passes(self) -> int:
@@ -85,7 +86,7 @@ class SpeculativeGeneration(Generation):
                     decode_s=self.decode_s, decode_tokens_per_s=self.decode_tokens_per_s,
                     fifo_depth=self.fifo_depth, replay_layers=list(self.replay_layers),
                     draft_checkpoint=self.draft_checkpoint, peak_state_bytes=dict(self.peak_state_bytes),
-                    times=dict(self.times))
+                    times=dict(self.times), configs=list(self.configs))
 
 
 # ---------------------------------------------------------------- acceptance
@@ -168,84 +169,118 @@ def _run_pending(draft: Backend, tokens: list[int], state):
     return logits[-1], st
 
 
-def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max_new_tokens: int,
+def speculative_generate(target: Backend, draft, prompt: list[int], max_new_tokens: int,
                          sampling: Sampling = Sampling(), tree="chain:4", backtrack: str = "hybrid",
                          budget_bytes: int | None = None, verify_size: int | None = None,
-                         fifo_depth: int | None = None) -> SpeculativeGeneration:
-    """Generate `max_new_tokens` after `prompt` with `target`, drafting with `draft`.
+                         fifo_depth: int | None = None, verify_multiple: int | None = None) -> SpeculativeGeneration:
+    """Generate `max_new_tokens` after `prompt` with `target`, drafting with `draft` (a
+    Backend, or a model-free drafter such as `runtime.ngram.NgramDraft`).
 
-    tree: a shape (runtime.trees: Chain / Static / Dynamic) or its spec ('chain:4',
-    '4,2,1,1', 'dyn:16'). backtrack: 'checkpoint', 'replay' or 'hybrid' (with
-    `budget_bytes`; None = draft checkpoints, target replays). verify_size: pad every
-    tree to this many nodes (default: the shape's size), so the llvm backend compiles one
-    verify design. fifo_depth: the FIFO tree buffer depth (default: the shape's bound).
+    tree: a shape (runtime.trees: Chain / Static / Dynamic, runtime.search.Search) or its
+    spec ('chain:4', '4,2,1,1', 'dyn:16', 'search:16'), or a `runtime.search.TreeSearch`
+    policy (which keeps what it learned across calls). backtrack: 'checkpoint', 'replay'
+    or 'hybrid' (with `budget_bytes`; None = draft checkpoints, target replays).
+    verify_size: pad every tree to this many nodes (default: the shape's size), so the
+    llvm backend compiles one verify design. verify_multiple: pad to a multiple of this
+    instead; a searched tree, whose size changes per round, is then padded per round to
+    its arm's size (`Search.verify_sizes`: one verify design per arm size). fifo_depth:
+    the FIFO tree buffer depth (default: the shape's bound).
     """
+    from .ngram import NgramDraft
+    from .search import Search, TreeSearch
+
     if not prompt:
         raise MambaflowError("speculative_generate: the prompt is empty; give at least one token")
     if max_new_tokens < 1:
         raise MambaflowError(f"speculative_generate: max_new_tokens must be >= 1, got {max_new_tokens}")
-    if target.cfg.vocab_size != draft.cfg.vocab_size:
+    lookup = isinstance(draft, NgramDraft)  # a model-free drafter: no draft state to keep
+    if not lookup and target.cfg.vocab_size != draft.cfg.vocab_size:
         raise MambaflowError(
             f"draft and target must share a vocabulary: the target has {target.cfg.vocab_size} "
             f"rows, the draft {draft.cfg.vocab_size}; pick a draft trained with the target's tokenizer")
     if backtrack not in STRATEGIES:
         raise MambaflowError(f"unknown backtracking strategy '{backtrack}': use one of {', '.join(STRATEGIES)}")
+    if verify_multiple is not None and verify_multiple < 1:
+        raise MambaflowError(f"speculative_generate: verify_multiple must be >= 1, got {verify_multiple}")
     shape = parse_shape(tree)
-    T = verify_size or shape.nodes
-    if T < shape.nodes:
-        raise MambaflowError(f"verify_size {T} is smaller than the tree {shape} ({shape.nodes} nodes)")
+    mult = verify_multiple or 1
+    policy = tree if isinstance(tree, TreeSearch) else TreeSearch(shape, sampling.seed, multiple=mult) \
+        if isinstance(shape, Search) else None
+    if lookup and policy is not None:
+        raise MambaflowError(f"the n-gram drafter has no probabilities to search a tree with: give it a chain or "
+                             f"static tree (e.g. chain:7), not {shape}")
+    sizes = policy.verify_sizes(mult) if policy is not None else []  # a searched tree's padded sizes
+    T = verify_size or (sizes[-1] if sizes else -(-shape.nodes // mult) * mult)  # the largest verify pass
+    largest = sizes[-1] if sizes else shape.nodes  # (a searched tree's arms may stop short of its budget)
+    if T < largest:
+        raise MambaflowError(f"verify_size {T} is smaller than the tree {shape} ({largest} nodes)")
     fifo = fifo_depth or min(shape.fifo_depth(), T)
     strategy = Backtrack(backtrack, budget_bytes)
-    # memory at the run's longest context (a KV cache grows with it; a Mamba state does not)
+    # memory at the run's longest context (a KV cache grows with it; a Mamba state does
+    # not); a lookup drafter holds no state: the hybrid's budget books it as one node of
+    # the target's size (a small overcount, which keeps Backtrack's one memory model)
     longest = len(prompt) + max_new_tokens
-    plan = strategy.plan(target.memory(longest), draft.memory(longest), T, shape.nodes, fifo)
+    tmem = target.memory(longest)
+    plan = strategy.plan(tmem, tmem if lookup else draft.memory(longest), T, 1 if lookup else shape.nodes, fifo)
     gen = torch.Generator().manual_seed(sampling.seed)
-    greedy_chain = isinstance(shape, Chain) and sampling.temperature == 0
+    greedy = sampling.temperature == 0
     times = dict(draft=0.0, verify=0.0, accept=0.0, backtrack=0.0)
 
     t0 = time.perf_counter()
     prompt_t = torch.tensor(prompt, dtype=torch.long)
     t_logits, t_state = target.prefill(prompt_t)
-    _, d_state = draft.prefill(prompt_t)
+    d_state = None if lookup else draft.prefill(prompt_t)[1]
     t1 = time.perf_counter()
 
     first = choose(t_logits[-1], sampling, gen)
     out, seen = [first], [t_logits[-1]]
-    accepted, draft_calls, peak_live = [], 0, 1
+    accepted, configs, draft_calls, peak_live, T_max = [], [], 0, 1, 0
     cache = None
     d_pending = [first]
     while len(out) < max_new_tokens:
         remaining = max_new_tokens - len(out)
         root = out[-1]
         ta = time.perf_counter()
-        if greedy_chain:  # one call drafts the root and the chain (runtime.trees.draft_chain_tree)
+        arm = policy.choose() if policy is not None else None
+        # a greedy chain (or a searched width-1 tree) is drafted in one call (runtime.trees.draft_chain_tree)
+        chain_k = shape.k if isinstance(shape, Chain) else arm.depth if arm is not None and arm.width == 1 else 0
+        if lookup:
+            dtree, dstates = draft.draft_tree(prompt + out, shape, max_depth=remaining - 1), {}
+        elif greedy and chain_k:
             st = d_state if len(d_pending) == 1 else _run_pending(draft, d_pending[:-1], d_state)[1]
-            dtree, dstates = draft_chain_tree(draft, shape.k, root, st, sampling, plan.draft_checkpoint,
+            dtree, dstates = draft_chain_tree(draft, chain_k, root, st, sampling, plan.draft_checkpoint,
                                               max_depth=remaining - 1)
         else:
             root_logits, root_state = _run_pending(draft, d_pending, d_state)
-            dtree, dstates = draft_tree(draft, shape, root, root_logits, root_state, sampling, gen,
-                                        keep_states=plan.draft_checkpoint, max_depth=remaining - 1)
-        draft_calls += 1
-        draft_calls += dtree.draft_calls
+            if arm is not None:
+                dtree, dstates = policy.grow(draft, arm, root, root_logits, root_state, sampling,
+                                             plan.draft_checkpoint, max_depth=remaining - 1)
+            else:
+                dtree, dstates = draft_tree(draft, shape, root, root_logits, root_state, sampling, gen,
+                                            keep_states=plan.draft_checkpoint, max_depth=remaining - 1)
+        draft_calls += 0 if lookup else 1 + dtree.draft_calls
         tb = time.perf_counter()
-        toks, pars = dtree.padded(T)
-        if fifo_need(pars) > fifo:
-            raise MambaflowError(f"internal: tree {shape} needs a FIFO of {fifo_need(pars)} > {fifo}")
+        T_r = T if verify_size or policy is None else next(t for t in sizes if t >= len(dtree))
+        fifo_r = min(fifo, T_r)
+        T_max = max(T_max, T_r)
+        toks, pars = dtree.padded(T_r)
+        if fifo_need(pars) > fifo_r:
+            raise MambaflowError(f"internal: tree {shape} needs a FIFO of {fifo_need(pars)} > {fifo_r}")
         # last round's cache is spent (state_at copies out of it): its buffers are reused
-        logits, cache = target.verify_tree(toks, pars, t_state, plan.replay_layers, fifo, out=cache)
+        logits, cache = target.verify_tree(toks, pars, t_state, plan.replay_layers, fifo_r, out=cache)
         tc = time.perf_counter()
-        if sampling.temperature == 0:
+        if greedy:
             path, bonus = accept_greedy(dtree, logits, sampling)
         else:
             path, bonus = accept_sampling(dtree, logits, sampling, gen)
         td = time.perf_counter()
         t_state = target.state_at(cache, path[-1])
-        # the draft resumes from its deepest decoded node on the path (checkpoint) or from
-        # the root (replay), and first runs the accepted tokens it has not seen
-        keep = max(i for i, n in enumerate(path) if n in dstates)
-        d_state = dstates[path[keep]]
-        d_pending = [dtree.tokens[n] for n in path[keep + 1 :]] + [bonus]
+        if not lookup:
+            # the draft resumes from its deepest decoded node on the path (checkpoint) or
+            # from the root (replay), and first runs the accepted tokens it has not seen
+            keep = max(i for i, n in enumerate(path) if n in dstates)
+            d_state = dstates[path[keep]]
+            d_pending = [dtree.tokens[n] for n in path[keep + 1 :]] + [bonus]
         te = time.perf_counter()
 
         new = [dtree.tokens[n] for n in path[1:]] + [bonus]
@@ -256,20 +291,24 @@ def speculative_generate(target: Backend, draft: Backend, prompt: list[int], max
         times["verify"] += tc - tb
         times["accept"] += td - tc
         times["backtrack"] += te - td
-        live = (1 + dtree.draft_calls) if plan.draft_checkpoint else dtree.peak_live_states
+        if arm is not None:
+            policy.update(arm, len(new), te - ta, T_r)
+            configs.append(str(arm))
+        live = max(len(dstates), dtree.peak_live_states) if plan.draft_checkpoint else dtree.peak_live_states
         peak_live = max(peak_live, live)
     t2 = time.perf_counter()
     context = len(prompt) + len(out) - 1  # tokens the models have seen at the end
-    strategy.record("target", target.memory(context).verify_bytes(T, plan.replay_layers, fifo))
-    strategy.record("draft", draft.memory(context).draft_bytes(True, peak_live))
+    strategy.record("target", target.memory(context).verify_bytes(T_max or T, plan.replay_layers,
+                                                                   min(fifo, T_max or T)))
+    strategy.record("draft", 0 if lookup else draft.memory(context).draft_bytes(True, peak_live))
     out, seen = out[:max_new_tokens], seen[:max_new_tokens]
     peak = dict(strategy.peak)
     peak["total"] = peak["target"] + peak["draft"]
     return SpeculativeGeneration(
         out, seen, prefill_s=t1 - t0, decode_s=t2 - t1, accepted=accepted, draft_calls=draft_calls,
-        tree=str(shape), tree_nodes=T, fifo_depth=fifo, backtrack=backtrack,
-        replay_layers=tuple(plan.replay_layers), draft_checkpoint=plan.draft_checkpoint,
-        peak_state_bytes=peak, times=times)
+        tree=str(draft) + "/" + str(shape) if lookup else str(shape), tree_nodes=T_max or T, fifo_depth=fifo,
+        backtrack=backtrack, replay_layers=tuple(plan.replay_layers), draft_checkpoint=plan.draft_checkpoint,
+        peak_state_bytes=peak, times=times, configs=configs)
 
 
 # --------------------------------------------------------------- entry point
@@ -286,8 +325,9 @@ def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: 
     decoding on one backend, their tokens, whether they agree (greedy) and the speed.
 
     On llvm every design is scheduled with `schedules.verify_cpu` (plain decoding too) and
-    trees are padded to a multiple of 4 nodes. Times are medians of `reps` runs with the
-    garbage collector paused. Returns {"plain": Generation, "speculative":
+    trees are padded to a multiple of 4 nodes. A searched tree ('search:N') keeps one
+    `TreeSearch` policy through the warm-up and the timed runs (it learns across them).
+    Times are medians of `reps` runs with the garbage collector paused. Returns {"plain": Generation, "speculative":
     SpeculativeGeneration, "same_tokens": bool, "speedup": plain s/token over
     speculative s/token, "summary": dict}.
     """
@@ -302,13 +342,19 @@ def run_speculative(target_model, draft_model, prompt_ids: list[int], n_tokens: 
         from ..schedules.verify_cpu import verify_cpu
 
         kw = dict(prefill_chunk=prefill_chunk, progress=progress, schedule=verify_cpu)
+    from .search import Search, TreeSearch
+
+    shape = parse_shape(tree)  # a bad spec fails before anything is compiled
     target = make_backend(backend_name, target_model, **kw)
     draft = make_backend(backend_name, draft_model, **kw)
-    shape = parse_shape(tree)
-    spec_kw = dict(tree=shape, backtrack=backtrack, budget_bytes=budget_bytes,
-                   verify_size=-(-shape.nodes // 4) * 4 if backend_name == "llvm" else None)
+    pad = 4 if backend_name == "llvm" else None  # the verify node jam of schedules.verify_cpu
+    spec_kw = dict(tree=shape, backtrack=backtrack, budget_bytes=budget_bytes, verify_multiple=pad)
+    warm = min(n_tokens, shape.depth + 2)
+    if isinstance(shape, Search):  # one policy learns through the warm-up and every timed run
+        spec_kw["tree"] = TreeSearch(shape, sampling.seed, multiple=pad or 1)
+        warm = n_tokens  # every arm's first (uncounted) round, and its verify design, in the warm-up
     # compile / warm everything once so neither timing pays for it
-    speculative_generate(target, draft, prompt_ids, min(n_tokens, shape.depth + 2), sampling, **spec_kw)
+    speculative_generate(target, draft, prompt_ids, warm, sampling, **spec_kw)
     generate(target, prompt_ids, 2, sampling)
     plains, specs = [], []
     was = gc.isenabled()

@@ -10,14 +10,20 @@ Shapes:
 - `Chain(k)`: k draft tokens in a row (classic speculative decoding);
 - `Static(widths)`: every node at depth d gets widths[d] children, e.g. (4, 2, 1, 1);
 - `Dynamic(budget, max_depth, max_width)`: grown best-first by the draft's confidence
-  (the product of its probabilities along the path) until `budget` draft nodes.
+  (the product of its probabilities along the path) until `budget` draft nodes;
+- `runtime.search.Search(budget)` ('search:16'): built per round under a node budget,
+  level by level, its width and depth picked by a bandit from the acceptance so far.
 
 Children are the draft's top-k (greedy decoding, and the dynamic tree always). When
 sampling, chain and static trees draw each node's children without replacement from the
 draft's distribution q (Gumbel top-k), which the acceptance test needs to know (`q`).
-The draft runs one decode per node whose children are wanted (per-node decode is exact
-for any tree and needs nothing but the backend's decode); a greedy chain is drafted in
-one `Backend.draft_chain` call instead (`draft_chain_tree`).
+Chain and static trees are drafted one level at a time (`grow_levels`): the draft
+advances every node of a level whose children are wanted in ONE batched step
+(`Backend.decode_batch`: B tokens, B states -> B logits, B states; one compiled call on
+llvm), keeping each node's state. A greedy chain is drafted in one `Backend.draft_chain`
+call instead (`draft_chain_tree`). The dynamic tree is grown best-first, one decode
+per expanded node (each pick depends on the last); `runtime.search` builds its trees
+level by level under a node budget instead.
 """
 
 from __future__ import annotations
@@ -123,16 +129,23 @@ class Dynamic:
         return f"dyn{self.budget}" + (f"w{self.level_width}" if self.level_width else "")
 
 
-Shape = Chain | Static | Dynamic
+Shape = Chain | Static | Dynamic  # or runtime.search.Search (parse_shape knows all four)
 
 
 def parse_shape(spec) -> Shape:
     """'chain:4' | 'chain4' | '4,2,1,1' | 'tree4x2x1x1' | 'static:4,2,1,1' | 'dyn:16' |
     'dyn16w4' (at most 4 nodes per depth) | 'dynamic:16:6:4' (budget, max depth, children
-    per node), or a shape object."""
-    if isinstance(spec, (Chain, Static, Dynamic)):
+    per node) | 'search:16' (test-time tree search under a budget of 16 draft nodes,
+    runtime.search; 'search:16:thompson'), or a shape object."""
+    from .search import Search, TreeSearch, parse_search
+
+    if isinstance(spec, (Chain, Static, Dynamic, Search)):
         return spec
+    if isinstance(spec, TreeSearch):
+        return spec.spec
     s = str(spec).strip().lower()
+    if s.startswith("search"):
+        return parse_search(s)
     m = re.fullmatch(r"chain:?(\d+)", s)
     if m:
         return Chain(int(m.group(1)))
@@ -143,7 +156,7 @@ def parse_shape(spec) -> Shape:
     m = re.fullmatch(r"(?:static:|tree)?(\d+(?:[x,]\d+)*)", s)
     if m:
         return Static(tuple(int(x) for x in re.split(r"[x,]", m.group(1))))
-    raise MambaflowError(f"unknown tree shape {spec!r}: use e.g. chain:4, 4,2,1,1 (static widths) or dyn:16")
+    raise MambaflowError(f"unknown tree shape {spec!r}: use e.g. chain:4, 4,2,1,1 (static widths), dyn:16 or search:16")
 
 
 def static_parents(widths) -> list[int]:
@@ -224,7 +237,9 @@ def draft_tree(draft, shape: Shape, root: int, root_logits: Tensor, root_state, 
     draft's state after it) are given. Returns the tree and {node: draft state} for the
     nodes the draft decoded (all of them with `keep_states`, else only the root's).
 
-    `max_depth` clips the tree (near the end of generation)."""
+    Chain and static trees grow level by level (`grow_levels`: one batched draft step
+    per level); a dynamic tree best-first, node by node. `max_depth` clips the tree
+    (near the end of generation)."""
     depth_cap = shape.depth if max_depth is None else min(shape.depth, max_depth)
     if depth_cap < 1:  # nothing to draft: the tree is the root alone
         return DraftTree([root], [-1], [0], [None], 0, 1), {0: root_state}
@@ -232,33 +247,55 @@ def draft_tree(draft, shape: Shape, root: int, root_logits: Tensor, root_state, 
         return _draft_dynamic(draft, shape, root, root_logits, root_state, sampling, depth_cap, keep_states)
     sample = sampling.temperature > 0
     widths = shape.widths[:depth_cap]
-    tokens, parents, depth, q = [root], [-1], [0], [None]
-    logits = {0: root_logits}
+
+    def expand(d: int, level: list[int], logits: Tensor, tree: DraftTree):
+        kids = []
+        for row, n in enumerate(level):  # in level order: the Gumbel draws stay in node order
+            toks, tree.q[n] = _children(logits[row], widths[d], sampling, gen, sample)
+            kids += [(n, t) for t in toks]
+        return kids
+
+    return grow_levels(draft, root, root_logits, root_state, expand, len(widths), keep_states)
+
+
+def grow_levels(draft, root: int, root_logits: Tensor, root_state, expand, depth_cap: int, keep_states: bool,
+                budget: int | None = None):
+    """Grow a tree one level at a time: `expand(d, level, logits, tree)` picks the nodes of
+    depth d+1 as (parent, token) pairs, grouped by parent in `level` order (breadth-first),
+    from the draft logits of the level's nodes (row i: level[i]). Every new level that
+    will have children is advanced by ONE `draft.decode_batch` (each node from its
+    parent's state), so drafting costs a call per level, not per node. Stops at
+    `depth_cap` levels or `budget` draft nodes (the last level is never decoded).
+    Returns the tree and {node: draft state after it}, as `draft_tree`."""
+    tree = DraftTree([root], [-1], [0], [None])
     states = {0: root_state}
-    live, peak, calls = 1, 1, 0
-    level = [0]
-    for d, w in enumerate(widths):
+    level, logits = [0], root_logits[None]
+    for d in range(depth_cap):
+        room = None if budget is None else budget - (len(tree) - 1)
+        kids = expand(d, level, logits, tree)[:room]
+        if not kids:
+            break
         nxt = []
-        for n in level:
-            kids, qn = _children(logits.pop(n), w, sampling, gen, sample)
-            q[n] = qn
-            for tok in kids:
-                c = len(tokens)
-                tokens.append(tok)
-                parents.append(n)
-                depth.append(d + 1)
-                q.append(None)
-                nxt.append(c)
-                if d + 1 < len(widths):  # its children are wanted: run the draft on it
-                    logits[c], states[c] = draft.decode(tok, states[n])
-                    calls += 1
-                    live += 1
-                    peak = max(peak, live)
-            if not keep_states and n != 0:
-                del states[n]  # fully expanded: its state is no longer needed
-                live -= 1
+        for parent, tok in kids:
+            nxt.append(len(tree))
+            tree.tokens.append(tok)
+            tree.parents.append(parent)
+            tree.depth.append(d + 1)
+            tree.q.append(None)
+        full = budget is not None and len(tree) - 1 >= budget
+        if d + 1 < depth_cap and not full:  # its children are wanted: advance the level at once
+            logits, new = draft.decode_batch([tree.tokens[c] for c in nxt], [states[tree.parents[c]] for c in nxt])
+            tree.draft_calls += 1
+            states.update(zip(nxt, new))
+        tree.peak_live_states = max(tree.peak_live_states, len(states))
+        if not keep_states:  # a fully expanded level's states are no longer needed
+            for n in level:
+                if n:
+                    del states[n]
         level = nxt
-    tree = DraftTree(tokens, parents, depth, q, calls, peak)
+        if full:
+            break
+    tree.peak_live_states = max(tree.peak_live_states, 1)
     return tree, states
 
 

@@ -25,6 +25,7 @@ from mambaflow.runtime.backtrack import (REPLAY_ACTIVATIONS, Backtrack, fifo_nee
                                          verify_bytes)
 from mambaflow.runtime.generate import Sampling, generate
 from mambaflow.runtime.speculative import accept_greedy, speculative_generate
+from mambaflow.runtime.search import TreeSearch
 from mambaflow.runtime.trees import Chain, DraftTree, Dynamic, Static, draft_tree, parse_shape
 
 ARCHS = ["tiny-mamba1", "tiny-mamba2"]
@@ -233,7 +234,9 @@ def test_peak_memory_is_reported_per_strategy(pair):
     target, draft = pair
     peaks = {}
     for s in STRATEGIES:
-        g = generate(target, PROMPT, 12, draft=draft, tree="2,2,1", backtrack=s)
+        # level-by-level drafting holds a level and its children at once (one batched
+        # step): replay saves draft memory from the third decoded level on
+        g = generate(target, PROMPT, 12, draft=draft, tree="2,2,1,1", backtrack=s)
         peaks[s] = g.peak_state_bytes
         assert set(g.peak_state_bytes) == {"target", "draft", "total"}
         assert g.peak_state_bytes["total"] == g.peak_state_bytes["target"] + g.peak_state_bytes["draft"]
@@ -296,7 +299,7 @@ def _chi2(counts: Counter, probs: dict, n: int) -> tuple[float, int]:
     return stat, len(probs) - 1
 
 
-@pytest.mark.parametrize("tree", ["2,2", "dyn4w2:3:2"])
+@pytest.mark.parametrize("tree", ["2,2", "dyn4w2:3:2", "search:4"])
 def test_sampling_preserves_target_distribution(tree):
     """The second and third generated tokens (the first two that go through acceptance)
     must follow the target's joint distribution exactly.
@@ -324,8 +327,11 @@ def test_sampling_preserves_target_distribution(tree):
             probs_draft[(a, b)] = float(sum(pt[0, x] * qt[x, a] * qt[a, b] for x in range(V)))
     assert min(probs.values()) * N > 30
     counts, accepted = Counter(), 0
+    # a searched tree: one policy through all runs, so its bandit moves between its arms
+    # (chains and width-2 trees); rewarded by tokens, which keeps the runs reproducible
+    policy = TreeSearch.from_spec(tree, reward="tokens") if tree.startswith("search") else tree
     for seed in range(N):
-        out = speculative_generate(target, draft, prompt, 3, Sampling(temperature=1.0, seed=seed), tree=tree,
+        out = speculative_generate(target, draft, prompt, 3, Sampling(temperature=1.0, seed=seed), tree=policy,
                                    backtrack="checkpoint")
         counts[tuple(out.tokens[1:3])] += 1
         accepted += sum(out.accepted)
@@ -336,6 +342,8 @@ def test_sampling_preserves_target_distribution(tree):
     # the same statistic sees the draft's distribution as wildly wrong: the test has power
     stat_q, _ = _chi2(counts, probs_draft, N)
     assert _chi2_sf(stat_q, dof) < 1e-30
+    if tree.startswith("search"):  # the search did try its bushier arms, not only chains
+        assert sum(r["pulls"] for a, r in policy.report().items() if not a.startswith("w1")) > N * 0.1
 
 
 def test_replay_activation_names_match_the_flow():

@@ -277,13 +277,14 @@ class _Together(ResourceEstimate):
 
 
 def _shape(tree):
-    from ...runtime.trees import Dynamic, parse_shape
+    from ...runtime.trees import Chain, Static, parse_shape
 
     shape = parse_shape(tree)
-    if isinstance(shape, Dynamic):
+    if not isinstance(shape, (Chain, Static)):  # dyn / search trees
         raise SpeculativeBuildError(
-            f"--tree {tree}: a dynamic tree is grown by the draft's confidence at run time, which the generated host "
-            "does not do; give a chain (chain:4) or static widths (4,2,1,1)")
+            f"--tree {tree}: a {'dynamic' if str(shape).startswith('dyn') else 'searched'} tree is grown by the "
+            "draft's confidence at run time, which the generated host does not do; give a chain (chain:4) or static "
+            "widths (4,2,1,1)")
     return shape
 
 
