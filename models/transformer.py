@@ -158,8 +158,10 @@ def load_transformer(path) -> TransformerLM:
         check_supported(path, kind)
         raise CheckpointError(f"checkpoint {path} is a {kind} model, not a transformer; load it with "
                               "models.load_model, which reads both")
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()  # a small model: no "Loading weights" bar
+    log = transformers.utils.logging
+    bars, verbosity = log.is_progress_bar_enabled(), log.get_verbosity()
+    log.disable_progress_bar()  # a small model: no "Loading weights" bar, and a bad
+    log.set_verbosity_error()  # checkpoint is reported once, by the error below
     try:
         hf, info = getattr(transformers, ARCHS[kind]).from_pretrained(path, dtype=torch.float32,
                                                                       output_loading_info=True)
@@ -168,8 +170,9 @@ def load_transformer(path) -> TransformerLM:
         raise CheckpointError(f"cannot load the {kind} checkpoint {path} ({first}); re-save it with "
                               "save_pretrained or copy the folder again") from e
     finally:
+        log.set_verbosity(verbosity)
         if bars:
-            transformers.utils.logging.enable_progress_bar()
+            log.enable_progress_bar()
     # transformers fills missing weights with random ones and only warns: refuse that here
     bad = sorted(info.get("missing_keys", ())) + [str(k) for k in info.get("mismatched_keys", ())]
     if bad:
