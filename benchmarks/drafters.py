@@ -9,7 +9,9 @@ Target: ``gpt-target`` (a byte-level Llama, transformers on PyTorch). Drafters:
   and every timed run);
 - ``ngram``: the prompt-lookup drafter (`runtime.ngram`, suffixes of 3..1 tokens), over
   a chain or a static tree (its first width = branches): no draft model;
-- ``gpt``: the transformer drafter ``gpt-draft`` (transformers on PyTorch), chains.
+- ``gpt``: the transformer drafter ``gpt-draft`` (transformers on PyTorch), chains;
+- ``mamba-torch``: the same Mamba draft on PyTorch eager, to tell the model from the
+  engine when it is compared with ``gpt`` (also on PyTorch).
 
 Policies are spelled DRAFTER/TREE (``mamba/search:16``, ``ngram/chain:7``, ``gpt/chain:4``).
 For each: tokens per target pass, wall-clock speedup over plain target decoding (greedy,
@@ -27,7 +29,7 @@ configs only. The n-gram drafter holds no state (it reads the context the target
 Timings never gate anything (see DESIGN.md). Prints a table, writes
 benchmarks/results/drafters.{json,png}.
 
-    python benchmarks/drafters.py [--prompts 3] [--prompt-len 48] [--tokens 64] [--reps 3]
+    python benchmarks/drafters.py [--prompts 3] [--prompt-len 48] [--prompt-offset 256] [--tokens 64] [--reps 5]
         [--policies mamba/chain:4 mamba/search:16 ngram/chain:7 gpt/chain:4 ...] [--threads 1]
 """
 
@@ -44,13 +46,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speculative import _time_split, median_s_per_token, paused_gc, prompts  # noqa: E402  (shared helpers)
+import speculative  # noqa: E402  (the speculative benchmark's helpers: prompts, timing, gc pausing)
+from speculative import _time_split, median_s_per_token, paused_gc  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET, MAMBA_DRAFT, GPT_DRAFT = "gpt-target", "mamba1-draft", "gpt-draft"
-DRAFTERS = {"mamba": MAMBA_DRAFT, "gpt": GPT_DRAFT, "ngram": None}
+DRAFTERS = {"mamba": MAMBA_DRAFT, "mamba-torch": MAMBA_DRAFT, "gpt": GPT_DRAFT, "ngram": None}
+ENGINES = {"mamba": "llvm", "mamba-torch": "torch", "gpt": "torch", "ngram": "none"}
 DEFAULT_POLICIES = ["mamba/chain:4", "mamba/chain:7", "mamba/4,2,1,1", "mamba/2,2,1,1", "mamba/search:8",
-                    "mamba/search:16", "ngram/chain:7", "ngram/3,1,1", "gpt/chain:4", "gpt/chain:7"]
+                    "mamba/search:16", "mamba-torch/chain:7", "ngram/chain:7", "ngram/3,1,1", "gpt/chain:4", "gpt/chain:7"]
 CONTEXTS = (512, 2048, 8192)
 
 
@@ -140,7 +144,21 @@ class Policies:
         return dict(draft=self.drafts[drafter], tree=shape)
 
 
-def run(policies, n_prompts, prompt_len, n_tokens, reps, log) -> dict:
+def prompts(n: int, length: int, offset: int) -> list[list[int]]:
+    """`length`-token prompts (BOS + bytes) from the first `n` held-out documents long
+    enough, starting `offset` bytes in: 0 is the speculative benchmark's prompts (the
+    documents' titles, often followed by an underline of '*' that any drafter guesses),
+    the default starts mid-text."""
+    if offset == 0:
+        return speculative.prompts(n, length, None)
+    from mambaflow.data import BOS, load_corpus
+
+    docs = [d.text.encode("utf-8") for d in load_corpus(("topics",)).split("heldout")]
+    docs = [d for d in docs if len(d) >= offset + length][:n]
+    return [[BOS, *list(d[offset: offset + length - 1])] for d in docs]
+
+
+def run(policies, n_prompts, prompt_len, n_tokens, reps, log, offset: int = 256) -> dict:
     from tqdm import tqdm
 
     from mambaflow.models import zoo
@@ -157,9 +175,11 @@ def run(policies, n_prompts, prompt_len, n_tokens, reps, log) -> dict:
     if "mamba" in used:
         drafts["mamba"] = make_backend("llvm", zoo.load_shipped(MAMBA_DRAFT), prefill_chunk=16, progress=False,
                                        schedule=verify_cpu)
+    if "mamba-torch" in used:
+        drafts["mamba-torch"] = make_backend("torch", zoo.load_shipped(MAMBA_DRAFT))
     if "gpt" in used:
         drafts["gpt"] = make_backend("torch", zoo.load_shipped(GPT_DRAFT))
-    ids = prompts(n_prompts, prompt_len, target.cfg.vocab_size)
+    ids = prompts(n_prompts, prompt_len, offset)
     sampling = Sampling(vocab_limit=256)  # byte models: never the padding rows
     pol = Policies(drafts)
     spec = dict(backtrack="hybrid")
@@ -206,7 +226,7 @@ def run(policies, n_prompts, prompt_len, n_tokens, reps, log) -> dict:
         drafter, tree = parse(p)
         rows[p] = dict(
             policy=p, drafter=drafter, draft_model=DRAFTERS[drafter], tree=tree,
-            draft_engine="llvm" if drafter == "mamba" else "torch" if drafter == "gpt" else "none",
+            draft_engine=ENGINES[drafter],
             mean_accepted=sum(sum(g.accepted) for g in gens) / passes,
             tokens_per_target_pass=toks / passes, draft_calls_per_token=sum(g.draft_calls for g in gens) / toks,
             tokens_per_s=1 / spt, speedup=plain_spt / spt, same_as_greedy=True,
@@ -225,7 +245,7 @@ def run(policies, n_prompts, prompt_len, n_tokens, reps, log) -> dict:
     # the plain target's own cost per pass (one token per pass), for the draft/verify split
     plain_ms = 1e3 * plain_spt
     return dict(plain_tokens_per_s=1 / plain_spt, plain_ms_per_token=plain_ms, policies=rows,
-                prompts=len(ids), prompt_len=prompt_len, tokens=n_tokens, reps=reps)
+                prompts=len(ids), prompt_len=prompt_len, prompt_offset=offset, tokens=n_tokens, reps=reps)
 
 
 # ------------------------------------------------------------------ output
@@ -239,7 +259,7 @@ def plot(result: dict, path: Path) -> None:
 
     rows = result["runs"]["policies"]
     names = list(rows)
-    colors = {"mamba": "tab:green", "ngram": "tab:gray", "gpt": "tab:orange"}
+    colors = {"mamba": "tab:green", "mamba-torch": "tab:olive", "ngram": "tab:gray", "gpt": "tab:orange"}
     c = [colors[rows[n]["drafter"]] for n in names]
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
     ax = axes[0]
@@ -277,18 +297,19 @@ def print_result(result: dict) -> None:
     r = result["runs"]
     print(f"\n{TARGET} (transformers, PyTorch): plain {r['plain_tokens_per_s']:.1f} tok/s "
           f"({r['plain_ms_per_token']:.2f} ms/token); greedy, every output equal to plain greedy")
-    print(f"{'policy':18} {'engine':6} {'acc len':>7} {'tok/pass':>8} {'tok/s':>7} {'speedup':>7} "
+    print(f"{'policy':20} {'engine':6} {'acc len':>7} {'tok/pass':>8} {'tok/s':>7} {'speedup':>7} "
           f"{'draft ms/tok':>12} {'verify ms/tok':>13} {'draft ms/pass':>13} {'verify ms/pass':>14}")
     for p, row in r["policies"].items():
         m, mp = row["ms_per_token"], row["ms_per_pass"]
-        print(f"{p:18} {row['draft_engine']:6} {row['mean_accepted']:7.2f} {row['tokens_per_target_pass']:8.2f} "
+        print(f"{p:20} {row['draft_engine']:6} {row['mean_accepted']:7.2f} {row['tokens_per_target_pass']:8.2f} "
               f"{row['tokens_per_s']:7.1f} {row['speedup']:7.2f} {m['draft']:12.2f} {m['verify']:13.2f} "
               f"{mp['draft']:13.2f} {mp['verify']:14.2f}")
         if "arms_timed" in row:
             print(f"  rounds per arm (timed): "
                   + ", ".join(f"{a} {n}" for a, n in sorted(row["arms_timed"].items(), key=lambda kv: -kv[1])))
-    print(f"best: {result['best_policy']} x{result['speedup']:.2f}; best Mamba: {result['best_mamba_policy']} "
-          f"x{result['best_mamba_speedup']:.2f}")
+    bm = result["best_mamba_policy"]
+    print(f"best: {result['best_policy']} x{result['speedup']:.2f}"
+          + (f"; best Mamba on llvm: {bm} x{result['best_mamba_speedup']:.2f}" if bm else ""))
     for label, tab in (("shipped drafters", result["memory"]), ("published-size pair (arithmetic)",
                                                                   result["published_pair"])):
         m, t = tab["mamba"], tab["transformer"]
@@ -313,7 +334,9 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=int, default=3)
     ap.add_argument("--prompt-len", type=int, default=48)
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--prompt-offset", type=int, default=256,
+                    help="bytes into each document the prompt starts (0: the documents' titles)")
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "drafters.json"))
     args = ap.parse_args(argv)
@@ -323,7 +346,7 @@ def main(argv=None) -> int:
     log = lambda m: print(m, flush=True)  # noqa: E731
     from mambaflow.models import zoo
 
-    runs = run(args.policies, args.prompts, args.prompt_len, args.tokens, args.reps, log)
+    runs = run(args.policies, args.prompts, args.prompt_len, args.tokens, args.reps, log, args.prompt_offset)
     rows = runs["policies"]
     best = max(rows, key=lambda p: rows[p]["speedup"])
     mamba = [p for p in rows if rows[p]["drafter"] == "mamba"]
