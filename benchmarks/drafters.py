@@ -210,7 +210,7 @@ def run(policies, n_prompts, prompt_len, n_tokens, reps, log, offset: int = 256)
                 bar.update()
     bar.close()
     plain_spt = median_s_per_token(plain_runs)
-    rows = {}
+    rows, n = {}, len(ids)
     for p in policies:
         searched = "search" in p
         # a fixed policy's acceptance is deterministic (one rep tells it); a searched
@@ -234,6 +234,9 @@ def run(policies, n_prompts, prompt_len, n_tokens, reps, log, offset: int = 256)
             ms_per_pass={k: v * all_toks / all_passes for k, v in ms_per_token.items()},
             time_split=_time_split(runs[p]),
             draft_peak_state_bytes=max(g.peak_state_bytes["draft"] for g in runs[p]),
+            # the spread: each rep's speedup (its plain and speculative medians over the prompts)
+            speedup_per_rep=[median_s_per_token(plain_runs[r * n: (r + 1) * n])
+                             / median_s_per_token(runs[p][r * n: (r + 1) * n]) for r in range(reps)],
         )
         if searched:
             arms: dict[str, int] = {}
@@ -298,12 +301,13 @@ def print_result(result: dict) -> None:
     print(f"\n{TARGET} (transformers, PyTorch): plain {r['plain_tokens_per_s']:.1f} tok/s "
           f"({r['plain_ms_per_token']:.2f} ms/token); greedy, every output equal to plain greedy")
     print(f"{'policy':20} {'engine':6} {'acc len':>7} {'tok/pass':>8} {'tok/s':>7} {'speedup':>7} "
-          f"{'draft ms/tok':>12} {'verify ms/tok':>13} {'draft ms/pass':>13} {'verify ms/pass':>14}")
+          f"{'draft ms/tok':>12} {'verify ms/tok':>13} {'draft ms/pass':>13} {'verify ms/pass':>14} {'x per rep':>10}")
     for p, row in r["policies"].items():
         m, mp = row["ms_per_token"], row["ms_per_pass"]
         print(f"{p:20} {row['draft_engine']:6} {row['mean_accepted']:7.2f} {row['tokens_per_target_pass']:8.2f} "
               f"{row['tokens_per_s']:7.1f} {row['speedup']:7.2f} {m['draft']:12.2f} {m['verify']:13.2f} "
-              f"{mp['draft']:13.2f} {mp['verify']:14.2f}")
+              f"{mp['draft']:13.2f} {mp['verify']:14.2f}  {min(row['speedup_per_rep']):.2f}-"
+              f"{max(row['speedup_per_rep']):.2f}")
         if "arms_timed" in row:
             print(f"  rounds per arm (timed): "
                   + ", ".join(f"{a} {n}" for a, n in sorted(row["arms_timed"].items(), key=lambda kv: -kv[1])))
