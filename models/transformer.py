@@ -209,5 +209,5 @@ def is_transformer(model) -> bool:
     return isinstance(model, TransformerLM)
 
 
-__all__ = ["ARCHS", "TransformerConfig", "TransformerLM", "build_transformer", "check_supported", "hf_config", "transformer_config",
-           "is_transformer", "load_transformer", "model_type", "save_compact"]
+__all__ = ["ARCHS", "TransformerConfig", "TransformerLM", "build_transformer", "check_supported", "hf_config",
+           "is_transformer", "load_transformer", "model_type", "save_compact", "transformer_config"]
