@@ -88,7 +88,22 @@ def memory_table(mamba: tuple[str, object], transformer: tuple[str, object], con
     m, t = drafter_memory(*mamba, contexts), drafter_memory(*transformer, contexts)
     saving = {key: {str(n): 100.0 * (1 - m[key][str(n)] / t[key][str(n)]) for n in contexts}
               for key in ("state_bytes", "total_bytes")}
-    return dict(contexts=list(contexts), mamba=m, transformer=t, saving_pct=saving)
+    return dict(contexts=list(contexts), mamba=m, transformer=t, saving_pct=saving,
+                context_for_30pct_total=context_for_saving(mamba[1], transformer[1], 30.0))
+
+
+def context_for_saving(mamba_cfg, transformer_cfg, pct: float) -> int:
+    """The shortest context at which the Mamba drafter's state + weights are `pct` %
+    below the transformer drafter's (whose KV cache grows by kv_cache_bytes(cfg, 1)
+    per token); 0 when they already are at no context."""
+    from mambaflow.runtime.backtrack import F32, MambaMemory
+    from mambaflow.runtime.transformer import kv_cache_bytes
+    from mambaflow.train import param_count
+
+    m = MambaMemory(mamba_cfg).state_bytes() + F32 * param_count(mamba_cfg)
+    w, per_token = F32 * param_count(transformer_cfg), kv_cache_bytes(transformer_cfg, 1)
+    need = m / (1 - pct / 100) - w  # KV bytes the transformer must hold
+    return max(0, -(-int(need) // per_token))
 
 
 def published_pair(contexts=CONTEXTS) -> dict:
@@ -326,6 +341,8 @@ def print_result(result: dict) -> None:
             print(f"{n:8d} {_fmt(m['state_bytes'][k]):>12} {_fmt(t['state_bytes'][k]):>12} "
                   f"{tab['saving_pct']['state_bytes'][k]:7.1f}% {_fmt(m['total_bytes'][k]):>10} "
                   f"{_fmt(t['total_bytes'][k]):>10} {tab['saving_pct']['total_bytes'][k]:7.1f}%")
+        print(f"  state + weights: the Mamba drafter saves >= 30% at {tab['context_for_30pct_total']} tokens "
+              "of context and more")
 
 
 def _fmt(b: int) -> str:

@@ -53,3 +53,11 @@ def test_published_pair_and_policy_spelling(bench):
         bench.parse("llama/chain:4")
     with pytest.raises(Exception, match="search"):
         bench.parse("mamba/search:0")
+
+
+def test_context_for_saving_is_the_crossover(bench):
+    mcfg = get_config("mamba-130m")
+    tcfg = transformer_config("gpt2", d_model=768, n_layer=12, n_head=12, vocab_size=50257)
+    x = bench.context_for_saving(mcfg, tcfg, 30.0)
+    tab = bench.memory_table(("m", mcfg), ("t", tcfg), contexts=(x - 1, x))
+    assert tab["saving_pct"]["total_bytes"][str(x - 1)] < 30.0 <= tab["saving_pct"]["total_bytes"][str(x)]
