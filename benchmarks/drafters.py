@@ -6,7 +6,8 @@ Target: ``gpt-target`` (a byte-level Llama, transformers on PyTorch). Drafters:
   the FPGA; `schedules.verify_cpu`), over a chain (one call of a compiled draft chain),
   a fixed tree (one batched draft step per level) or a test-time tree search
   (``search:N``, `runtime.search`: one TreeSearch per policy learns through the warm-up
-  and every timed run);
+  and every timed run; its bandit is rewarded with tokens per second, or with tokens
+  per round with ``search:N@tokens``, which does not depend on the machine's load);
 - ``ngram``: the prompt-lookup drafter (`runtime.ngram`, suffixes of 3..1 tokens), over
   a chain or a static tree (its first width = branches): no draft model;
 - ``gpt``: the transformer drafter ``gpt-draft`` (transformers on PyTorch), chains;
@@ -54,7 +55,8 @@ TARGET, MAMBA_DRAFT, GPT_DRAFT = "gpt-target", "mamba1-draft", "gpt-draft"
 DRAFTERS = {"mamba": MAMBA_DRAFT, "mamba-torch": MAMBA_DRAFT, "gpt": GPT_DRAFT, "ngram": None}
 ENGINES = {"mamba": "llvm", "mamba-torch": "torch", "gpt": "torch", "ngram": "none"}
 DEFAULT_POLICIES = ["mamba/chain:4", "mamba/chain:7", "mamba/4,2,1,1", "mamba/2,2,1,1", "mamba/search:8",
-                    "mamba/search:16", "mamba-torch/chain:7", "ngram/chain:7", "ngram/3,1,1", "gpt/chain:4", "gpt/chain:7"]
+                    "mamba/search:16", "mamba/search:8@tokens", "mamba/search:16@tokens", "mamba-torch/chain:7",
+                    "ngram/chain:7", "ngram/3,1,1", "gpt/chain:4", "gpt/chain:7"]
 CONTEXTS = (512, 2048, 8192)
 
 
@@ -124,11 +126,17 @@ def published_pair(contexts=CONTEXTS) -> dict:
 
 
 def parse(policy: str):
-    """'mamba/search:16' -> (drafter key, the tree spec)."""
+    """'mamba/search:16' -> (drafter key, the tree spec); a searched tree may name its
+    bandit's reward after '@' ('mamba/search:8@tokens', runtime.search.REWARDS)."""
     from mambaflow.errors import MambaflowError
+    from mambaflow.runtime.search import REWARDS
     from mambaflow.runtime.trees import parse_shape
 
     drafter, _, tree = policy.partition("/")
+    tree, _, reward = tree.partition("@")
+    if reward and (reward not in REWARDS or not tree.startswith("search")):
+        raise MambaflowError(f"bad policy {policy!r}: only a searched tree names a reward, one of "
+                             f"{', '.join(REWARDS)} (e.g. mamba/search:8@tokens)")
     if drafter not in DRAFTERS or not tree:
         raise MambaflowError(f"bad policy {policy!r}: use DRAFTER/TREE with DRAFTER one of "
                              f"{', '.join(DRAFTERS)} (e.g. mamba/search:16, ngram/chain:7, gpt/chain:4)")
@@ -155,7 +163,9 @@ class Policies:
         if drafter == "ngram":
             return dict(draft=NgramDraft(3, branches=shape.widths[0]), tree=shape)
         if isinstance(shape, Search):
-            return dict(draft=self.drafts[drafter], tree=self.search.setdefault(policy, TreeSearch(shape)))
+            reward = policy.partition("@")[2] or "time"
+        return dict(draft=self.drafts[drafter],
+                    tree=self.search.setdefault(policy, TreeSearch(shape, reward=reward)))
         return dict(draft=self.drafts[drafter], tree=shape)
 
 

@@ -49,6 +49,9 @@ def test_published_pair_and_policy_spelling(bench):
     assert pub["transformer"]["state_bytes"]["2048"] == 2 * 12 * 768 * 2048 * 4
     assert 120e6 < pub["transformer"]["params"] < 130e6  # GPT-2 small's 124M
     assert bench.parse("mamba/search:16") == ("mamba", "search:16")
+    assert bench.parse("mamba/search:8@tokens") == ("mamba", "search:8")
+    with pytest.raises(Exception, match="reward"):
+        bench.parse("mamba/chain:4@tokens")
     with pytest.raises(Exception, match="DRAFTER/TREE"):
         bench.parse("llama/chain:4")
     with pytest.raises(Exception, match="search"):
