@@ -164,8 +164,8 @@ class Policies:
             return dict(draft=NgramDraft(3, branches=shape.widths[0]), tree=shape)
         if isinstance(shape, Search):
             reward = policy.partition("@")[2] or "time"
-        return dict(draft=self.drafts[drafter],
-                    tree=self.search.setdefault(policy, TreeSearch(shape, reward=reward)))
+            return dict(draft=self.drafts[drafter],
+                        tree=self.search.setdefault(policy, TreeSearch(shape, reward=reward)))
         return dict(draft=self.drafts[drafter], tree=shape)
 
 
