@@ -270,8 +270,12 @@ def run(policies, n_prompts, prompt_len, n_tokens, reps, log, offset: int = 256)
                     arms[a] = arms.get(a, 0) + 1
             rows[p]["arms_timed"] = arms
             rows[p]["bandit"] = pol.search[p].report()
-    # the plain target's own cost per pass (one token per pass), for the draft/verify split
+    # a round's cost in plain decode steps (draft + verify + accept + backtrack over the
+    # plain target's ms per token): speedup ~ tokens per pass / this
     plain_ms = 1e3 * plain_spt
+    for row in rows.values():
+        row["round_cost_plain_steps"] = sum(row["ms_per_pass"].values()) / plain_ms
+        row["verify_cost_plain_steps"] = row["ms_per_pass"]["verify"] / plain_ms
     return dict(plain_tokens_per_s=1 / plain_spt, plain_ms_per_token=plain_ms, policies=rows,
                 prompts=len(ids), prompt_len=prompt_len, prompt_offset=offset, tokens=n_tokens, reps=reps)
 
@@ -325,13 +329,15 @@ def print_result(result: dict) -> None:
     r = result["runs"]
     print(f"\n{TARGET} (transformers, PyTorch): plain {r['plain_tokens_per_s']:.1f} tok/s "
           f"({r['plain_ms_per_token']:.2f} ms/token); greedy, every output equal to plain greedy")
-    print(f"{'policy':20} {'engine':6} {'acc len':>7} {'tok/pass':>8} {'tok/s':>7} {'speedup':>7} "
-          f"{'draft ms/tok':>12} {'verify ms/tok':>13} {'draft ms/pass':>13} {'verify ms/pass':>14} {'x per rep':>10}")
+    print("(pass/step: a round's time, draft + verify + accept + backtrack, in plain decode steps; "
+          "speedup ~ tok/pass / pass/step)")
+    print(f"{'policy':22} {'engine':6} {'acc len':>7} {'tok/pass':>8} {'tok/s':>7} {'speedup':>7} "
+          f"{'draft ms/tok':>12} {'verify ms/tok':>13} {'draft ms/pass':>13} {'verify ms/pass':>14} {'pass/step':>9} {'x per rep':>10}")
     for p, row in r["policies"].items():
         m, mp = row["ms_per_token"], row["ms_per_pass"]
-        print(f"{p:20} {row['draft_engine']:6} {row['mean_accepted']:7.2f} {row['tokens_per_target_pass']:8.2f} "
+        print(f"{p:22} {row['draft_engine']:6} {row['mean_accepted']:7.2f} {row['tokens_per_target_pass']:8.2f} "
               f"{row['tokens_per_s']:7.1f} {row['speedup']:7.2f} {m['draft']:12.2f} {m['verify']:13.2f} "
-              f"{mp['draft']:13.2f} {mp['verify']:14.2f}  {min(row['speedup_per_rep']):.2f}-"
+              f"{mp['draft']:13.2f} {mp['verify']:14.2f} {row['round_cost_plain_steps']:9.2f}  {min(row['speedup_per_rep']):.2f}-"
               f"{max(row['speedup_per_rep']):.2f}")
         if "arms_timed" in row:
             print(f"  rounds per arm (timed): "
