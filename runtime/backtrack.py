@@ -77,11 +77,9 @@ class TreeCache:
 
     def path_to(self, node: int) -> list[int]:
         """The nodes from the root of the tree down to `node`, in order."""
-        path = []
-        while node >= 0:
-            path.append(node)
-            node = self.parents[node]
-        return path[::-1]
+        from .trees import path_to
+
+        return path_to(self.parents, node)
 
     def conv_at(self, node: int) -> Tensor:
         """(n_layer, 1, conv_dim, K): the conv state after `node`, its window."""

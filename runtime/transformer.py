@@ -40,6 +40,7 @@ from ..errors import MambaflowError
 from ..models.transformer import TransformerConfig
 from .backends import Backend
 from .backtrack import F32, StateMemory
+from .trees import path_to
 
 
 def kv_cache_bytes(cfg: TransformerConfig, tokens: int, bytes_per_value: int = F32) -> int:
@@ -109,11 +110,7 @@ class KVTree:
     kv: KVState
 
     def path_to(self, node: int) -> list[int]:
-        path = []
-        while node >= 0:
-            path.append(node)
-            node = self.parents[node]
-        return path[::-1]
+        return path_to(self.parents, node)
 
 
 def tree_attention(parents: Sequence[int], prefix: int, dtype=torch.float32) -> tuple[Tensor, Tensor]:

@@ -159,6 +159,15 @@ def parse_shape(spec) -> Shape:
     raise MambaflowError(f"unknown tree shape {spec!r}: use e.g. chain:4, 4,2,1,1 (static widths), dyn:16 or search:16")
 
 
+def path_to(parents, node: int) -> list[int]:
+    """The nodes from the root of a tree (parents[root] < 0) down to `node`, in order."""
+    path = []
+    while node >= 0:
+        path.append(node)
+        node = parents[node]
+    return path[::-1]
+
+
 def static_parents(widths) -> list[int]:
     """Parents of the full breadth-first tree with `widths` children per node per depth."""
     parents, level = [-1], [0]
