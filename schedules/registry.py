@@ -46,8 +46,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "for every buffer two processes read, FIFO streams between the processes (depth 2, or the whole "
            "buffer where the Kahn check needs it), one m_axi bundle per process"),
     Recipe("accelerator", R.accelerator_schedule,
-           "linear_parallel + ssm_serial + layer_pipeline, weight rows and state tiles copied on chip before "
-           "they are partitioned, buffers of 64 KiB or more in URAM: the LightMamba / SpecMamba structure"),
+           "linear_parallel + ssm_serial + layer_pipeline, weight rows and state tiles copied on chip a beat "
+           "wide before they are partitioned, local buffers partitioned to feed every pipeline, buffers of 64 KiB "
+           "or more in URAM: the LightMamba / SpecMamba structure"),
     Recipe("lightmamba", lightmamba_schedule,
            "LightMamba's published architecture (the estimate's calibration point): 64 4-bit MACs per cycle "
            "on weights read straight from m_axi (one 256-bit beat), SSM 8 lanes, layer_pipeline, URAM"),
