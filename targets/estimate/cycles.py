@@ -38,7 +38,7 @@ from torch_mlir import ir
 from ...dialects import directives as D
 from ...flow.effects import STREAM_READ, STREAM_WRITE, callee
 from ...flow.mlir import str_attr
-from ...schedules.deps import Space, carried_dependences, spread_lin, trip_count
+from ...schedules.deps import Space, _iv_loops, carried_dependences, spread_lin, trip_count
 from ..hls.cxx import element_bits, int_width
 from ..hls.resources import NARROW_MUL_BITS, significant_bits
 from . import latency as LT
@@ -364,7 +364,7 @@ class Timer:
         if mem is None:
             return
         idx = list(op.operands)[2:] if write else list(op.operands)[1:]
-        names = {_iv(L): f"o{i}" for i, L in enumerate(_enclosing(op))}
+        names = {_iv(L): f"o{i}" for i, L in enumerate(_iv_loops(op))}
         names.update({a: f"a{i}" for i, a in enumerate(self.funcs[self._fn].regions[0].blocks[0].arguments)
                       if isinstance(a.type, ir.IndexType)})
         names.update({_iv(L): f"u{i}" for i, (L, _) in enumerate(unrolled)})
@@ -497,15 +497,6 @@ def _ops_in(block):
         for r in op.regions:
             for b in r.blocks:
                 yield from _ops_in(b)
-
-
-def _enclosing(op) -> list:
-    out, p = [], op.parent
-    while p is not None and p.name != "func.func":
-        if p.name == "affine.for":
-            out.append(p)
-        p = p.parent
-    return out
 
 
 def _has_loops(block) -> bool:

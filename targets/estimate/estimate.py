@@ -66,6 +66,8 @@ class Estimate:
     regions: list = field(default_factory=list)
     tokens_per_pass: float = 1.0       # verify: accepted tokens per pass; prefill: the chunk
     notes: list[str] = field(default_factory=list)
+    design: object | None = field(default=None, repr=False)    # estimate_model: the scheduled Design
+    schedule: object | None = field(default=None, repr=False)  # estimate_model: its Schedule (the log)
 
     @property
     def tokens_per_s(self) -> float:

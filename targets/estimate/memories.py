@@ -19,6 +19,7 @@ from ...flow.effects import ALIAS_OPS
 from ...flow.identity import arg_names
 from ..hls import packing as PK
 from ..hls.cxx import element_bits
+from ..hls.resources import buffer_use
 from .latency import PORTS
 
 #: element widths Vitis widens automatically on m_axi ports (standard C types; UG1399
@@ -67,18 +68,12 @@ def _owner_op(v: ir.Value):
 
 
 def _storage_kind(t: ir.MemRefType, parts, storage: str | None) -> str:
-    n = math.prod(t.shape) if t.shape else 1
-    banks = 1
-    for p in parts:
-        dims = range(len(t.shape)) if p.dim == 0 else [p.dim - 1]
-        for d in dims:
-            if d < len(t.shape):
-                banks *= t.shape[d] if p.kind == "complete" else max(1, min(p.factor, t.shape[d]))
-    if n <= 1 or banks >= n:
-        return "reg"  # a scalar buffer or a completely partitioned one: registers
-    if storage in ("uram", "lutram"):
-        return storage
-    return "bram"
+    """'reg' | 'bram' | 'uram' | 'lutram', as the shared resource count places the buffer
+    (targets.hls.resources.buffer_use); a one-element buffer is a register."""
+    use = buffer_use("", t, list(parts), storage)
+    if use.storage == "registers" or math.prod(t.shape or [1]) <= 1:
+        return "reg"
+    return use.storage
 
 
 class MemoryMap:

@@ -72,7 +72,7 @@ def dataflow_latency(timer, name: str) -> FuncTiming:
         if op.name == "mf.stream_create":
             depths[op.results[0]] = D.stream_depth(op) or 2
     # channels: value -> (producer, its arg), (consumer, its arg)
-    eff = Effects(timer.funcs)
+    eff = Effects(timer.funcs, streams=True)
     chans = []
     for v in list(depths) + [op.operation.results[0] for op in block.operations
                              if op.operation.name in ("memref.alloc", "memref.alloca")]:
@@ -83,9 +83,7 @@ def dataflow_latency(timer, name: str) -> FuncTiming:
                 if x != v:
                     continue
                 if is_stream_type(v.type):
-                    prof = timing[p].streams.get(j)
-                    wrote = j in eff.written.get(c, set()) or _writes_stream(timer.funcs[c], j)
-                    if wrote:
+                    if j in eff.written.get(c, set()):
                         prod = (p, j)
                     else:
                         cons = (p, j)
@@ -158,14 +156,6 @@ def dataflow_latency(timer, name: str) -> FuncTiming:
 
 def _prof(t: FuncTiming, j: int, cycles: int) -> Profile:
     return t.streams.get(j) or Profile(0.0, float(cycles), 1)
-
-
-def _writes_stream(fn, j: int) -> bool:
-    from ...flow.effects import STREAM_WRITE
-    from ...flow.mlir import walk
-
-    arg = fn.regions[0].blocks[0].arguments[j]
-    return any(o.name == STREAM_WRITE and o.operands[0] == arg for o in walk(fn))
 
 
 def _stream_name(v) -> str:

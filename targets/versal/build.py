@@ -315,12 +315,12 @@ def fit_kernel(resources, ports, board: Board, steps: BuildSteps) -> FitReport:
     return fit
 
 
-def estimate_kernel(design, board: Board, clock_mhz: float | None, steps: BuildSteps, **kw):
+def estimate_kernel(design, board: Board, clock_mhz: float | None, steps: BuildSteps):
     """The QoR estimate of the scheduled design (targets.estimate), before any tool runs."""
     from ..estimate import estimate
 
     t0 = steps.start(f"estimate cycles, II and tokens/s on {board.name}")
-    est = estimate(design, board, clock_mhz=clock_mhz, **kw)
+    est = estimate(design, board, clock_mhz=clock_mhz)
     steps.done("estimate", t0, detail=f"{est.tokens_per_s:,.3g} tokens/s ({est.bound} bound)")
     return est
 
