@@ -87,38 +87,57 @@ def dynquant(v: Tensor, bits: int, group: int) -> tuple[Tensor, Tensor]:
     return q.to(i8), s.to(i8)
 
 
+#: input channels whose products a gemm sums explicitly before a block's shift (a MAC
+#: lane group): each power-of-two shift then applies to one partial sum of DOT products
+DOT = 8
+
+
 def gemm(q: Tensor, s: Tensor | None, w: Tensor, wsh1: Tensor, wsh2: Tensor | None,
          a_group: int) -> Tensor:
     """acc[t, o] = Σ_b (P[t,o,b] << (s_b + wsh1[o,b])) (+ the second power of two),
-    P the int32 MACs of q (T, K) and w (N, K) over blocks of g0 = K / wsh1.shape[1]."""
+    P the integer MACs of q (T, K) and w (N, K) over blocks of g0 = K / wsh1.shape[1]."""
     T, K = q.shape
     N, nb = wsh1.shape
     g0 = K // nb
-    # (Σ_g q·w) << (a + s) + [b >= 0] (Σ_g q·w) << (b + s) = Σ_g (q·w << (a + s) + [b >= 0]
-    # q·w << (b + s)) exactly (int64; a, b >= 0 by construction, quant.ptq; b = -1: no
-    # second power): one reduction over (block, channel), every intermediate used once,
-    # so the flow fuses it into one nest and keeps neither the (T, N, blocks) partial
-    # sums (an N x K / g0 buffer on chip) nor the (T, N, K) products. The power-of-two
-    # scale is applied as shifts, not as a multiply by 2^a + 2^b: in hardware a shift-add
-    # (LUTs), as LightMamba builds it, where a variable 64-bit multiplier takes DSP58s.
-    # Every operand is shaped (.., N, nb, 1) up front: no reshape between the
+    # Σ_g q·w << e = Σ_(sub-blocks) (Σ_(DOT lanes) q·w) << e, exactly (int64; e >= 0 by
+    # construction, quant.ptq; b = -1: no second power). How it is written decides the
+    # hardware the flow builds from it:
+    # - the DOT products of a sub-block are written out one by one (slices of q and w),
+    #   so one nest iteration holds DOT MACs and their adder tree, and the shifts apply
+    #   to its partial sum, once per DOT MACs (as LightMamba's MAC array shifts per
+    #   group), not to every product;
+    # - the slices of q keep the quantizer out of the MAC nest: elementwise fusion does
+    #   not go through a slice, so q is computed once per activation, not once per MAC;
+    # - the reduction over (block, sub-block) stays one nest with a register
+    #   accumulator: no (T, N, blocks) partial sums on chip.
+    # The power-of-two scale is applied as shifts, not as a multiply by 2^a + 2^b: in
+    # hardware a shift-add (LUTs), where a variable 64-bit multiplier takes DSP58s.
+    # Every operand is shaped (.., N, nb, sub-blocks) up front: no reshape between the
     # elementwise ops and the reduction, which would stop their fusion.
-    e1 = wsh1.to(i64).reshape(1, N, nb, 1)
-    e2 = wsh2.to(i64).reshape(1, N, nb, 1) if wsh2 is not None else None
+    d = min(DOT, g0)
+    sb = g0 // d
+    e1 = wsh1.to(i64).reshape(1, N, nb, 1, 1)
+    e2 = wsh2.to(i64).reshape(1, N, nb, 1, 1) if wsh2 is not None else None
     if s is not None:
         sa = s.to(i64)
         if a_group > g0:  # one activation group spans several blocks
             r = a_group // g0
             sa = sa[:, :, None].expand(T, sa.shape[1], r).reshape(T, nb)
-        sa = sa.reshape(T, 1, nb, 1)
-        e1 = e1 + sa                                                     # (T, N, nb, 1)
+        sa = sa.reshape(T, 1, nb, 1, 1)
+        e1 = e1 + sa                                                     # (T, N, nb, 1, 1)
         e2 = e2 + sa if e2 is not None else None
-    qw = q.to(i64).reshape(T, 1, nb, g0) * w.to(i64).reshape(1, N, nb, g0)
-    out = shl(qw, e1)
+    q5 = q.reshape(T, 1, nb, sb, d)
+    w5 = w.reshape(1, N, nb, sb, d)
+    p = None
+    for k in range(d):  # lane k of every sub-block (a size-1 slice: no reshape after it)
+        qk = q5[..., k:k + 1].to(i64)
+        wk = w5[..., k:k + 1].to(i64)
+        p = qk * wk if p is None else p + qk * wk                        # (T, N, nb, sb, 1)
+    out = shl(p, e1)
     if e2 is not None:  # b = -1 (e2 < sa): the second power is absent
-        present = wsh2.to(i64).reshape(1, N, nb, 1) >= 0
-        out = out + torch.where(present, shl(qw, torch.clamp(e2, min=0)), torch.zeros((), dtype=i64))
-    return out.sum((-2, -1))
+        present = wsh2.to(i64).reshape(1, N, nb, 1, 1) >= 0
+        out = out + torch.where(present, shl(p, torch.clamp(e2, min=0)), torch.zeros((), dtype=i64))
+    return out.sum((-3, -2, -1))
 
 
 def _expanded_weight(w, wsh1, wsh2, g0):

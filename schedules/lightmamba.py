@@ -24,6 +24,8 @@ packed ports with `beat_bits=256` and the estimate runs at 400 MHz (`LIGHTMAMBA`
 
 from __future__ import annotations
 
+from torch_mlir import ir
+
 from ..errors import ScheduleError
 from ..flow.mlir import funcs, walk
 from . import deps as dp
@@ -49,10 +51,23 @@ def _gemm_bands(s: Schedule, kernel: str):
     return out
 
 
+def _macs(loop) -> int:
+    """Integer multiplies one iteration of `loop` holds (the gemm writes a sub-block's
+    products out one by one, quant.integer_ref.DOT)."""
+    return max(1, sum(1 for o in walk(loop) if o.name == "arith.muli" and not isinstance(o.results[0].type, ir.IndexType)))
+
+
 def _integer(s: Schedule, kernel: str) -> bool:
     """Whether the kernel's arithmetic is integer (a quantized design)."""
     fn = funcs(s.module)[kernel]
     return not any(o.name in ("arith.mulf", "arith.addf") for o in walk(fn))
+
+
+def _mac_pipeline(s: Schedule, k: str, band: str, i: str, jo, acc: str) -> None:
+    """The accumulator of row i a register, and the rows and their `macs`-wide steps jo
+    one pipeline (a guarded flatten): no pipeline fill per row."""
+    s.buffer_at(f"{k}:{acc}", f"{k}:{band}.{i}")
+    s.pipeline(s.fuse(f"{k}:{band}.{i}", jo), ii=1)
 
 
 def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int = 2) -> Schedule:
@@ -69,28 +84,24 @@ def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int =
             if not _integer(s, k):
                 float_linear = True
                 continue
-            # a 2-deep integer matvec (lm_head): `macs` weights a cycle, straight from m_axi
-            for band, i, j, acc, _ in _matvec_bands(s, k):
-                n = dp.trip_count(s.loop(f"{k}:{band}.{j}").op) or 1
-                t = _divisor_at_most(n, macs)
-                s.buffer_at(f"{k}:{acc}", f"{k}:{band}.{i}")
+            for band, i, j, acc, _ in _matvec_bands(s, k):  # rows i, blocks j of DOT MACs each
+                jl = s.loop(f"{k}:{band}.{j}").op
+                t = _divisor_at_most(dp.trip_count(jl) or 1, max(1, macs // _macs(jl)))
+                jo = f"{k}:{band}.{j}"
                 if t > 1:
-                    jo, ji = s.split(f"{k}:{band}.{j}", t)
+                    jo, ji = s.split(jo, t)
                     s.unroll(ji, 0)
-                    s.pipeline(jo, ii=1)
-                else:
-                    s.pipeline(f"{k}:{band}.{j}", ii=1)
+                _mac_pipeline(s, k, band, i, jo, acc)
             continue
-        for band, i, j, e, acc in bands:
-            group = dp.trip_count(s.loop(f"{k}:{band}.{e}").op) or 1
+        for band, i, j, e, acc in bands:  # rows i, blocks j, sub-blocks e of DOT MACs each
+            el = s.loop(f"{k}:{band}.{e}").op
+            group = (dp.trip_count(el) or 1) * _macs(el)
             groups = dp.trip_count(s.loop(f"{k}:{band}.{j}").op) or 1
             per = _divisor_at_most(groups, max(1, macs // group))
-            s.buffer_at(f"{k}:{acc}", f"{k}:{band}.{i}")
+            jo = f"{k}:{band}.{j}"
             if per > 1:
-                jo, _ = s.split(f"{k}:{band}.{j}", per)
-                s.pipeline(jo, ii=1)
-            else:
-                s.pipeline(f"{k}:{band}.{j}", ii=1)
+                jo, _ = s.split(jo, per)
+            _mac_pipeline(s, k, band, i, jo, acc)
     if float_linear:  # a float design: the MAC arrays of linear_parallel, `macs` wide
         linear_parallel_schedule(s, tile=macs)
     for k in s.kernels():  # the SSM's reductions (y = h . C) accumulate in registers

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from torch_mlir import ir
 from torch_mlir.dialects import affine as affine_d
+from torch_mlir.dialects import arith as arith_d
+from torch_mlir.dialects import scf as scf_d
 
 from .deps import loop_bounds, loop_iv
 
@@ -225,6 +227,74 @@ def coalesce(chain: list[ir.Operation], bounds: list[tuple[int, int, int]], name
             L.attributes[BAND_ATTR] = attrs[BAND_ATTR]
         L.attributes[LOOP_ATTR] = ir.StringAttr.get(name)
         chain[0].erase()
+    return L
+
+
+def guarded_parts(outer: ir.Operation, inner: ir.Operation) -> tuple[list, list] | None:
+    """(ops before, ops after) `inner` in `outer`'s body when they can run under guards
+    in a flattened loop: `inner` is a direct child, and no value they define is used
+    outside its own part (a flattened iteration cannot carry an SSA value)."""
+    ops = body_ops(outer)
+    k = next((n for n, o in enumerate(ops) if o == inner), None)
+    if k is None:
+        return None
+    pre, post = ops[:k], ops[k + 1:]
+    for part in (pre, post):
+        every = [x for o in part for x in (o, *_walk_all(o))]
+        for x in every:
+            for r in x.results:
+                for u in r.uses:
+                    owner = u.owner.operation if hasattr(u.owner, "operation") else u.owner
+                    if not any(owner == y for y in every):
+                        return None
+    return pre, post
+
+
+def coalesce_guarded(outer: ir.Operation, inner: ir.Operation, bounds: list[tuple[int, int, int]],
+                     name: str) -> ir.Operation:
+    """Flatten the two-loop nest (outer, inner) with constant bounds into one loop, the
+    outer body's ops before `inner` under an `scf.if` on the first inner iteration and
+    those after it under one on the last: HLS's way to flatten a loop that
+    sets up and drains a register accumulator around its inner loop, which Vitis'
+    automatic flattening refuses (UG1399, "Loop Flattening": imperfect nests)."""
+    pre, post = guarded_parts(outer, inner)
+    (lb0, ub0, st0), (lb1, ub1, st1) = bounds
+    t0, t1 = (max(0, -(-(ub - lb) // st)) for lb, ub, st in bounds)
+    attrs, inner_attrs = discardable(outer), discardable(inner)
+    with outer.context, outer.location:
+        L = new_for(ir.AffineMap.get_constant(0), [], ir.AffineMap.get_constant(t0 * t1), [], 1,
+                    ir.InsertionPoint(outer))
+        iv = loop_iv(L)
+        d0 = ir.AffineExpr.get_dim(0)
+        at = d0 % t1 if t1 > 1 else d0 * 0
+
+        def guard(ops, when: int) -> None:
+            # scf.if on (iv mod t1) == when: the HLS C++ reads `if (k == 0)` / `if (k == last)`
+            if not ops:
+                return
+            ip = ir.InsertionPoint([o.operation for o in L.regions[0].blocks[0].operations][-1])
+            k = affine_d.AffineApplyOp(ir.AffineMap.get(1, 0, [at]), [iv], ip=ip).result
+            c = arith_d.ConstantOp(ir.IndexType.get(), when, ip=ip).result
+            g = scf_d.IfOp(arith_d.CmpIOp(arith_d.CmpIPredicate.eq, k, c, ip=ip).result, ip=ip)
+            with ir.InsertionPoint(g.then_block):
+                g_term = scf_d.YieldOp([]).operation
+            for op in ops:
+                op.move_before(g_term)
+
+        guard(pre, 0)
+        move_body(inner, L)
+        guard(post, t1 - 1)
+        outer_e = ir.AffineExpr.get_floor_div(d0, t1) if t1 > 1 else d0
+        substitute_iv(loop_iv(outer), iv, outer_e * st0 + lb0 if (st0 != 1 or lb0 != 0) else outer_e, L)
+        inner_e = at * st1 + lb1 if (st1 != 1 or lb1 != 0) else at
+        substitute_iv(loop_iv(inner), iv, inner_e, L)
+        for k, v in inner_attrs.items():
+            if k not in (LOOP_ATTR, BAND_ATTR):
+                L.attributes[k] = v
+        if BAND_ATTR in attrs:
+            L.attributes[BAND_ATTR] = attrs[BAND_ATTR]
+        L.attributes[LOOP_ATTR] = ir.StringAttr.get(name)
+        outer.erase()
     return L
 
 

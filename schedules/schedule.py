@@ -440,7 +440,10 @@ class Schedule:
     @_primitive
     def fuse(self, *loops: LoopLike) -> LoopHandle:
         """Allo's fuse: flatten nested loops (i, j) into `i_j_fused`; or, for sibling loops
-        (e.g. two bands), fuse their bodies into the first one after a dependence check."""
+        (e.g. two bands), fuse their bodies into the first one after a dependence check.
+        Two nested loops with ops around the inner one (a register accumulator's set-up
+        and drain) flatten too: those ops run under `scf.if` on the first and the last
+        inner iteration, so one pipeline covers the whole nest."""
         if len(loops) < 2:
             raise ScheduleError("fuse needs at least two loops")
         hs = [self._resolve(x, "fuse") for x in loops]
@@ -461,8 +464,12 @@ class Schedule:
         if ops[1].parent != ops[0]:  # given innermost first: flatten from the outermost
             hs, ops = hs[::-1], ops[::-1]
         chain = rw.perfect_chain(ops[0], ops[-1])
+        if chain is None and len(ops) == 2 and rw.guarded_parts(ops[0], ops[1]) is not None:
+            return self._coalesce_guarded(hs, target, paths)
         if chain is None:
-            raise ScheduleError(f"fuse of {target}: the loops are not perfectly nested")
+            raise ScheduleError(f"fuse of {target}: the loops are not perfectly nested, and the ops around "
+                                "the inner loop cannot run under guards (a value they define is used "
+                                "outside them, or the inner loop is not a direct child)")
         bounds = [dp.const_bounds(L) for L in chain]
         if any(b is None for b in bounds):
             raise ScheduleError(f"fuse of {target}: only loops with constant bounds can be flattened "
@@ -474,6 +481,21 @@ class Schedule:
         def work():
             ch = [self._loop_op(LoopHandle(self, h0.kernel, h0.band, n), "fuse") for n in names]
             rw.coalesce(ch, bounds, name)
+
+        self._transact("fuse", target, [h0.kernel], {"op": "fuse", "loops": paths}, work)
+        return LoopHandle(self, h0.kernel, h0.band, name)
+
+    def _coalesce_guarded(self, hs, target, paths) -> LoopHandle:
+        (h0, outer), (_, inner) = hs
+        bounds = [dp.const_bounds(L) for L in (outer, inner)]
+        if any(b is None for b in bounds):
+            raise ScheduleError(f"fuse of {target}: only loops with constant bounds can be flattened")
+        names = [_lname(outer), _lname(inner)]
+        name = "_".join(names) + "_fused"
+
+        def work():
+            o, i = (self._loop_op(LoopHandle(self, h0.kernel, h0.band, n), "fuse") for n in names)
+            rw.coalesce_guarded(o, i, bounds, name)
 
         self._transact("fuse", target, [h0.kernel], {"op": "fuse", "loops": paths}, work)
         return LoopHandle(self, h0.kernel, h0.band, name)

@@ -93,10 +93,11 @@ def test_integer_layer_reference_llvm_csim_bit_exact(name, qc, tmp_path):
         from mambaflow.schedules import customize
 
         s = customize(d)
-        assert s.kind("in_proj") == "in_proj" and "S_i_j_k" in s.get_loops("in_proj")
-        s.pipeline("in_proj:S_i_j_k.j", ii=1)
-        s.unroll("in_proj:S_i_j_k.k", 0)
-        jo, ji = s.split("out_proj:S_i_j_k.j", 2)
+        assert s.kind("in_proj") == "in_proj"
+        mac = {k: _mac_band(s, k) for k in ("in_proj", "out_proj")}
+        s.pipeline(f"in_proj:{mac['in_proj']}.i", ii=1)
+        s.unroll(f"in_proj:{mac['in_proj']}.j", 2)
+        jo, ji = s.split(f"out_proj:{mac['out_proj']}.j", 2)
         s.pipeline(ji, ii=1)
         _same(run_llvm(d, vals2), ref2)
         code = emit_design(d)
@@ -104,6 +105,21 @@ def test_integer_layer_reference_llvm_csim_bit_exact(name, qc, tmp_path):
         r = run_csim(d, vals2, ref2, tmp_path / "csim_scheduled")
         assert r.ok, r.summary()
         _same(r.outputs, ref2)
+
+
+def _mac_band(s, kernel: str) -> str:
+    """The gemm's MAC band (rows i, blocks j): the 2-deep band whose inner loop holds
+    quant.integer_ref.DOT multiplies an iteration."""
+    from mambaflow.flow.mlir import walk
+    from mambaflow.quant.integer_ref import DOT
+
+    for band, loops in s.get_loops(kernel).items():
+        names = list(loops)
+        if len(names) == 2:
+            inner = s.loop(f"{kernel}:{band}.{names[1]}").op
+            if sum(o.name == "arith.muli" for o in walk(inner)) == DOT:
+                return band
+    raise AssertionError(f"{kernel} has no MAC band")
 
 
 def test_integer_decode_model_llvm_csim_bit_exact(tmp_path):

@@ -34,6 +34,7 @@ The output depends only on the IR: the same module gives byte-identical C++.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
@@ -75,6 +76,8 @@ _CMPF = {
 }
 _CMPI = {0: "==", 1: "!=", 2: "<", 3: "<=", 4: ">", 5: ">=", 6: "<", 7: "<=", 8: ">", 9: ">="}
 _PURE_SKIP = {"memref.dealloc"}
+#: local arrays up to this many elements are zero-initialized (registers: a reset value)
+REGISTER_INIT_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -823,7 +826,10 @@ class _FuncEmitter:
             name = self._fresh(f"buf{self.buf_counter}")
             self.buf_counter += 1
         self.names[op.results[0]] = name
-        self.emit(f"{elem} {name}{array_dims(shape)};")
+        # a small local (a register accumulator) starts at zero: a flattened loop sets it
+        # under a guard, which g++ cannot follow under -Werror; in hardware a reset value
+        init = " = {}" if math.prod(shape) <= REGISTER_INIT_MAX else ""
+        self.emit(f"{elem} {name}{array_dims(shape)}{init};")
         self._buffer_pragmas(name, D.BufferRef(self.fn, alloc_op=op), t, is_arg=False)
 
     def get_global(self, op: ir.Operation) -> None:
