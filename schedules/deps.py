@@ -101,16 +101,41 @@ def trip_count(loop: ir.Operation, bound: bool = False) -> int | None:
 
     lb = lin(lbm, lbo)[0]
     best = None
-    for ub in lin(ubm, ubo):
-        if lb is None or ub is None:
-            continue
-        diff = dict(ub)
-        for k, v in lb.items():
-            diff[k] = diff.get(k, 0) - v
-        if all(v == 0 for k, v in diff.items() if k is not None):
+    for r, ub in zip(ubm.results, lin(ubm, ubo)):
+        if lb is None or ub is None:  # not linear (a flattened loop's `iv mod n`): subtract the expressions
+            c = _const_difference(r, ubo, lbm.results[0], lbo, ubm.n_dims, lbm.n_dims)
+            diff = None if c is None else {None: c}
+        else:
+            diff = dict(ub)
+            for k, v in lb.items():
+                diff[k] = diff.get(k, 0) - v
+        if diff is not None and all(v == 0 for k, v in diff.items() if k is not None):
             n = max(0, -(-diff.get(None, 0) // st))
             best = n if best is None else min(best, n)
     return best
+
+
+def _const_difference(a: ir.AffineExpr, a_ops, b: ir.AffineExpr, b_ops, a_dims: int, b_dims: int) -> int | None:
+    """a - b when it simplifies to a constant, the two expressions' operands unified
+    (MLIR's expression simplification cancels equal terms such as `(d0 mod 40) * 8`)."""
+    ops: list = []
+
+    def index(v) -> int:
+        for k, w in enumerate(ops):
+            if w == v:
+                return k
+        ops.append(v)
+        return len(ops) - 1
+
+    def remap(e, operands, n_dims):  # compose replaces dims only
+        dims = [ir.AffineExpr.get_dim(index(v)) for v in operands[:n_dims]]
+        return e.compose(ir.AffineMap.get(n_dims, 0, dims))
+
+    if len(a_ops) != a_dims or len(b_ops) != b_dims:
+        return None  # symbols in the bounds: left to the linear form
+    with a.context:
+        d = (remap(a, list(a_ops), a_dims) - remap(b, list(b_ops), b_dims)).maybe_downcast()
+    return d.value if isinstance(d, ir.AffineConstantExpr) else None
 
 
 # ------------------------------------------------------------------ linear forms
@@ -134,15 +159,23 @@ def _const_index(v: ir.Value) -> int | None:
     return None
 
 
-def _lin_expr(e: ir.AffineExpr, operand_lins: list[Lin | None], n_dims: int) -> Lin | None:
+def _lin_expr(e: ir.AffineExpr, operand_lins: list[Lin | None], n_dims: int, fixed=frozenset()) -> Lin | None:
+    """The linear form of `e` over the operands' linear forms, or None. A floordiv / mod /
+    ceildiv over `fixed` variables only (values that do not change within the scope of
+    the question, e.g. one pipelined iteration) is an unknown constant: {None: 0}."""
     if isinstance(e, ir.AffineConstantExpr):
         return {None: e.value}
     if isinstance(e, ir.AffineDimExpr):
         return operand_lins[e.position]
     if isinstance(e, ir.AffineSymbolExpr):
         return operand_lins[n_dims + e.position]
+    if isinstance(e, (ir.AffineFloorDivExpr, ir.AffineModExpr, ir.AffineCeilDivExpr)):
+        a = _lin_expr(e.lhs, operand_lins, n_dims, fixed)
+        if fixed and a is not None and all(k is None or k in fixed or not c for k, c in a.items()):
+            return {None: 0}
+        return None
     if isinstance(e, ir.AffineAddExpr):
-        a, b = _lin_expr(e.lhs, operand_lins, n_dims), _lin_expr(e.rhs, operand_lins, n_dims)
+        a, b = _lin_expr(e.lhs, operand_lins, n_dims, fixed), _lin_expr(e.rhs, operand_lins, n_dims, fixed)
         if a is None or b is None:
             return None
         out = dict(a)
@@ -150,7 +183,7 @@ def _lin_expr(e: ir.AffineExpr, operand_lins: list[Lin | None], n_dims: int) -> 
             out[k] = out.get(k, 0) + c
         return out
     if isinstance(e, ir.AffineMulExpr):
-        a, b = _lin_expr(e.lhs, operand_lins, n_dims), _lin_expr(e.rhs, operand_lins, n_dims)
+        a, b = _lin_expr(e.lhs, operand_lins, n_dims, fixed), _lin_expr(e.rhs, operand_lins, n_dims, fixed)
         if a is None or b is None:
             return None
         for x, y in ((a, b), (b, a)):
@@ -164,9 +197,10 @@ def _lin_expr(e: ir.AffineExpr, operand_lins: list[Lin | None], n_dims: int) -> 
 class Space:
     """Maps SSA values (loop IVs) of one side of a dependence test to variables."""
 
-    def __init__(self, tag: str, ivs: dict):
+    def __init__(self, tag: str, ivs: dict, fixed=frozenset()):
         self.tag = tag
         self.ivs = ivs  # ir.Value -> var name
+        self.fixed = frozenset(fixed)  # var names constant within the question (see _lin_expr)
 
     def lin_value(self, v: ir.Value) -> Lin | None:
         for iv, name in self.ivs.items():
@@ -181,12 +215,12 @@ class Space:
             if op.name == "affine.apply":
                 m = ir.AffineMapAttr(op.attributes["map"]).value
                 lins = [self.lin_value(x) for x in op.operands]
-                return _lin_expr(m.results[0], lins, m.n_dims)
+                return _lin_expr(m.results[0], lins, m.n_dims, self.fixed)
         return None
 
     def lin_map(self, m: ir.AffineMap, operands) -> list[Lin | None]:
         lins = [self.lin_value(x) for x in operands]
-        return [_lin_expr(r, lins, m.n_dims) for r in m.results]
+        return [_lin_expr(r, lins, m.n_dims, self.fixed) for r in m.results]
 
 
 def spread_lin(v: ir.Value, space: Space, depth: int = 12) -> Lin | None:

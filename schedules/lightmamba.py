@@ -27,9 +27,12 @@ from __future__ import annotations
 from torch_mlir import ir
 
 from ..errors import ScheduleError
-from ..flow.mlir import funcs, walk
+from ..dialects import directives as D
+from ..flow.mlir import funcs, str_attr, walk
 from . import deps as dp
-from .recipes import (LINEAR_KINDS, _divisor_at_most, _matvec_bands, accumulators, feed_pipelines, large_buffers_to_uram,
+from . import rewrite as rw
+from .recipes import (LINEAR_KINDS, _divisor_at_most, _matvec_bands, accumulators, feed_pipelines, fuse_bands,
+                      large_buffers_to_uram,
                       layer_pipeline_schedule, linear_parallel_schedule, pipeline_rest, ssm_serial_schedule,
                       widen_copies)
 from .schedule import Schedule, customize
@@ -70,9 +73,29 @@ def _mac_pipeline(s: Schedule, k: str, band: str, i: str, jo, acc: str) -> None:
     s.pipeline(s.fuse(f"{k}:{band}.{i}", jo), ii=1)
 
 
+def _flatten_rows(s: Schedule, k: str) -> None:
+    """Each pipelined loop whose parent loop only sets up and drains registers around it
+    (a reduction's accumulator, no loop of its own) is flattened with that parent under
+    guards (`fuse`): one pipeline for the rows, not a fill per row."""
+    for band, loops in s.get_loops(k).items():
+        for name in list(loops):
+            L = s.loop(f"{k}:{band}.{name}").op
+            P = L.parent
+            if D.get_pipeline(L) is None or P is None or P.name != "affine.for" or D.get_pipeline(P) is not None:
+                continue
+            parts = rw.guarded_parts(P, L)
+            if not parts or not (parts[0] or parts[1]) or any(o.name == "affine.for" for o in parts[0] + parts[1]):
+                continue
+            s.fuse(f"{k}:{band}.{str_attr(P, 'loop_name')}", f"{k}:{band}.{name}")
+            return _flatten_rows(s, k)  # the loop names changed: start over
+
+
 def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int = 2) -> Schedule:
     """See the module docstring."""
     s = customize(design)
+    for k in s.kernels():  # one pass over the state: update, y = h . C and the state out fused
+        if s.kind(k) == "ssm":
+            fuse_bands(s, k)
     float_linear = False
     for k in s.kernels():
         if s.kind(k) not in LINEAR_KINDS:
@@ -84,7 +107,9 @@ def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int =
             if not _integer(s, k):
                 float_linear = True
                 continue
-            for band, i, j, acc, _ in _matvec_bands(s, k):  # rows i, blocks j of DOT MACs each
+            for band, i, j, acc, weight in _matvec_bands(s, k):  # rows i, blocks j of DOT MACs each
+                if weight is None:
+                    continue  # a reduction of the quantizer (a group's max): pipeline_rest's
                 jl = s.loop(f"{k}:{band}.{j}").op
                 t = _divisor_at_most(dp.trip_count(jl) or 1, max(1, macs // _macs(jl)))
                 jo = f"{k}:{band}.{j}"
@@ -112,6 +137,9 @@ def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int =
                 except ScheduleError:
                     continue  # not an affine tile: left in its buffer
     ssm_serial_schedule(s, lanes=ssm_lanes)
+    for k in s.kernels():
+        if s.kind(k) in ("ssm", "conv"):
+            _flatten_rows(s, k)
     widen_copies(s)
     pipeline_rest(s, lanes=ssm_lanes)
     layer_pipeline_schedule(s, depth=depth)

@@ -520,8 +520,8 @@ def large_buffers_to_uram(design, min_bytes: int = URAM_MIN_BYTES) -> Schedule:
 def feed_pipelines(design, cap: int = 64) -> Schedule:
     """Partition every local buffer that one iteration of a pipelined loop reads or
     writes at several addresses (the copies of the loops it unrolls), cyclically along
-    the dimension those copies spread over, by their number (the largest any pipeline
-    needs, at most `cap`): each access gets a bank of its own, so the loops reach their
+    the dimensions those copies spread over, by their number times the accesses' distinct
+    constant offsets there (the largest any pipeline needs, at most `cap` banks in all): each access gets a bank of its own, so the loops reach their
     II instead of waiting for the two ports of one BRAM (the 'ports' reason of the
     estimate). Ports stay unpartitioned (HLS 214-126) and a buffer already partitioned
     keeps its partitioning."""
@@ -534,8 +534,11 @@ def feed_pipelines(design, cap: int = 64) -> Schedule:
         need: dict = {}  # buffer name -> (copies, dim)
         for L in [o for o in walk(fn) if o.name == "affine.for" and D.get_pipeline(o) is not None]:
             inner = {dp.loop_iv(o): dp.trip_count(o, bound=True) or 1 for o in walk(L) if o.name == "affine.for"}
+            fixed = [dp.loop_iv(o) for o in dp._iv_loops(L) + [L]]  # constant within one iteration
+            for iv in fixed:
+                inner.setdefault(iv, 1)
             names = {iv: f"v{i}" for i, iv in enumerate(inner)}
-            space = dp.Space("feed", names)
+            space = dp.Space("feed", names, fixed={names[iv] for iv in fixed})
             for o in walk(L):
                 if o.name not in ("affine.load", "affine.store", "memref.load", "memref.store"):
                     continue
@@ -555,14 +558,19 @@ def feed_pipelines(design, cap: int = 64) -> Schedule:
                     for iv, var in names.items():
                         if lin.get(var):
                             n *= inner[iv]
-                    name = bufs[v][0]
-                    if n > need.get(name, (1, None))[0]:
-                        need[name] = (n, d)
-        for name, (n, d) in need.items():
+                    # per dim: the most copies one access spreads over, and the distinct
+                    # constant offsets of the accesses (a dot product written out)
+                    copies, offsets = need.setdefault(bufs[v][0], {}).setdefault(d, [1, set()])
+                    need[bufs[v][0]][d][0] = max(copies, n)
+                    offsets.add(lin.get(None, 0))
+        for name, dims in need.items():
             shape = s._buffers(funcs(s.module)[k], k)[name].type.shape
-            f = _divisor_at_most(shape[d], min(n, cap))
-            if f > 1:
-                s.partition(f"{k}:{name}", "cyclic", dim=d + 1, factor=f)
+            left = cap
+            for d, (n, offsets) in sorted(dims.items(), key=lambda e: -e[1][0] * len(e[1][1])):
+                f = _divisor_at_most(shape[d], min(n * len(offsets), left))
+                if f > 1:
+                    s.partition(f"{k}:{name}", "cyclic", dim=d + 1, factor=f)
+                    left //= f
     return s
 
 

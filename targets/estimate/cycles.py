@@ -38,7 +38,9 @@ from torch_mlir import ir
 from ...dialects import directives as D
 from ...flow.effects import STREAM_READ, STREAM_WRITE, callee
 from ...flow.mlir import str_attr
-from ...schedules.deps import Space, _iv_loops, carried_dependences, spread_lin, trip_count
+from ...dialects.stream import NotStatic, eval_expr
+from ...schedules.deps import (Space, _const_index, _iv_loops, carried_dependences, loop_bounds, spread_lin,
+                               trip_count)
 from ..hls.cxx import element_bits, int_width
 from ..hls.resources import NARROW_MUL_BITS, significant_bits
 from . import latency as LT
@@ -98,6 +100,8 @@ class _Body:
     depth: float = 0.0
     mem: dict = field(default_factory=dict)     # mem key -> [Mem, accesses per bank per iteration]
     beats: dict = field(default_factory=dict)   # (bundle, 'r'|'w') -> beats per iteration
+    maxi: list = field(default_factory=list)    # affine m_axi accesses: (key, Mem, op, unrolled loops)
+    banked: list = field(default_factory=list)  # affine accesses to partitioned buffers: (Mem, op, unrolled)
     stream: dict = field(default_factory=dict)  # stream key -> accesses per iteration
 
 
@@ -263,7 +267,7 @@ class Timer:
                 return (L, n * self.trip(L)) if trip_count(L) is not None else None
 
     def _pipelined(self, loop, trip, ii_req, loops, path, auto, burst) -> int:
-        b = self._iteration(loop.regions[0].blocks[0], 1, None)
+        b = self._iteration(loop.regions[0].blocks[0], 1, None, loop)
         depth = max(1, math.ceil(b.depth))
         limits = {"requested": ii_req}
         rec, rec_what = self._recurrence(loop)
@@ -304,14 +308,79 @@ class Timer:
 
     # ------------------------------------------------------------ one iteration
 
-    def _iteration(self, block, copies: int, unrolled_loop) -> _Body:
+    def _iteration(self, block, copies: int, unrolled_loop, pipelined=None) -> _Body:
         """One iteration of a pipelined (or unrolled) body, `copies` copies of it."""
         b = _Body()
         unrolled = [(unrolled_loop, copies)] if unrolled_loop is not None else []
         b.depth = self._depth(block, {}, unrolled, b, copies)
         if unrolled_loop is not None and copies > 1:
             b.depth += (self._chain_factor(block, copies) - 1) * self._carried_chain(unrolled_loop)
+        self._add_beats(b, pipelined)
+        self._add_banks(b, pipelined)
         return b
+
+    def _samples(self, pipelined) -> list[list]:
+        """Iv bindings of the first `BEAT_SAMPLES` iterations of the pipelined loop."""
+        if pipelined is None:
+            return [[]]
+        lb, step, trip = _lower(pipelined, []), _step(pipelined), self.trip(pipelined)
+        return [[(_iv(pipelined), lb + k * step)] for k in range(max(1, min(BEAT_SAMPLES, trip)))]
+
+    def _add_banks(self, b: _Body, pipelined) -> None:
+        """Accesses per bank per iteration of partitioned buffers, all accesses together:
+        the elements every access and its unrolled copies touch, sorted into banks by the
+        partitioning, the busiest bank of the worst sampled iteration (a dot product
+        written out reads neighbouring elements from different ops: their banks differ).
+        An access whose indices are not static falls back to `_banks_hit`."""
+        if not b.banked:
+            return
+        worst: dict = {}
+        for env in self._samples(pipelined):
+            count: dict = {}
+            mems: dict = {}
+            for mem, op, unrolled in b.banked:
+                mems[mem.key] = mem
+                at = _elements(op, unrolled, env)
+                per = count.setdefault(mem.key, {})
+                if at is None:  # not static: every copy on the banks `_banks_hit` spreads them over
+                    n = math.prod(t for _, t in unrolled)
+                    per[None] = per.get(None, 0) + n / max(1, _banks_hit(mem, None, {}))
+                    continue
+                w = op.name.endswith("store")
+                for e in at:
+                    per.setdefault(_bank(mem, e), set()).add((e, w))
+            for key, per in count.items():
+                n = max((len(v) if isinstance(v, set) else v) for v in per.values())
+                worst[key] = (mems[key], max(worst.get(key, (None, 0))[1], n))
+        for key, (mem, n) in worst.items():
+            entry = b.mem.setdefault(key, [mem, 0.0])
+            entry[1] += n
+
+    def _add_beats(self, b: _Body, pipelined) -> None:
+        """AXI beats per iteration of the affine m_axi accesses, all of them together: the
+        element addresses every access and its unrolled copies touch, evaluated over the
+        first `BEAT_SAMPLES` iterations of the pipelined loop (so that accesses at
+        neighbouring offsets share a beat, and a run that straddles beats pays both), in
+        beats of the port's width, averaged. An access whose indices are not static
+        in the unrolled loops falls back to the per-access count (`_beats`)."""
+        if not b.maxi:
+            return
+        samples = self._samples(pipelined)
+        per: dict = {}
+        for s_, env in enumerate(samples):
+            hit: dict = {}
+            for key, mem, op, unrolled in b.maxi:
+                addrs = _addresses(op, unrolled, env)
+                if addrs is None:  # not static: the per-access model
+                    if s_ == 0:
+                        b.beats[key] = b.beats.get(key, 0) + _beats(mem, None, {}, math.prod(t for _, t in unrolled))
+                    continue
+                per_beat = max(1, mem.port_bits // max(mem.bits, 1))
+                hit.setdefault(key, set()).update((mem.key, a // per_beat) for a in addrs)
+            for key, beats in hit.items():
+                per[key] = per.get(key, 0) + len(beats) / len(samples)
+        for key, n in per.items():
+            b.beats[key] = b.beats.get(key, 0) + n
 
     def _carried_chain(self, loop) -> float:
         """Cycles of the path through the memory `loop` carries from one iteration to the
@@ -368,7 +437,7 @@ class Timer:
         names.update({a: f"a{i}" for i, a in enumerate(self.funcs[self._fn].regions[0].blocks[0].arguments)
                       if isinstance(a.type, ir.IndexType)})
         names.update({_iv(L): f"u{i}" for i, (L, _) in enumerate(unrolled)})
-        space = Space("est", names)
+        space = Space("est", names, fixed={v for v in names.values() if not v.startswith("u")})
         if n.startswith("affine."):
             lins = space.lin_map(ir.AffineMapAttr(op.attributes["map"]).value, idx)
         else:
@@ -377,9 +446,15 @@ class Timer:
         mult = min(mult, _distinct(lins, trips, mult))  # copies at one address are one access
         if mem.kind == "maxi":
             key = (mem.bundle or mem.name, "w" if write else "r")
-            b.beats[key] = b.beats.get(key, 0) + _beats(mem, lins, trips, mult)
+            if n.startswith("affine."):  # counted with the iteration's other accesses (`_add_beats`)
+                b.maxi.append((key, mem, op, list(unrolled)))
+            else:
+                b.beats[key] = b.beats.get(key, 0) + _beats(mem, lins, trips, mult)
             return
         if mem.unlimited:
+            return
+        if mem.parts and n.startswith("affine."):  # banks counted over the whole iteration (`_add_banks`)
+            b.banked.append((mem, op, list(unrolled)))
             return
         per_bank = mult / _banks_hit(mem, lins, trips)
         entry = b.mem.setdefault(mem.key, [mem, 0.0])
@@ -552,6 +627,103 @@ def _banks_hit(mem: Mem, lins, trips: dict) -> int:
                 f = max(p.factor, 1)
                 hit *= min(f, max(1, math.ceil(distinct * f / mem.shape[d])))
     return max(1, hit)
+
+
+#: pipelined iterations over which the m_axi beats of one iteration are averaged
+BEAT_SAMPLES = 4
+#: most unrolled copies of one access enumerated for its addresses
+MAX_COPIES = 4096
+
+
+def _lower(loop, env) -> int:
+    lbm, lbo, _, _, _ = loop_bounds(loop)
+    return eval_expr(lbm.results[0], [_index_value(v, env) for v in lbo[:lbm.n_dims]],
+                     [_index_value(v, env) for v in lbo[lbm.n_dims:]])
+
+
+def _step(loop) -> int:
+    return loop_bounds(loop)[4]
+
+
+def _index_value(v: ir.Value, env: list) -> int:
+    """The value of index `v` with the ivs in `env` fixed; another loop's iv takes its
+    lower bound, an index argument (the layer) 0. NotStatic when it is not affine."""
+    for k, x in env:
+        if k == v:
+            return x
+    c = _const_index(v)
+    if c is not None:
+        return c
+    o = v.owner
+    if isinstance(o, ir.Block):
+        parent = o.owner
+        parent = parent.operation if hasattr(parent, "operation") else parent
+        if parent is not None and parent.name == "affine.for" and _iv(parent) == v:
+            return _lower(parent, env)
+        return 0  # a function's index argument
+    op = o.operation if hasattr(o, "operation") else o
+    if op.name == "affine.apply":
+        m = ir.AffineMapAttr(op.attributes["map"]).value
+        vals = [_index_value(x, env) for x in op.operands]
+        return eval_expr(m.results[0], vals[:m.n_dims], vals[m.n_dims:])
+    raise NotStatic(op.name)
+
+
+def _addresses(op, unrolled: list, env: list) -> set | None:
+    """Row-major element addresses of affine access `op` over every combination of its
+    unrolled loops' ivs (outer first, each from its lower bound by its step), or None."""
+    at = _elements(op, unrolled, env)
+    if at is None:
+        return None
+    memv = op.operands[1] if op.name.endswith("store") else op.operands[0]
+    shape = ir.MemRefType(memv.type).shape
+    strides = [math.prod(shape[d + 1:]) for d in range(len(shape))]
+    return {sum(a * st for a, st in zip(e, strides)) for e in at}
+
+
+def _bank(mem: Mem, at: tuple) -> tuple:
+    """The bank of element `at` of a partitioned buffer (cyclic: index mod factor; block:
+    index over the block size; complete: the index)."""
+    out = []
+    for p in mem.parts:
+        for d in (range(len(mem.shape)) if p.dim == 0 else [p.dim - 1]):
+            if d >= len(at) or d >= len(mem.shape):
+                continue
+            f = max(p.factor, 1)
+            if p.kind == "complete":
+                out.append(at[d])
+            elif p.kind == "cyclic":
+                out.append(at[d] % f)
+            else:
+                out.append(at[d] // max(1, -(-mem.shape[d] // f)))
+    return tuple(out)
+
+
+def _elements(op, unrolled: list, env: list) -> set | None:
+    """Index tuples of affine access `op` over every combination of its unrolled loops'
+    ivs, or None when they are not static."""
+    if math.prod(t for _, t in unrolled) > MAX_COPIES:
+        return None
+    write = op.name.endswith("store")
+    idx = list(op.operands)[2:] if write else list(op.operands)[1:]
+    m = ir.AffineMapAttr(op.attributes["map"]).value
+    out: set = set()
+
+    def visit(k: int, env: list) -> None:
+        if k == len(unrolled):
+            vals = [_index_value(x, env) for x in idx]
+            out.add(tuple(eval_expr(r, vals[:m.n_dims], vals[m.n_dims:]) for r in m.results))
+            return
+        L, t = unrolled[k]
+        lo, st = _lower(L, env), _step(L)
+        for j in range(t):
+            visit(k + 1, env + [(_iv(L), lo + j * st)])
+
+    try:
+        visit(0, list(env))
+    except (NotStatic, ValueError, ZeroDivisionError):
+        return None
+    return out
 
 
 def _beats(mem: Mem, lins, trips: dict, copies: int) -> float:
