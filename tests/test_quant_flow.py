@@ -96,7 +96,7 @@ def test_integer_layer_reference_llvm_csim_bit_exact(name, qc, tmp_path):
         assert s.kind("in_proj") == "in_proj"
         mac = {k: _mac_band(s, k) for k in ("in_proj", "out_proj")}
         s.pipeline(f"in_proj:{mac['in_proj']}.i", ii=1)
-        s.unroll(f"in_proj:{mac['in_proj']}.j", 2)
+        s.unroll(f"in_proj:{mac['in_proj']}.j", 0)
         jo, ji = s.split(f"out_proj:{mac['out_proj']}.j", 2)
         s.pipeline(ji, ii=1)
         _same(run_llvm(d, vals2), ref2)

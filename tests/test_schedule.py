@@ -206,6 +206,65 @@ def test_fuse_siblings_and_dependence_check(design):
     rejects(design, lambda: s.fuse("in_proj:S_i.i"), "at least two")
 
 
+
+def test_fuse_flattens_a_register_accumulator_nest_under_guards(base, design):
+    """Rows whose register accumulator is set up and drained around the reduction (an
+    imperfect nest, which Vitis does not flatten) become one loop: the set-up runs under
+    an scf.if on the first inner iteration, the drain on the last. The numbers stay, the
+    split inner loop keeps its trip count, and one pipeline covers every row."""
+    from mambaflow.schedules.deps import trip_count
+    from mambaflow.schedules.recipes import accumulators
+    from mambaflow.targets.estimate import estimate
+
+    s = customize(design)
+    acc = next(b for b, l in accumulators(s, "in_proj") if l == "in_proj:S_i_j.i")
+    rows = trip_count(s.loop("in_proj:S_i_j.i").op)
+    cols = trip_count(s.loop("in_proj:S_i_j.j").op)
+    s.buffer_at(f"in_proj:{acc}", "in_proj:S_i_j.i")
+    jo, ji = s.split("in_proj:S_i_j.j", 8)
+    s.unroll(ji)
+    h = s.fuse("in_proj:S_i_j.i", jo)
+    s.pipeline(h, ii=1)
+    assert loop_names(design, "in_proj")["S_i_j"] == ["i_j.outer_fused", "j.inner"]
+    assert trip_count(h.op) == rows * cols // 8 and trip_count(s.loop("in_proj:S_i_j.j.inner").op) == 8
+    assert len([o for o in walk(h.op) if o.name == "scf.if"]) == 2
+    assert s.log[-2] == {"op": "fuse", "loops": ["in_proj:S_i_j.i", "in_proj:S_i_j.j.outer"]}
+    check_kernel(design.module, design, "in_proj")
+    l = next(x for x in estimate(design, "vck190").kernel("in_proj").loops if x.path.endswith("i_j.outer_fused"))
+    assert l.trip == rows * cols // 8 and l.ii_req == 1
+    # the log replays to the same IR
+    fresh = copy_design(base)
+    replay(fresh, s.log)
+    assert str(fresh.module) == str(design.module)
+
+
+def test_fuse_refuses_a_nest_whose_set_up_feeds_the_inner_loop():
+    """A value computed around the inner loop and used inside it cannot move under a
+    guard (a flattened iteration carries no SSA value): a clear error, IR unchanged."""
+    from mambaflow.flow.mlir import new_context
+
+    ctx = new_context()
+    with ctx:
+        m = ir.Module.parse("""
+func.func @k(%a: memref<4x8xf32>, %out: memref<4xf32>) attributes {mf.kind = "in_proj"} {
+  affine.for %i = 0 to 4 {
+    %z = arith.constant 0.0 : f32
+    %s = affine.load %a[%i, 0] : memref<4x8xf32>
+    affine.for %j = 0 to 8 {
+      %v = affine.load %a[%i, %j] : memref<4x8xf32>
+      %w = arith.addf %v, %s : f32
+      affine.store %w, %out[%i] : memref<4xf32>
+    } {loop_name = "j"}
+  } {loop_name = "i", op_name = "S_i_j"}
+  return
+}""")
+    s = customize(m)
+    before = str(m)
+    with pytest.raises(ScheduleError, match="cannot run under guards"):
+        s.fuse("k:S_i_j.i", "k:S_i_j.j")
+    assert str(m) == before
+
+
 # ------------------------------------------------------------ unroll, pipeline
 
 

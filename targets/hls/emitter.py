@@ -34,7 +34,6 @@ The output depends only on the IR: the same module gives byte-identical C++.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
@@ -55,6 +54,20 @@ from . import streams as S
 
 
 # math dialect op -> hls:: function
+def _written_under_guard(buf: ir.Value) -> bool:
+    """Whether some store to `buf` sits inside an `scf.if` (see `alloc`)."""
+    for u in buf.uses:
+        op = u.owner.operation if hasattr(u.owner, "operation") else u.owner
+        if op.name not in ("affine.store", "memref.store"):
+            continue
+        p = op.parent
+        while p is not None and p.name != "func.func":
+            if p.name == "scf.if":
+                return True
+            p = p.parent
+    return False
+
+
 _MATH_UNARY = {
     "math.exp": "exp", "math.exp2": "exp2", "math.expm1": "expm1", "math.log": "log",
     "math.log2": "log2", "math.log10": "log10", "math.log1p": "log1p", "math.sqrt": "sqrt",
@@ -76,8 +89,6 @@ _CMPF = {
 }
 _CMPI = {0: "==", 1: "!=", 2: "<", 3: "<=", 4: ">", 5: ">=", 6: "<", 7: "<=", 8: ">", 9: ">="}
 _PURE_SKIP = {"memref.dealloc"}
-#: local arrays up to this many elements are zero-initialized (registers: a reset value)
-REGISTER_INIT_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -826,9 +837,9 @@ class _FuncEmitter:
             name = self._fresh(f"buf{self.buf_counter}")
             self.buf_counter += 1
         self.names[op.results[0]] = name
-        # a small local (a register accumulator) starts at zero: a flattened loop sets it
-        # under a guard, which g++ cannot follow under -Werror; in hardware a reset value
-        init = " = {}" if math.prod(shape) <= REGISTER_INIT_MAX else ""
+        # a local written under a guard (a flattened loop's register set-up) starts at zero:
+        # g++ cannot follow the guard under -Werror; in hardware it is a reset value
+        init = " = {}" if _written_under_guard(op.results[0]) else ""
         self.emit(f"{elem} {name}{array_dims(shape)}{init};")
         self._buffer_pragmas(name, D.BufferRef(self.fn, alloc_op=op), t, is_arg=False)
 
