@@ -49,13 +49,13 @@ def _print(title: str, rows: list[dict], cols: list[str]) -> None:
 
 
 def lightmamba_point() -> dict:
-    from mambaflow.schedules.lightmamba import LIGHTMAMBA, bundles
+    from mambaflow.schedules.lightmamba import LIGHTMAMBA
     from mambaflow.targets.estimate import estimate_model
 
     L = LIGHTMAMBA
     t0 = time.perf_counter()
     e = estimate_model(L["model"], board=L["board"], quant=L["quant"], schedule="lightmamba",
-                       clock_mhz=L["clock_mhz"], beat_bits=L["beat_bits"], bundles=bundles)
+                       clock_mhz=L["clock_mhz"], beat_bits=L["beat_bits"])
     r = _row("lightmamba mirror", e, {"seconds": time.perf_counter() - t0})
     r["published"] = {"tokens_per_s": L["tokens_per_s"], "dsp": L["dsp"], "lut": L["lut"], "bram": L["bram"]}
     r["error_pct"] = {

@@ -312,6 +312,26 @@ def storage_of(buf: BufferLike) -> str | None:
     return None if a is None else ir.StringAttr(a).value
 
 
+# ---------------------------------------------------------------------- bundles
+
+#: a top-level port's m_axi bundle (`#pragma HLS interface m_axi ... bundle=`), chosen by
+#: the schedule (`Schedule.bundle`); ports without one get `default_bundles`'
+ARG_BUNDLE = "mf.bundle"
+
+
+def set_bundle(fn: ir.Operation, arg: int, bundle: str) -> None:
+    """Bind argument `arg` of the top function `fn` to the m_axi bundle `bundle`."""
+    dicts = _arg_dicts(fn)
+    with _context(fn):
+        dicts[arg][ARG_BUNDLE] = ir.StringAttr.get(bundle)
+        fn.attributes[ARG_ATTRS] = ir.ArrayAttr.get([ir.DictAttr.get(d) for d in dicts])
+
+
+def bundle_of(fn: ir.Operation, arg: int) -> str | None:
+    a = _arg_dicts(fn)[arg].get(ARG_BUNDLE)
+    return None if a is None else ir.StringAttr(a).value
+
+
 # ---------------------------------------------------------------------- streams
 
 

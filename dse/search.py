@@ -153,7 +153,8 @@ def run_dse(model: str, *, board: str = "vck190", out: str | Path, quant=None, b
         _requeue_interrupted(study)
         if not study.get_trials(deepcopy=False):
             study.enqueue_trial(space.smallest(), user_attrs={"baseline": True})
-            for point in space.recipes():  # the registry's recipes: the points to beat
+            # the registry's recipes: the points to beat (as many as the trials leave room for)
+            for point in space.recipes()[:max(0, trials - 1)]:
                 study.enqueue_trial(point, user_attrs={"recipe": point["structure"]})
         job = {"model": model, "quant": qs[0] if len(qs) == 1 else None, "board": b.name, "clock_mhz": clock_mhz,
                "seed": seed}

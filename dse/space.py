@@ -17,6 +17,8 @@ composes) with the point's factors, so every trial's schedule is a replayable lo
   (`widen_copies`); `feed`: buffers a pipelined iteration reads at several addresses
   partitioned to feed it (`feed_pipelines`, capped by the largest tile or lanes), both
   as the registry's `accelerator` applies them;
+- `bundles`: one m_axi bundle per process (`default_bundles`) or per weight port
+  (`weight_bundles`: a weight and its group scales on parallel AXI masters);
 - `structure`: `accelerator` (the knobs above) or `lightmamba` (the registry's
   `lightmamba_schedule`, with `macs` = `tile.in_proj`, `ssm_lanes` = `lanes.ssm` and
   `depth`; the other knobs do not apply, and its points share their schedule log);
@@ -32,9 +34,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..schedules import recipes as R
-from ..schedules.lightmamba import lightmamba_schedule
+from ..schedules.lightmamba import lightmamba_schedule, weight_bundles
 
-TILES = (1, 2, 4, 8, 16, 32, 64)
+TILES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LANES = (1, 2, 4, 8, 16, 32)
 II_LINEAR = (1, 2, 4)
 II_SSM = (1, 2)
@@ -42,6 +44,7 @@ DEPTHS = (2, 4, 8, 16)
 URAM_KIB = (16, 64, 256)
 SSM_KINDS = ("conv", "ssm")
 STRUCTURES = ("accelerator", "lightmamba")
+BUNDLES = ("process", "weight")
 
 
 @dataclass(frozen=True)
@@ -67,14 +70,17 @@ class SearchSpace:
         return {k.name: k.smallest for k in self.knobs}
 
     def recipes(self) -> list[dict]:
-        """The registry's own design points: `accelerator` with its default factors and
-        `lightmamba` (64 MACs, 8 SSM lanes). The search starts from them, so a short
-        run is never worse than the recipes a user would try first."""
+        """The registry's own design points: `accelerator` with its default factors,
+        `lightmamba` (64 MACs, 8 SSM lanes) and `lightmamba` widened to one 512-bit AXI
+        beat of weights a cycle (128 MACs, 16 lanes). The search starts from them, so a
+        short run is never worse than the recipes a user would try first."""
         acc = {"ii.linear": 1, "ii.ssm": 1, "dataflow": True, "depth": 2, "uram_kib": 64, "widen": True,
                "feed": True, "structure": "accelerator"}
-        lm = dict(acc, structure="lightmamba")
+        lm = dict(acc, structure="lightmamba", bundles="weight")
         out = []
-        for extra, tile, lanes in ((acc, 16, 16), (lm, 64, 8)):
+        # and LightMamba's structure at the widest MAC array one 512-bit beat of 4-bit
+        # weights feeds (128 MACs), with 16 SSM lanes
+        for extra, tile, lanes in ((acc, 16, 16), (lm, 64, 8), (lm, 128, 16)):
             p = self.smallest()
             for k in self.knobs:
                 if k.name.startswith("tile."):
@@ -105,7 +111,7 @@ def space_for(cfg, quants: tuple[str, ...] = ()) -> SearchSpace:
     knobs += [Knob("ii.ssm", II_SSM, II_SSM[-1]), Knob("dataflow", (True, False), False),
               Knob("depth", DEPTHS, DEPTHS[0]), Knob("uram_kib", URAM_KIB, URAM_KIB[0]),
               Knob("widen", (True, False), False), Knob("feed", (True, False), False),
-              Knob("structure", STRUCTURES, STRUCTURES[0])]
+              Knob("bundles", BUNDLES, BUNDLES[0]), Knob("structure", STRUCTURES, STRUCTURES[0])]
     if len(quants) > 1:
         knobs.append(Knob("quant", tuple(quants), quants[-1]))
     return SearchSpace(tuple(knobs))
@@ -129,6 +135,8 @@ def schedule_of(point: dict) -> Callable:
         if point.get("feed"):
             R.feed_pipelines(s, cap=max([*tiles.values(), *lanes.values()], default=64))
         R.large_buffers_to_uram(s, min_bytes=point["uram_kib"] * 1024)
+        if point.get("bundles") == "weight":
+            weight_bundles(s)
         return s
 
     return schedule

@@ -15,8 +15,9 @@ with 8 DSP multipliers per cycle (REFERENCE.md, "Quantization in the seeds"; DES
   group scales read in that iteration are partitioned to feed the MACs;
 * the conv and the SSM update are serial pipelines of `ssm_lanes` lanes;
 * each layer is a dataflow region (layer_pipeline); large buffers in URAM;
-* `bundles(design)`: one m_axi bundle per weight port, so the weights and their
-  group scales stream in parallel (each bundle still serves one process).
+* one m_axi bundle per weight port (`weight_bundles`, the `bundle` primitive), so the
+  weights and their group scales stream in parallel (each bundle still serves one
+  process); the build and the estimate read the bundles from the IR.
 
 Its parameters are the architecture's: `macs=64`, `ssm_lanes=8`; the build emits
 packed ports with `beat_bits=256` and the estimate runs at 400 MHz (`LIGHTMAMBA`).
@@ -145,20 +146,21 @@ def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int =
     layer_pipeline_schedule(s, depth=depth)
     feed_pipelines(s, cap=macs)
     large_buffers_to_uram(s)
+    weight_bundles(s)
     return s
 
 
-def bundles(design) -> dict[str, str]:
-    """One m_axi bundle per weight port (`gmem_<process>_<port>`), the others as
-    `default_bundles`: parallel AXI masters for a weight and its scales; a bundle
-    still serves one process (HLS 200-1013)."""
+def weight_bundles(design) -> Schedule:
+    """One m_axi bundle per weight port (`gmem_<process>_<port>`, `Schedule.bundle`):
+    parallel AXI masters for a weight and its group scales; a bundle still serves one
+    process (HLS 200-1013)."""
     from ..flow.identity import arg_names, arg_roles
     from ..targets.versal.dataflow import default_bundles
 
-    module = getattr(design, "module", design)
-    out = default_bundles(module)
-    top = next(f for f in funcs(module).values() if "mf.top" in f.attributes)
+    s = customize(design)
+    now = default_bundles(s.module)
+    top = funcs(s.module)[s.top]
     for name, role in zip(arg_names(top) or [], arg_roles(top)):
-        if role == "weight" and out.get(name, "gmem_io") != "gmem_io":
-            out[name] = f"{out[name]}_{name.replace('.', '_')}"
-    return out
+        if role == "weight" and now.get(name, "gmem_io") != "gmem_io":
+            s.bundle(name, f"{now[name]}_{name.replace('.', '_')}")
+    return s

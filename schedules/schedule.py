@@ -686,6 +686,30 @@ class Schedule:
         return sorted(names[p] if p < len(names) else f"arg{p}" for p in pos)
 
     @_primitive
+    def bundle(self, port: str, bundle: str) -> None:
+        """Put top-level port `port` on the m_axi bundle `bundle` (`#pragma HLS interface
+        m_axi bundle=`): a bundle of its own is its own AXI master, e.g. a weight and its
+        group scales streaming in parallel. The build, the dataflow checks and the
+        estimate all read it; a bundle that two processes of a dataflow region share is
+        the checker's error (HLS 200-1013)."""
+        top = self.top
+        if top is None:
+            raise ScheduleError(f"bundle of '{port}': the design has no top function")
+        fn = funcs(self.module)[top]
+        names = arg_names(fn) or []
+        if port not in names:
+            near = [n for n in names if port in n or n in port][:5]
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise ScheduleError(f"bundle of '{port}': no such top-level port{hint}")
+        i = names.index(port)
+        if not isinstance(fn.regions[0].blocks[0].arguments[i].type, ir.MemRefType):
+            raise ScheduleError(f"bundle of '{port}': only array ports are m_axi (this one is a scalar)")
+        if not isinstance(bundle, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", bundle):
+            raise ScheduleError(f"bundle of '{port}': the bundle name must be a C identifier, got {bundle!r}")
+        self._transact("bundle", port, [top], {"op": "bundle", "port": port, "bundle": bundle},
+                       lambda: D.set_bundle(funcs(self.module)[top], i, bundle))
+
+    @_primitive
     def storage(self, buffer: BufferLike, impl: str) -> None:
         """Bind a buffer to 'bram', 'uram' or 'lutram'."""
         h, ref = self._buffer(buffer, "storage")
@@ -1026,6 +1050,7 @@ _REPLAY: dict[str, Callable[[Schedule, dict], Any]] = {
     "parallel": lambda s, e: s.parallel(e["loop"]),
     "partition": lambda s, e: s.partition(e["buffer"], e["kind"], e["dim"], e["factor"]),
     "storage": lambda s, e: s.storage(e["buffer"], e["impl"]),
+    "bundle": lambda s, e: s.bundle(e["port"], e["bundle"]),
     "dataflow": lambda s, e: s.dataflow(e["target"]),
     "inline": lambda s, e: s.inline(e["kernel"]),
     "compute_at": lambda s, e: s.compute_at(e["producer"], e["consumer"]),

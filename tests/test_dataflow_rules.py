@@ -127,6 +127,33 @@ def test_one_bundle_per_process_rule(case):
     assert "in_proj" in msg and "out_proj" in msg and msg.startswith("build: ")
 
 
+
+def test_the_bundle_primitive_is_read_by_the_checker_and_the_emitter(case):
+    """`Schedule.bundle` puts a port on a bundle in the IR (replayable): the bundles the
+    build, the checker and the estimate use follow it; a bundle two processes of a
+    region share is the checker's HLS 200-1013 error; bad ports and names are refused."""
+    from mambaflow.schedules import replay
+    from mambaflow.targets.hls.design import emit_design
+
+    _, d0 = case
+    d = copy_design(d0)
+    apply_recipe("layer_pipeline", d)
+    s = customize(d)
+    s.bundle("in_proj_w", "gmem_in_proj_w")
+    b = default_bundles(d)
+    assert b["in_proj_w"] == "gmem_in_proj_w" and DF.enforce(d.module, b) is not None
+    assert "bundle=gmem_in_proj_w" in emit_design(d).source
+    again = copy_design(d0)
+    apply_recipe("layer_pipeline", again)
+    replay(again, [s.log[-1]])
+    assert default_bundles(again)["in_proj_w"] == "gmem_in_proj_w"
+    s.bundle("out_proj_w", "gmem_in_proj_w")  # two processes of the region on one bundle
+    with pytest.raises(DF.DataflowRuleError, match=r"one-bundle-per-process, HLS 200-1013"):
+        DF.enforce(d.module, default_bundles(d))
+    _refused(s, lambda: s.bundle("no_such_port", "gmem_x"), "no such top-level port")
+    _refused(s, lambda: s.bundle("in_proj_w", "not a name"), "C identifier")
+
+
 def test_stream_order_rule(case):
     """a stream whose consumer reads in another order than the producer writes."""
     _, d0 = case

@@ -351,11 +351,11 @@ def test_cli_estimate_prints_a_table_and_json(capsys):
 
 @pytest.fixture(scope="module")
 def lightmamba():
-    from mambaflow.schedules.lightmamba import LIGHTMAMBA, bundles
+    from mambaflow.schedules.lightmamba import LIGHTMAMBA
 
     L = LIGHTMAMBA
     return L, estimate_model(L["model"], board=L["board"], quant=L["quant"], schedule="lightmamba",
-                             clock_mhz=L["clock_mhz"], beat_bits=L["beat_bits"], bundles=bundles)
+                             clock_mhz=L["clock_mhz"], beat_bits=L["beat_bits"])
 
 
 def test_lightmamba_mirror_has_the_published_structure(lightmamba):

@@ -232,14 +232,16 @@ def process_ports(module: ir.Module) -> list[tuple[str, ir.Operation, set[int]]]
 
 
 def default_bundles(module: ir.Module) -> dict[str, str]:
-    """Design port -> m_axi bundle: `gmem_<process>` of the first process that uses it, so
-    every process of a dataflow region has bundles of its own (HLS 200-1013) and a
+    """Design port -> m_axi bundle: the one the schedule chose (`Schedule.bundle`, the
+    `mf.bundle` port attribute), else `gmem_<process>` of the first process that uses
+    it, so every process of a dataflow region has bundles of its own (HLS 200-1013) and a
     sequential design still gets one AXI master per kernel (parallel memory channels)."""
     top = _top(module)
     if top is None:
         return {}
-    names = _port_names(funcs(module)[top])
-    out: dict[str, str] = {}
+    fn = funcs(module)[top]
+    names = _port_names(fn)
+    out: dict[str, str] = {n: b for i, n in enumerate(names) if (b := D.bundle_of(fn, i))}
     for pname, _, ports in process_ports(module):
         for i in sorted(ports):
             if i < len(names):
