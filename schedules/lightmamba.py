@@ -6,14 +6,19 @@ array of 8 x 8 4-bit MACs per cycle at II=1, built in LUTs, and updates the SSM 
 with 8 DSP multipliers per cycle (REFERENCE.md, "Quantization in the seeds"; DESIGN.md
 "Hardware facts"). The recipe builds that structure from the schedule primitives:
 
-* every integer matvec band (rows i, groups j, group elements k) runs `macs` MACs per
-  cycle: the group loop is split so that `macs` consecutive weights of one row, one
-  256-bit beat of 4-bit weights, are multiplied in one pipelined iteration at II=1
-  (the same MAC count and weight bandwidth as LightMamba's 8 x 8 array, which takes
-  its beat as an 8 x 8 weight tile); the weights are read straight from the m_axi
-  port (no on-chip copy), the accumulator is a register, and the activations and
-  group scales read in that iteration are partitioned to feed the MACs;
-* the conv and the SSM update are serial pipelines of `ssm_lanes` lanes;
+* every integer matvec band (rows i, blocks j of `quant.integer_ref.DOT` MACs written
+  out; a third loop over sub-blocks when a block is wider) runs `macs` MACs per cycle:
+  the block loop is split so that `macs` consecutive weights of one row, one 256-bit
+  beat of 4-bit weights, are multiplied in one pipelined iteration at II=1 (the same
+  MAC count and weight bandwidth as LightMamba's 8 x 8 array, which takes its beat as
+  an 8 x 8 weight tile); the weights are read straight from the m_axi port (no on-chip
+  copy), the accumulator is a register, and the activations and group scales read in
+  that iteration are partitioned to feed the MACs;
+* the rows and their MAC steps are one pipeline (`fuse` of the imperfect nest: the
+  register's set-up and drain run under guards), so no pipeline fills per row;
+* the SSM's passes over the state (update, state out) are fused into one
+  (`fuse_bands`), and the conv and the SSM are serial pipelines of `ssm_lanes` lanes
+  whose register reductions are flattened with their rows the same way;
 * each layer is a dataflow region (layer_pipeline); large buffers in URAM;
 * one m_axi bundle per weight port (`weight_bundles`, the `bundle` primitive), so the
   weights and their group scales stream in parallel (each bundle still serves one

@@ -220,14 +220,20 @@ def coalesce(chain: list[ir.Operation], bounds: list[tuple[int, int, int]], name
                 e = ir.AffineExpr.get_mod(e, t)
             e = e * st + lb if (st != 1 or lb != 0) else e
             substitute_iv(loop_iv(L_old), iv, e, L)
-        for k, v in inner_attrs.items():
-            if k not in (LOOP_ATTR, BAND_ATTR):
-                L.attributes[k] = v
-        if BAND_ATTR in attrs:
-            L.attributes[BAND_ATTR] = attrs[BAND_ATTR]
-        L.attributes[LOOP_ATTR] = ir.StringAttr.get(name)
+        _flat_attrs(L, attrs, inner_attrs, name)
         chain[0].erase()
     return L
+
+
+def _flat_attrs(L: ir.Operation, attrs: dict, inner_attrs: dict, name: str) -> None:
+    """A flattened loop keeps the inner loop's directives, the outer loop's band, and
+    takes its new name."""
+    for k, v in inner_attrs.items():
+        if k not in (LOOP_ATTR, BAND_ATTR):
+            L.attributes[k] = v
+    if BAND_ATTR in attrs:
+        L.attributes[BAND_ATTR] = attrs[BAND_ATTR]
+    L.attributes[LOOP_ATTR] = ir.StringAttr.get(name)
 
 
 def guarded_parts(outer: ir.Operation, inner: ir.Operation) -> tuple[list, list] | None:
@@ -288,12 +294,7 @@ def coalesce_guarded(outer: ir.Operation, inner: ir.Operation, bounds: list[tupl
         substitute_iv(loop_iv(outer), iv, outer_e * st0 + lb0 if (st0 != 1 or lb0 != 0) else outer_e, L)
         inner_e = at * st1 + lb1 if (st1 != 1 or lb1 != 0) else at
         substitute_iv(loop_iv(inner), iv, inner_e, L)
-        for k, v in inner_attrs.items():
-            if k not in (LOOP_ATTR, BAND_ATTR):
-                L.attributes[k] = v
-        if BAND_ATTR in attrs:
-            L.attributes[BAND_ATTR] = attrs[BAND_ATTR]
-        L.attributes[LOOP_ATTR] = ir.StringAttr.get(name)
+        _flat_attrs(L, attrs, inner_attrs, name)
         outer.erase()
     return L
 
