@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -48,7 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speculative  # noqa: E402  (the speculative benchmark's helpers: prompts, timing, gc pausing)
-from speculative import _time_split, median_s_per_token, paused_gc  # noqa: E402
+from speculative import _time_split, median_s_per_token, warm_and_time  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET, MAMBA_DRAFT, GPT_DRAFT = "gpt-target", "mamba1-draft", "gpt-draft"
@@ -184,12 +183,9 @@ def prompts(n: int, length: int, offset: int) -> list[list[int]]:
 
 
 def run(policies, n_prompts, prompt_len, n_tokens, reps, log, offset: int = 256) -> dict:
-    from tqdm import tqdm
-
     from mambaflow.models import zoo
     from mambaflow.runtime.backends import make_backend
-    from mambaflow.runtime.generate import Sampling, generate
-    from mambaflow.runtime.speculative import speculative_generate
+    from mambaflow.runtime.generate import Sampling
     from mambaflow.schedules.verify_cpu import verify_cpu
 
     t0 = time.perf_counter()
@@ -208,32 +204,9 @@ def run(policies, n_prompts, prompt_len, n_tokens, reps, log, offset: int = 256)
     sampling = Sampling(vocab_limit=256)  # byte models: never the padding rows
     pol = Policies(drafts)
     spec = dict(backtrack="hybrid")
-    ref = {i: generate(target, p, n_tokens, sampling) for i, p in enumerate(ids)}  # warm + reference
-    for p in tqdm(policies, desc="warm-up", unit="policy", leave=False):
-        # compile every draft design before timing; a searched tree warms up on every prompt
-        # (each arm's first round is not counted by its bandit)
-        for q in ids if "search" in p else ids[:1]:
-            speculative_generate(target, prompt=q, max_new_tokens=n_tokens, sampling=sampling,
-                                 **pol.kwargs(p), **spec)
-    log(f"built and warmed in {time.perf_counter() - t0:.0f} s ({len(ids)} prompts of {prompt_len} tokens, "
+    plain_runs, runs = warm_and_time(target, ids, policies, pol.kwargs, spec, n_tokens, sampling, reps)
+    log(f"built, warmed and timed in {time.perf_counter() - t0:.0f} s ({len(ids)} prompts of {prompt_len} tokens, "
         f"{n_tokens} new tokens, {reps} reps)")
-
-    plain_runs, runs = [], {p: [] for p in policies}
-    bar = tqdm(total=reps * len(ids) * (len(policies) + 1), desc="timed runs", unit="run", leave=False)
-    for _ in range(reps):
-        for i, q in enumerate(ids):
-            with paused_gc():
-                plain_runs.append(generate(target, q, n_tokens, sampling))
-            bar.update()
-            for p in policies:
-                with paused_gc():
-                    g = speculative_generate(target, prompt=q, max_new_tokens=n_tokens, sampling=sampling,
-                                             **pol.kwargs(p), **spec)
-                if g.tokens != ref[i].tokens:
-                    raise SystemExit(f"MISMATCH: speculative ({p}) differs from plain greedy on prompt {i}")
-                runs[p].append(g)
-                bar.update()
-    bar.close()
     plain_spt = median_s_per_token(plain_runs)
     rows, n = {}, len(ids)
     for p in policies:

@@ -145,12 +145,45 @@ def median_s_per_token(gens) -> float:
     return statistics.median(g.decode_s / max(len(g.tokens) - 1, 1) for g in gens)
 
 
-def run_backend(name, target_model, draft_model, prompt_ids, n_tokens, trees, reps, sampling, budget, log):
+def warm_and_time(target, prompt_ids, policies, kwargs_of, spec, n_tokens, sampling, reps, label=""):
+    """(plain runs, {policy: runs}): every policy warmed first (its designs compiled; a
+    searched tree on every prompt, since each arm's first round is not counted by its
+    bandit), then `reps` rounds of plain greedy and every policy, interleaved per prompt
+    on this noisy machine, each output checked equal to plain greedy."""
     from tqdm import tqdm
 
-    from mambaflow.runtime.backends import make_backend
     from mambaflow.runtime.generate import generate
     from mambaflow.runtime.speculative import speculative_generate
+
+    def spec_run(p, q):
+        return speculative_generate(target, prompt=q, max_new_tokens=n_tokens, sampling=sampling,
+                                    **kwargs_of(p), **spec)
+
+    ref = {i: generate(target, q, n_tokens, sampling) for i, q in enumerate(prompt_ids)}  # warm + reference
+    for p in tqdm(policies, desc=f"{label}warm-up", unit="policy", leave=False):
+        for q in prompt_ids if "search" in p else prompt_ids[:1]:
+            spec_run(p, q)
+    plain_runs, runs = [], {p: [] for p in policies}
+    bar = tqdm(total=reps * len(prompt_ids) * (len(policies) + 1), desc=f"{label}timed runs", unit="run",
+               leave=False)
+    for _ in range(reps):
+        for i, q in enumerate(prompt_ids):
+            with paused_gc():
+                plain_runs.append(generate(target, q, n_tokens, sampling))
+            bar.update()
+            for p in policies:
+                with paused_gc():
+                    g = spec_run(p, q)
+                if g.tokens != ref[i].tokens:
+                    raise SystemExit(f"MISMATCH: speculative ({p}) differs from plain greedy: {label}prompt {i}")
+                runs[p].append(g)
+                bar.update()
+    bar.close()
+    return plain_runs, runs
+
+
+def run_backend(name, target_model, draft_model, prompt_ids, n_tokens, trees, reps, sampling, budget, log):
+    from mambaflow.runtime.backends import make_backend
     from mambaflow.schedules.verify_cpu import verify_cpu
 
     kw = dict(prefill_chunk=16, progress=False, schedule=verify_cpu) if name == "llvm" else {}
@@ -159,31 +192,9 @@ def run_backend(name, target_model, draft_model, prompt_ids, n_tokens, trees, re
     draft = make_backend(name, draft_model, **kw)
     policies = Policies(draft)
     spec = dict(backtrack="hybrid", budget_bytes=budget)
-    plain_ref = {i: generate(target, p, n_tokens, sampling) for i, p in enumerate(prompt_ids)}  # warm + reference
-    for tree in tqdm(trees, desc=f"[{name}] warm-up", unit="tree", leave=False):
-        # compile every design before timing anything; a searched tree warms up on every
-        # prompt (each arm's and verify size's first round is not counted by its bandit)
-        for p in prompt_ids if tree.startswith("search") else prompt_ids[:1]:
-            speculative_generate(target, prompt=p, max_new_tokens=n_tokens, sampling=sampling,
-                                 **policies.kwargs(tree), **spec)
-    log(f"  [{name}] backends built and warmed in {time.perf_counter() - t0:.0f} s")
-
-    plain_runs, spec_runs = [], {t: [] for t in trees}
-    bar = tqdm(total=reps * len(prompt_ids) * (len(trees) + 1), desc=f"[{name}] timed runs", unit="run", leave=False)
-    for _ in range(reps):
-        for i, p in enumerate(prompt_ids):
-            with paused_gc():
-                plain_runs.append(generate(target, p, n_tokens, sampling))
-            bar.update()
-            for tree in trees:
-                with paused_gc():
-                    g = speculative_generate(target, prompt=p, max_new_tokens=n_tokens, sampling=sampling,
-                                             **policies.kwargs(tree), **spec)
-                if g.tokens != plain_ref[i].tokens:
-                    raise SystemExit(f"MISMATCH: speculative ({tree}) differs from greedy on {name}, prompt {i}")
-                spec_runs[tree].append(g)
-                bar.update()
-    bar.close()
+    plain_runs, spec_runs = warm_and_time(target, prompt_ids, trees, policies.kwargs, spec, n_tokens, sampling,
+                                          reps, f"[{name}] ")
+    log(f"  [{name}] backends built, warmed and timed in {time.perf_counter() - t0:.0f} s")
     plain_spt = median_s_per_token(plain_runs)
     rows = {}
     for tree in trees:

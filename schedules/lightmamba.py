@@ -83,17 +83,21 @@ def _flatten_rows(s: Schedule, k: str) -> None:
     """Each pipelined loop whose parent loop only sets up and drains registers around it
     (a reduction's accumulator, no loop of its own) is flattened with that parent under
     guards (`fuse`): one pipeline for the rows, not a fill per row."""
+    while (pair := _row_pair(s, k)) is not None:  # a fuse renames loops: look again
+        s.fuse(*pair)
+
+
+def _row_pair(s: Schedule, k: str) -> tuple[str, str] | None:
     for band, loops in s.get_loops(k).items():
-        for name in list(loops):
+        for name in loops:
             L = s.loop(f"{k}:{band}.{name}").op
             P = L.parent
             if D.get_pipeline(L) is None or P is None or P.name != "affine.for" or D.get_pipeline(P) is not None:
                 continue
             parts = rw.guarded_parts(P, L)
-            if not parts or not (parts[0] or parts[1]) or any(o.name == "affine.for" for o in parts[0] + parts[1]):
-                continue
-            s.fuse(f"{k}:{band}.{str_attr(P, 'loop_name')}", f"{k}:{band}.{name}")
-            return _flatten_rows(s, k)  # the loop names changed: start over
+            if parts and (parts[0] or parts[1]) and not any(o.name == "affine.for" for o in parts[0] + parts[1]):
+                return f"{k}:{band}.{str_attr(P, 'loop_name')}", f"{k}:{band}.{name}"
+    return None
 
 
 def lightmamba_schedule(design, macs: int = 64, ssm_lanes: int = 8, depth: int = 2) -> Schedule:

@@ -560,9 +560,9 @@ def feed_pipelines(design, cap: int = 64) -> Schedule:
                             n *= inner[iv]
                     # per dim: the most copies one access spreads over, and the distinct
                     # constant offsets of the accesses (a dot product written out)
-                    copies, offsets = need.setdefault(bufs[v][0], {}).setdefault(d, [1, set()])
-                    need[bufs[v][0]][d][0] = max(copies, n)
-                    offsets.add(lin.get(None, 0))
+                    entry = need.setdefault(bufs[v][0], {}).setdefault(d, [1, set()])
+                    entry[0] = max(entry[0], n)
+                    entry[1].add(lin.get(None, 0))
         for name, dims in need.items():
             shape = s._buffers(funcs(s.module)[k], k)[name].type.shape
             left = cap

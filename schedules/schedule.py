@@ -464,8 +464,9 @@ class Schedule:
         if ops[1].parent != ops[0]:  # given innermost first: flatten from the outermost
             hs, ops = hs[::-1], ops[::-1]
         chain = rw.perfect_chain(ops[0], ops[-1])
-        if chain is None and len(ops) == 2 and rw.guarded_parts(ops[0], ops[1]) is not None:
-            return self._coalesce_guarded(hs, target, paths)
+        guarded = chain is None and len(ops) == 2 and rw.guarded_parts(ops[0], ops[1]) is not None
+        if guarded:
+            chain = ops
         if chain is None:
             raise ScheduleError(f"fuse of {target}: the loops are not perfectly nested, and the ops around "
                                 "the inner loop cannot run under guards (a value they define is used "
@@ -475,27 +476,15 @@ class Schedule:
             raise ScheduleError(f"fuse of {target}: only loops with constant bounds can be flattened "
                                 "(split inner loops depend on their outer loop)")
         h0 = hs[0][0]
-        name = "_".join(_lname(L) for L in chain) + "_fused"
         names = [_lname(L) for L in chain]
-
-        def work():
-            ch = [self._loop_op(LoopHandle(self, h0.kernel, h0.band, n), "fuse") for n in names]
-            rw.coalesce(ch, bounds, name)
-
-        self._transact("fuse", target, [h0.kernel], {"op": "fuse", "loops": paths}, work)
-        return LoopHandle(self, h0.kernel, h0.band, name)
-
-    def _coalesce_guarded(self, hs, target, paths) -> LoopHandle:
-        (h0, outer), (_, inner) = hs
-        bounds = [dp.const_bounds(L) for L in (outer, inner)]
-        if any(b is None for b in bounds):
-            raise ScheduleError(f"fuse of {target}: only loops with constant bounds can be flattened")
-        names = [_lname(outer), _lname(inner)]
         name = "_".join(names) + "_fused"
 
         def work():
-            o, i = (self._loop_op(LoopHandle(self, h0.kernel, h0.band, n), "fuse") for n in names)
-            rw.coalesce_guarded(o, i, bounds, name)
+            ch = [self._loop_op(LoopHandle(self, h0.kernel, h0.band, n), "fuse") for n in names]
+            if guarded:
+                rw.coalesce_guarded(*ch, bounds, name)
+            else:
+                rw.coalesce(ch, bounds, name)
 
         self._transact("fuse", target, [h0.kernel], {"op": "fuse", "loops": paths}, work)
         return LoopHandle(self, h0.kernel, h0.band, name)

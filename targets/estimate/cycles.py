@@ -38,9 +38,8 @@ from torch_mlir import ir
 from ...dialects import directives as D
 from ...flow.effects import STREAM_READ, STREAM_WRITE, callee
 from ...flow.mlir import str_attr
-from ...dialects.stream import NotStatic, eval_expr
-from ...schedules.deps import (Space, _const_index, _iv_loops, carried_dependences, loop_bounds, spread_lin,
-                               trip_count)
+from ...dialects.stream import NotStatic, eval_map, loop_range
+from ...schedules.deps import Space, _iv_loops, carried_dependences, spread_lin, trip_count
 from ..hls.cxx import element_bits, int_width
 from ..hls.resources import NARROW_MUL_BITS, significant_bits
 from . import latency as LT
@@ -100,8 +99,10 @@ class _Body:
     depth: float = 0.0
     mem: dict = field(default_factory=dict)     # mem key -> [Mem, accesses per bank per iteration]
     beats: dict = field(default_factory=dict)   # (bundle, 'r'|'w') -> beats per iteration
-    maxi: list = field(default_factory=list)    # affine m_axi accesses: (key, Mem, op, unrolled loops)
-    banked: list = field(default_factory=list)  # affine accesses to partitioned buffers: (Mem, op, unrolled)
+    # affine accesses counted with the iteration's others: (key, Mem, op, unrolled loops,
+    # the per-access count used when their indices are not static)
+    maxi: list = field(default_factory=list)    # m_axi: key (bundle, 'r'|'w'), count in beats
+    banked: list = field(default_factory=list)  # partitioned buffers: key mem.key, count per bank
     stream: dict = field(default_factory=dict)  # stream key -> accesses per iteration
 
 
@@ -315,72 +316,29 @@ class Timer:
         b.depth = self._depth(block, {}, unrolled, b, copies)
         if unrolled_loop is not None and copies > 1:
             b.depth += (self._chain_factor(block, copies) - 1) * self._carried_chain(unrolled_loop)
-        self._add_beats(b, pipelined)
-        self._add_banks(b, pipelined)
+        if b.maxi or b.banked:
+            envs = self._envs(pipelined if pipelined is not None else unrolled_loop, pipelined is not None)
+            for key, n in _together(b.maxi, envs, _beat_keys, mean=True).items():
+                b.beats[key] = b.beats.get(key, 0) + n
+            mems = {mem.key: mem for _, mem, _, _, _ in b.banked}
+            for key, n in _together(b.banked, envs, _bank_keys, mean=False).items():
+                b.mem.setdefault(key, [mems[key], 0.0])[1] += n
         return b
 
-    def _samples(self, pipelined) -> list[list]:
-        """Iv bindings of the first `BEAT_SAMPLES` iterations of the pipelined loop."""
-        if pipelined is None:
-            return [[]]
-        lb, step, trip = _lower(pipelined, []), _step(pipelined), self.trip(pipelined)
-        return [[(_iv(pipelined), lb + k * step)] for k in range(max(1, min(BEAT_SAMPLES, trip)))]
-
-    def _add_banks(self, b: _Body, pipelined) -> None:
-        """Accesses per bank per iteration of partitioned buffers, all accesses together:
-        the elements every access and its unrolled copies touch, sorted into banks by the
-        partitioning, the busiest bank of the worst sampled iteration (a dot product
-        written out reads neighbouring elements from different ops: their banks differ).
-        An access whose indices are not static falls back to `_banks_hit`."""
-        if not b.banked:
-            return
-        worst: dict = {}
-        for env in self._samples(pipelined):
-            count: dict = {}
-            mems: dict = {}
-            for mem, op, unrolled in b.banked:
-                mems[mem.key] = mem
-                at = _elements(op, unrolled, env)
-                per = count.setdefault(mem.key, {})
-                if at is None:  # not static: every copy on the banks `_banks_hit` spreads them over
-                    n = math.prod(t for _, t in unrolled)
-                    per[None] = per.get(None, 0) + n / max(1, _banks_hit(mem, None, {}))
-                    continue
-                w = op.name.endswith("store")
-                for e in at:
-                    per.setdefault(_bank(mem, e), set()).add((e, w))
-            for key, per in count.items():
-                n = max((len(v) if isinstance(v, set) else v) for v in per.values())
-                worst[key] = (mems[key], max(worst.get(key, (None, 0))[1], n))
-        for key, (mem, n) in worst.items():
-            entry = b.mem.setdefault(key, [mem, 0.0])
-            entry[1] += n
-
-    def _add_beats(self, b: _Body, pipelined) -> None:
-        """AXI beats per iteration of the affine m_axi accesses, all of them together: the
-        element addresses every access and its unrolled copies touch, evaluated over the
-        first `BEAT_SAMPLES` iterations of the pipelined loop (so that accesses at
-        neighbouring offsets share a beat, and a run that straddles beats pays both), in
-        beats of the port's width, averaged. An access whose indices are not static
-        in the unrolled loops falls back to the per-access count (`_beats`)."""
-        if not b.maxi:
-            return
-        samples = self._samples(pipelined)
-        per: dict = {}
-        for s_, env in enumerate(samples):
-            hit: dict = {}
-            for key, mem, op, unrolled in b.maxi:
-                addrs = _addresses(op, unrolled, env)
-                if addrs is None:  # not static: the per-access model
-                    if s_ == 0:
-                        b.beats[key] = b.beats.get(key, 0) + _beats(mem, None, {}, math.prod(t for _, t in unrolled))
-                    continue
-                per_beat = max(1, mem.port_bits // max(mem.bits, 1))
-                hit.setdefault(key, set()).update((mem.key, a // per_beat) for a in addrs)
-            for key, beats in hit.items():
-                per[key] = per.get(key, 0) + len(beats) / len(samples)
-        for key, n in per.items():
-            b.beats[key] = b.beats.get(key, 0) + n
+    def _envs(self, loop, sampled: bool) -> list[dict]:
+        """Iv bindings for evaluating one iteration of `loop`'s body: the loops around it
+        at their first iteration, index arguments (the layer) 0, and `loop`'s own iv at
+        each of its first `BEAT_SAMPLES` iterations (`sampled`) or left to the unrolled
+        copies (an unrolled loop is one of them)."""
+        env = {a: 0 for a in self.funcs[self._fn].regions[0].blocks[0].arguments if isinstance(a.type, ir.IndexType)}
+        try:
+            for L in _iv_loops(loop):
+                env[_iv(L)] = loop_range(L, env).start
+            if not sampled:
+                return [env]
+            return [{**env, _iv(loop): v} for v in loop_range(loop, env)[:BEAT_SAMPLES]] or [env]
+        except (NotStatic, ValueError):
+            return [env]
 
     def _carried_chain(self, loop) -> float:
         """Cycles of the path through the memory `loop` carries from one iteration to the
@@ -446,17 +404,18 @@ class Timer:
         mult = min(mult, _distinct(lins, trips, mult))  # copies at one address are one access
         if mem.kind == "maxi":
             key = (mem.bundle or mem.name, "w" if write else "r")
-            if n.startswith("affine."):  # counted with the iteration's other accesses (`_add_beats`)
-                b.maxi.append((key, mem, op, list(unrolled)))
+            beats = _beats(mem, lins, trips, mult)
+            if n.startswith("affine."):  # counted with the iteration's other accesses (`_together`)
+                b.maxi.append((key, mem, op, list(unrolled), beats))
             else:
-                b.beats[key] = b.beats.get(key, 0) + _beats(mem, lins, trips, mult)
+                b.beats[key] = b.beats.get(key, 0) + beats
             return
         if mem.unlimited:
             return
-        if mem.parts and n.startswith("affine."):  # banks counted over the whole iteration (`_add_banks`)
-            b.banked.append((mem, op, list(unrolled)))
-            return
         per_bank = mult / _banks_hit(mem, lins, trips)
+        if mem.parts and n.startswith("affine."):  # banks counted over the whole iteration (`_together`)
+            b.banked.append((mem.key, mem, op, list(unrolled), per_bank))
+            return
         entry = b.mem.setdefault(mem.key, [mem, 0.0])
         entry[1] += per_bank
 
@@ -629,98 +588,87 @@ def _banks_hit(mem: Mem, lins, trips: dict) -> int:
     return max(1, hit)
 
 
-#: pipelined iterations over which the m_axi beats of one iteration are averaged
+#: pipelined iterations over which one iteration's beats and banks are evaluated
 BEAT_SAMPLES = 4
 #: most unrolled copies of one access enumerated for its addresses
 MAX_COPIES = 4096
 
 
-def _lower(loop, env) -> int:
-    lbm, lbo, _, _, _ = loop_bounds(loop)
-    return eval_expr(lbm.results[0], [_index_value(v, env) for v in lbo[:lbm.n_dims]],
-                     [_index_value(v, env) for v in lbo[lbm.n_dims:]])
-
-
-def _step(loop) -> int:
-    return loop_bounds(loop)[4]
-
-
-def _index_value(v: ir.Value, env: list) -> int:
-    """The value of index `v` with the ivs in `env` fixed; another loop's iv takes its
-    lower bound, an index argument (the layer) 0. NotStatic when it is not affine."""
-    for k, x in env:
-        if k == v:
-            return x
-    c = _const_index(v)
-    if c is not None:
-        return c
-    o = v.owner
-    if isinstance(o, ir.Block):
-        parent = o.owner
-        parent = parent.operation if hasattr(parent, "operation") else parent
-        if parent is not None and parent.name == "affine.for" and _iv(parent) == v:
-            return _lower(parent, env)
-        return 0  # a function's index argument
-    op = o.operation if hasattr(o, "operation") else o
-    if op.name == "affine.apply":
-        m = ir.AffineMapAttr(op.attributes["map"]).value
-        vals = [_index_value(x, env) for x in op.operands]
-        return eval_expr(m.results[0], vals[:m.n_dims], vals[m.n_dims:])
-    raise NotStatic(op.name)
-
-
-def _addresses(op, unrolled: list, env: list) -> set | None:
-    """Row-major element addresses of affine access `op` over every combination of its
-    unrolled loops' ivs (outer first, each from its lower bound by its step), or None."""
-    at = _elements(op, unrolled, env)
-    if at is None:
-        return None
-    memv = op.operands[1] if op.name.endswith("store") else op.operands[0]
-    shape = ir.MemRefType(memv.type).shape
-    strides = [math.prod(shape[d + 1:]) for d in range(len(shape))]
-    return {sum(a * st for a, st in zip(e, strides)) for e in at}
-
-
-def _bank(mem: Mem, at: tuple) -> tuple:
-    """The bank of element `at` of a partitioned buffer (cyclic: index mod factor; block:
-    index over the block size; complete: the index)."""
-    out = []
-    for p in mem.parts:
-        for d in (range(len(mem.shape)) if p.dim == 0 else [p.dim - 1]):
-            if d >= len(at) or d >= len(mem.shape):
+def _together(accesses: list, envs: list[dict], keys, mean: bool) -> dict:
+    """key -> count per iteration of `accesses` (see `_Body`) taken together: each
+    access's elements over its unrolled copies (`_elements`) map to the slots they
+    occupy (`keys`: AXI beats, or RAM banks), and the count is the number of beats, or
+    the busiest bank's accesses, averaged (`mean`) or worst over the sampled iterations
+    `envs`. An access whose elements are not static adds its per-access count. This is
+    how a dot product written out reads: 8 loads at neighbouring offsets share a beat and
+    spread over banks, which each access alone cannot tell."""
+    out: dict = {}
+    for env in envs:
+        slots: dict = {}
+        extra: dict = {}
+        for key, mem, op, unrolled, alone in accesses:
+            at = _elements(op, unrolled, env)
+            if at is None:
+                extra[key] = extra.get(key, 0) + alone
                 continue
-            f = max(p.factor, 1)
-            if p.kind == "complete":
-                out.append(at[d])
-            elif p.kind == "cyclic":
-                out.append(at[d] % f)
-            else:
-                out.append(at[d] // max(1, -(-mem.shape[d] // f)))
-    return tuple(out)
+            for slot, item in keys(mem, op, at):
+                slots.setdefault(key, {}).setdefault(slot, set()).add(item)
+        for key in set(slots) | set(extra):
+            per = slots.get(key, {})
+            n = (len(per) if mean else max((len(v) for v in per.values()), default=0)) + extra.get(key, 0)
+            out[key] = out.get(key, 0) + n / len(envs) if mean else max(out.get(key, 0), n)
+    return out
 
 
-def _elements(op, unrolled: list, env: list) -> set | None:
+def _beat_keys(mem: Mem, op, at: set):
+    """(beat, address) of each element: row-major addresses in beats of the port's width."""
+    shape = ir.MemRefType(_memref(op).type).shape
+    strides = [math.prod(shape[d + 1:]) for d in range(len(shape))]
+    per_beat = max(1, mem.port_bits // max(mem.bits, 1))
+    for e in at:
+        a = sum(i * st for i, st in zip(e, strides))
+        yield (mem.key, a // per_beat), a
+
+
+def _bank_keys(mem: Mem, op, at: set):
+    """(bank, (element, write)) of each element, the bank by the partitioning (cyclic:
+    index mod factor; block: index over the block size; complete: the index)."""
+    w = op.name.endswith("store")
+    for e in at:
+        bank = []
+        for p in mem.parts:
+            for d in (range(len(mem.shape)) if p.dim == 0 else [p.dim - 1]):
+                if d >= len(e) or d >= len(mem.shape):
+                    continue
+                f = max(p.factor, 1)
+                bank.append(e[d] if p.kind == "complete" else e[d] % f if p.kind == "cyclic"
+                            else e[d] // max(1, -(-mem.shape[d] // f)))
+        yield tuple(bank), (e, w)
+
+
+def _memref(op) -> ir.Value:
+    return op.operands[1] if op.name.endswith("store") else op.operands[0]
+
+
+def _elements(op, unrolled: list, env: dict) -> set | None:
     """Index tuples of affine access `op` over every combination of its unrolled loops'
-    ivs, or None when they are not static."""
+    ivs (`env` binds the others), or None when they are not static."""
     if math.prod(t for _, t in unrolled) > MAX_COPIES:
         return None
-    write = op.name.endswith("store")
-    idx = list(op.operands)[2:] if write else list(op.operands)[1:]
+    idx = list(op.operands)[2:] if op.name.endswith("store") else list(op.operands)[1:]
     m = ir.AffineMapAttr(op.attributes["map"]).value
     out: set = set()
 
-    def visit(k: int, env: list) -> None:
+    def visit(k: int, env: dict) -> None:
         if k == len(unrolled):
-            vals = [_index_value(x, env) for x in idx]
-            out.add(tuple(eval_expr(r, vals[:m.n_dims], vals[m.n_dims:]) for r in m.results))
+            out.add(tuple(eval_map(m, idx, env)))
             return
-        L, t = unrolled[k]
-        lo, st = _lower(L, env), _step(L)
-        for j in range(t):
-            visit(k + 1, env + [(_iv(L), lo + j * st)])
+        L = unrolled[k][0]
+        for v in loop_range(L, env):
+            visit(k + 1, {**env, _iv(L): v})
 
     try:
-        visit(0, list(env))
+        visit(0, env)
     except (NotStatic, ValueError, ZeroDivisionError):
         return None
     return out
