@@ -47,7 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speculative  # noqa: E402  (the speculative benchmark's helpers: prompts, timing, gc pausing)
-from speculative import _time_split, median_s_per_token, warm_and_time  # noqa: E402
+from speculative import _time_split, arms_timed, median_s_per_token, warm_and_time  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET, MAMBA_DRAFT, GPT_DRAFT = "gpt-target", "mamba1-draft", "gpt-draft"
@@ -237,11 +237,7 @@ def run(policies, n_prompts, prompt_len, n_tokens, reps, log, offset: int = 256)
                              / median_s_per_token(runs[p][r * n: (r + 1) * n]) for r in range(reps)],
         )
         if searched:
-            arms: dict[str, int] = {}
-            for g in runs[p]:
-                for a in g.configs:
-                    arms[a] = arms.get(a, 0) + 1
-            rows[p]["arms_timed"] = arms
+            rows[p]["arms_timed"] = arms_timed(runs[p])
             rows[p]["bandit"] = pol.search[p].report()
     # a round's cost in plain decode steps (draft + verify + accept + backtrack over the
     # plain target's ms per token): speedup ~ tokens per pass / this

@@ -47,6 +47,7 @@ are installed (acceptance is then meaningless; for a dry run of the script only)
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import json
 import platform
@@ -141,6 +142,11 @@ def prompts(n: int, length: int, vocab: int) -> list[list[int]]:
     return [[BOS, *list(d.text.encode("utf-8"))[: length - 1]] for d in docs]
 
 
+def arms_timed(gens) -> dict[str, int]:
+    """How often a searched tree's bandit ran each arm over `gens`."""
+    return dict(collections.Counter(a for g in gens for a in g.configs))
+
+
 def median_s_per_token(gens) -> float:
     return statistics.median(g.decode_s / max(len(g.tokens) - 1, 1) for g in gens)
 
@@ -215,11 +221,7 @@ def run_backend(name, target_model, draft_model, prompt_ids, n_tokens, trees, re
             time_split=_time_split(spec_runs[tree]),
         )
         if searched:  # which arms the bandit ran in the timed runs, and what it learned
-            arms: dict[str, int] = {}
-            for g in spec_runs[tree]:
-                for a in g.configs:
-                    arms[a] = arms.get(a, 0) + 1
-            rows[tree]["arms_timed"] = arms
+            rows[tree]["arms_timed"] = arms_timed(spec_runs[tree])
             rows[tree]["bandit"] = policies.search[tree].report()
     return dict(plain_tokens_per_s=1 / plain_spt, trees=rows), (target, draft)
 
